@@ -1,0 +1,73 @@
+"""auditledger: a security audit log for multi-tenant apps.
+
+Cheap to write (a call costs microseconds and never raises), impossible to lose quietly (outages
+and overload spill to a local spool that is replayed), and hard to falsify.
+
+    import auditledger
+
+    auditledger.configure(database_url="postgresql://app@db/app")
+    auditledger.audit_login("U123", workspace_id, ip_address="203.0.113.7")
+"""
+
+from __future__ import annotations
+
+import logging as _logging
+
+from ._actions import AuditAction
+from ._default import close, configure, default_logger, flush, get_logger
+from ._errors import AuditLedgerError, ConfigurationError, MissingExtraError, SchemaError
+from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
+from ._helpers import AuditHelpers, BoundAuditLogger
+from ._logger import AuditLogger, install_sigterm_handler
+from ._redact import DEFAULT_REDACT_KEYS
+from ._store import AuditStore
+from ._writer import AuditStats
+
+log_audit_event = default_logger.log_audit_event
+audit_login = default_logger.audit_login
+audit_logout = default_logger.audit_logout
+audit_data_export = default_logger.audit_data_export
+audit_data_deletion = default_logger.audit_data_deletion
+audit_settings_change = default_logger.audit_settings_change
+audit_oauth_connected = default_logger.audit_oauth_connected
+audit_oauth_disconnected = default_logger.audit_oauth_disconnected
+audit_subscription_created = default_logger.audit_subscription_created
+audit_subscription_cancelled = default_logger.audit_subscription_cancelled
+audit_admin_action = default_logger.audit_admin_action
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_REDACT_KEYS",
+    "AuditAction",
+    "AuditEvent",
+    "AuditHelpers",
+    "AuditLedgerError",
+    "AuditLogger",
+    "AuditStats",
+    "AuditStore",
+    "BoundAuditLogger",
+    "ConfigurationError",
+    "MissingExtraError",
+    "QuarantinedEvent",
+    "SchemaError",
+    "WorkspaceRef",
+    "audit_admin_action",
+    "audit_data_deletion",
+    "audit_data_export",
+    "audit_login",
+    "audit_logout",
+    "audit_oauth_connected",
+    "audit_oauth_disconnected",
+    "audit_settings_change",
+    "audit_subscription_cancelled",
+    "audit_subscription_created",
+    "close",
+    "configure",
+    "flush",
+    "get_logger",
+    "install_sigterm_handler",
+    "log_audit_event",
+]
+
+_logging.getLogger("auditledger").addHandler(_logging.NullHandler())

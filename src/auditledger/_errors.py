@@ -1,0 +1,34 @@
+"""The exceptions auditledger raises.
+
+    AuditLedgerError
+     ├── ConfigurationError   an option or URL is wrong; raised at start-up, never by a log call
+     ├── MissingExtraError    an optional dependency is not installed (names the extra)
+     └── SchemaError          the database schema is missing or behind the migrations
+
+A log call never raises any of these: a failing write is reported through the
+``auditledger`` logger and accounted for in ``AuditLogger.stats()``.
+"""
+
+from __future__ import annotations
+
+
+class AuditLedgerError(Exception):
+    """Base class of every exception auditledger raises on purpose."""
+
+
+class ConfigurationError(AuditLedgerError, ValueError):
+    """An option given to auditledger is invalid."""
+
+
+class MissingExtraError(AuditLedgerError, ImportError):
+    """An optional dependency is missing; the message names the extra that installs it."""
+
+    def __init__(self, extra: str, module: str) -> None:
+        super().__init__(
+            f"{module} is not installed: install it with `pip install 'auditledger[{extra}]'`"
+        )
+        self.extra = extra
+
+
+class SchemaError(AuditLedgerError):
+    """The database does not have the schema this version of auditledger expects."""

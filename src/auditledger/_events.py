@@ -1,0 +1,59 @@
+"""The event as readers see it, and references the writer resolves for callers."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceRef:
+    """A workspace named by its Slack ids instead of its ``workspaces.id``.
+
+    Pass it as ``workspace_id`` from code that knows only Slack's ids (the Bolt integration
+    does). The writer resolves it to ``workspaces.id`` in the batch, creating the row for a team
+    seen for the first time, so the request path never waits on the database.
+
+    The row's ``team_id`` is Slack's team id; for an org-wide (Enterprise Grid) install, where
+    Slack sends no team id, it is the enterprise id.
+    """
+
+    team_id: str | None
+    enterprise_id: str | None = None
+    name: str | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The value stored in ``workspaces.team_id`` for this workspace."""
+        return self.team_id or self.enterprise_id
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One stored audit event, as read back from the database."""
+
+    id: uuid.UUID
+    action: str
+    created_at: datetime
+    user_id: str | None = None
+    workspace_id: uuid.UUID | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    resource: str | None = None
+    resource_id: str | None = None
+    details: Any = None
+    previous_value: Any = None
+    new_value: Any = None
+    sanitised: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEvent:
+    """A call that could not be stored as an event, kept with the reason."""
+
+    id: uuid.UUID
+    reason: str
+    payload: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,221 @@
+"""The writer thread's work on each event before a sink stores it.
+
+Validation, sanitising and redaction run here, once per event, off the caller's thread. The
+result is a row in ``AUDIT_LOG_COLUMNS`` order, or a quarantine row when the event has no
+usable action.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from ._actions import action_problem
+from ._capture import (
+    ACTION,
+    IP,
+    JSON_FIELDS,
+    NOTES,
+    RESOURCE,
+    RESOURCE_ID,
+    T_NS,
+    TEXT_FIELDS,
+    UA,
+    USER_ID,
+    WORKSPACE_ID,
+    BadAction,
+    Captured,
+    SanitisedJson,
+)
+from ._events import WorkspaceRef
+from ._redact import Redactor
+from ._sanitise import Note, clean_text, safe_repr
+
+# (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,
+#  details, previous_value, new_value, created_at, sanitised): JSON values as bytes.
+Row = tuple[Any, ...]
+# (id, reason, payload JSON bytes, created_at)
+QuarantineRow = tuple[uuid.UUID, str, bytes, datetime]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROW_TEXT_INDEX = {1: "user_id", 3: "ip_address", 4: "user_agent", 6: "resource", 7: "resource_id"}
+
+
+def datetime_from_ns(time_ns: int) -> datetime:
+    """Exact to the microsecond (float seconds would round)."""
+    return _EPOCH + timedelta(microseconds=time_ns // 1000)
+
+
+@dataclass
+class Limits:
+    """Caps and rules applied to every event; ``AuditLogger`` options set them."""
+
+    max_text_length: int = 1024
+    max_json_bytes: int = 65536
+    redactor: Redactor = field(default_factory=Redactor)
+
+
+class Preparer:
+    """Turns captured events into rows; keeps small caches of values already validated."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._valid_actions: set[str] = set()
+        self._valid_ips: set[str] = set()
+        self._uuids: dict[str, uuid.UUID] = {}
+
+    def prepare(
+        self, ids: list[uuid.UUID], events: list[Captured]
+    ) -> tuple[list[Row], list[QuarantineRow]]:
+        rows: list[Row] = []
+        quarantined: list[QuarantineRow] = []
+        for event_id, ev in zip(ids, events, strict=True):
+            action = ev[ACTION]
+            if action not in self._valid_actions:
+                problem = (
+                    f"invalid action ({action.text})"
+                    if isinstance(action, BadAction)
+                    else action_problem(action)
+                )
+                if problem is not None:
+                    quarantined.append(self.quarantine_row(event_id, ev, problem))
+                    continue
+                self._valid_actions.add(action)
+            rows.append(self.row(event_id, ev))
+        return rows, quarantined
+
+    def row(self, event_id: uuid.UUID, ev: Captured) -> Row:
+        notes: list[Note] = list(ev[NOTES]) if ev[NOTES] else []
+        row: list[Any] = [
+            event_id,
+            ev[USER_ID],
+            self._workspace(ev[WORKSPACE_ID], notes),
+            ev[IP],
+            ev[UA],
+            ev[ACTION],
+            ev[RESOURCE],
+            ev[RESOURCE_ID],
+            None,
+            None,
+            None,
+            datetime_from_ns(ev[T_NS]),
+            None,
+        ]
+        for index, name in _ROW_TEXT_INDEX.items():
+            value = row[index]
+            if value is not None:
+                row[index] = self._text(value, name, notes)
+        if row[3] is not None:
+            row[3] = self._ip(row[3], notes)
+        for offset, (cap_index, name) in enumerate(JSON_FIELDS.items()):
+            value = ev[cap_index]
+            if value is not None:
+                row[8 + offset] = self._json(value, name, notes)
+        if notes:
+            row[12] = orjson.dumps(notes)
+        return tuple(row)
+
+    def _text(self, value: str, name: str, notes: list[Note]) -> str:
+        cap = self.limits.max_text_length
+        if len(value) <= cap and value.isascii() and "\x00" not in value:
+            return value
+        value, change = clean_text(value)
+        if change:
+            notes.append({"field": name, "change": change})
+        if len(value) > cap:
+            notes.append({"field": name, "change": f"truncated from {len(value)} characters"})
+            value = f"{value[:cap]}…[truncated {len(value) - cap} characters]"
+        return value
+
+    def _ip(self, value: str, notes: list[Note]) -> str | None:
+        if value in self._valid_ips:
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            notes.append(
+                {"field": "ip_address", "change": "not an IP address", "original": value[:100]}
+            )
+            return None
+        if len(self._valid_ips) > 10_000:
+            self._valid_ips.clear()
+        self._valid_ips.add(value)
+        return value
+
+    def _workspace(self, value: object, notes: list[Note]) -> uuid.UUID | WorkspaceRef | None:
+        if value is None or isinstance(value, uuid.UUID):
+            return value
+        if isinstance(value, WorkspaceRef):
+            if value.key is None:
+                notes.append({"field": "workspace_id", "change": "workspace ref without ids"})
+                return None
+            return value
+        text = str(value)
+        cached = self._uuids.get(text)
+        if cached is not None:
+            return cached
+        try:
+            parsed = uuid.UUID(text)
+        except ValueError:
+            original, _ = clean_text(text[:100])
+            notes.append({"field": "workspace_id", "change": "not a UUID", "original": original})
+            return None
+        if len(self._uuids) > 10_000:
+            self._uuids.clear()
+        self._uuids[text] = parsed
+        return parsed
+
+    def _json(self, value: bytes | SanitisedJson, name: str, notes: list[Note]) -> bytes:
+        if isinstance(value, SanitisedJson):
+            notes.extend(value.notes)
+            value = value.data
+        value, redactions = self.limits.redactor.redact_json(value, name)
+        notes.extend(redactions)
+        size = len(value)
+        if size > self.limits.max_json_bytes:
+            notes.append({"field": name, "change": f"truncated from {size} bytes"})
+            preview = value[:1024].decode("utf-8", "ignore")
+            value = orjson.dumps({"_truncated": True, "original_bytes": size, "preview": preview})
+        return value
+
+    def quarantine_from_row(self, row: Row, reason: str) -> QuarantineRow:
+        """A prepared row the database still refused, kept whole in the quarantine."""
+        payload: dict[str, Any] = {
+            name: row[index] for index, name in _ROW_TEXT_INDEX.items() if row[index] is not None
+        }
+        payload["action"] = row[5]
+        if row[2] is not None:
+            payload["workspace_id"] = str(row[2])
+        for index, name in (
+            (8, "details"),
+            (9, "previous_value"),
+            (10, "new_value"),
+            (12, "sanitised"),
+        ):
+            if row[index] is not None:
+                payload[name] = orjson.Fragment(row[index])
+        return (row[0], reason, orjson.dumps(payload), row[11])
+
+    def quarantine_row(self, event_id: uuid.UUID, ev: Captured, reason: str) -> QuarantineRow:
+        payload: dict[str, Any] = {}
+        for index, name in TEXT_FIELDS.items():
+            if ev[index] is not None:
+                payload[name] = self._text(ev[index], name, [])
+        action = ev[ACTION]
+        payload["action"] = action.text if isinstance(action, BadAction) else safe_repr(action)
+        ws = ev[WORKSPACE_ID]
+        if ws is not None:
+            payload["workspace_id"] = safe_repr(ws) if isinstance(ws, WorkspaceRef) else str(ws)
+        for index, name in JSON_FIELDS.items():
+            value = ev[index]
+            if value is not None:
+                data = self._json(value, name, [])
+                payload[name] = orjson.Fragment(data)
+        if ev[NOTES]:
+            payload["sanitised"] = ev[NOTES]
+        return (event_id, reason, orjson.dumps(payload), datetime_from_ns(ev[T_NS]))

@@ -1,0 +1,121 @@
+"""Where prepared batches go: the contract every sink keeps, and what they share.
+
+A sink stores one batch in one transaction: workspace references resolved, unknown workspaces
+made harmless, replayed events de-duplicated by id, rows and quarantine rows written together.
+It is used by the writer thread only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from enum import Enum
+
+import orjson
+
+from ._events import WorkspaceRef
+from ._prepare import QuarantineRow, Row
+
+ROW_ID, ROW_WORKSPACE, ROW_SANITISED = 0, 2, 12
+
+
+class ErrorKind(Enum):
+    TRANSIENT = "transient"  # retry later; the outcome of the batch may be unknown
+    PERMANENT = "permanent"  # configuration or schema problem: needs a human
+    DATA = "data"  # something in this batch is refused: split it to find the event
+
+
+class SinkError(Exception):
+    """A batch could not be stored; ``kind`` says what the writer should do about it."""
+
+    def __init__(self, kind: ErrorKind, code: str) -> None:
+        super().__init__(f"{kind.value} error ({code})")
+        self.kind = kind
+        self.code = code  # an error class or SQLSTATE: safe to log, never a value
+
+
+class Sink(ABC):
+    """Stores batches. Subclasses provide the database-specific statements."""
+
+    def __init__(self) -> None:
+        self._known_workspaces: set[uuid.UUID] = set()
+        self._workspace_keys: dict[str, uuid.UUID] = {}
+
+    @abstractmethod
+    def write(
+        self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
+    ) -> tuple[int, int]:
+        """Store the batch atomically and return (events, quarantined) stored, or raise
+        SinkError. With ``replay``, events already stored are left out, not stored twice."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Called from another thread when a write overran its deadline: unblock it."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # Called inside the sink's transaction.
+    @abstractmethod
+    def _existing_workspaces(self, ids: list[uuid.UUID]) -> set[uuid.UUID]: ...
+
+    @abstractmethod
+    def _ensure_workspaces(self, refs: list[WorkspaceRef]) -> dict[str, uuid.UUID]: ...
+
+    @abstractmethod
+    def _existing_event_ids(self, ids: list[uuid.UUID]) -> set[uuid.UUID]: ...
+
+    def resolve_workspaces(self, rows: list[Row]) -> list[Row]:
+        """Rows whose workspace_id names an existing workspace, or is null with a note why."""
+        refs = {
+            ws.key: ws
+            for row in rows
+            if isinstance(ws := row[ROW_WORKSPACE], WorkspaceRef)
+            and ws.key not in self._workspace_keys
+        }
+        if refs:
+            self._workspace_keys.update(self._ensure_workspaces(list(refs.values())))
+        unknown = {
+            ws
+            for row in rows
+            if isinstance(ws := row[ROW_WORKSPACE], uuid.UUID) and ws not in self._known_workspaces
+        }
+        if unknown:
+            self._known_workspaces.update(self._existing_workspaces(list(unknown)))
+        out: list[Row] = []
+        for row in rows:
+            ws = row[ROW_WORKSPACE]
+            if isinstance(ws, WorkspaceRef):
+                assert ws.key is not None
+                row = (*row[:ROW_WORKSPACE], self._workspace_keys[ws.key], *row[3:])
+            elif ws is not None and ws not in self._known_workspaces:
+                note = {
+                    "field": "workspace_id",
+                    "change": "names no workspace",
+                    "original": str(ws),
+                }
+                row = _with_note((*row[:ROW_WORKSPACE], None, *row[3:]), note)
+            out.append(row)
+        return out
+
+    def drop_stored(
+        self, rows: list[Row], quarantined: list[QuarantineRow]
+    ) -> tuple[list[Row], list[QuarantineRow]]:
+        """For replays: leave out events a previous attempt already stored."""
+        ids = [r[ROW_ID] for r in rows] + [q[0] for q in quarantined]
+        if not ids:
+            return rows, quarantined
+        stored = self._existing_event_ids(ids)
+        if not stored:
+            return rows, quarantined
+        return (
+            [r for r in rows if r[ROW_ID] not in stored],
+            [q for q in quarantined if q[0] not in stored],
+        )
+
+
+def _with_note(row: Row, note: dict[str, str]) -> Row:
+    existing = row[ROW_SANITISED]
+    notes = orjson.loads(existing) if existing else []
+    notes.append(note)
+    return (*row[:ROW_SANITISED], orjson.dumps(notes), *row[ROW_SANITISED + 1 :])

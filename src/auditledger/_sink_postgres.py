@@ -1,0 +1,183 @@
+"""The PostgreSQL sink: one transaction per batch, rows written with binary COPY."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from typing import Any
+
+from ._errors import MissingExtraError
+from ._events import WorkspaceRef
+from ._prepare import QuarantineRow, Row
+from ._schema import AUDIT_LOG_COLUMNS
+from ._sink import ErrorKind, Sink, SinkError
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError("postgres", "psycopg") from exc
+
+_COPY_SQL = f"COPY audit_logs ({', '.join(AUDIT_LOG_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = [
+    "uuid", "text", "uuid", "text", "text", "text", "text", "text",
+    "jsonb", "jsonb", "jsonb", "timestamptz", "jsonb",
+]  # fmt: skip
+
+# SQLSTATE classes and codes that no retry will cure.
+_PERMANENT_CLASSES = ("28", "3D", "42", "0A")
+_PERMANENT_MESSAGES = ("password authentication failed", "does not exist", "no pg_hba.conf")
+
+
+class _RawJson:
+    """Marker type: the jsonb dumper below is registered through it."""
+
+
+class _RawJsonbBinaryDumper(Dumper):
+    """Takes JSON already serialised by the writer: jsonb's binary format is 0x01 + text.
+
+    psycopg's own jsonb dumper would serialise Python objects again with the json module, the
+    slowest step of a batch.
+    """
+
+    format = Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + obj  # type: ignore[no-any-return]
+
+
+class PostgresSink(Sink):
+    def __init__(self, conninfo: str, *, connect_timeout: float) -> None:
+        super().__init__()
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = psycopg.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=max(2, int(self._connect_timeout)),
+            application_name="auditledger-writer",
+        )
+        jsonb = psycopg.types.TypeInfo.fetch(conn, "jsonb")
+        assert jsonb is not None
+        dumper = type("RawJsonbDumper", (_RawJsonbBinaryDumper,), {"oid": jsonb.oid})
+        conn.adapters.register_dumper(_RawJson, dumper)
+        self._conn = conn
+        return conn
+
+    def write(
+        self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
+    ) -> tuple[int, int]:
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                if replay:
+                    rows, quarantined = self.drop_stored(rows, quarantined)
+                rows = self.resolve_workspaces(rows)
+                cur = conn.cursor()
+                if rows:
+                    with cur.copy(_COPY_SQL) as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for row in rows:
+                            copy.write_row(row)
+                if quarantined:
+                    cur.executemany(
+                        "INSERT INTO audit_quarantine (id, reason, payload, created_at)"
+                        " VALUES (%s, %s, %s::text::jsonb, %s)",
+                        [(q[0], q[1], q[2].decode(), q[3]) for q in quarantined],
+                    )
+            return len(rows), len(quarantined)
+        except psycopg.Error as exc:
+            self._drop_broken_connection()
+            raise SinkError(classify(exc), _code(exc)) from exc
+        except OSError as exc:
+            self._drop_broken_connection()
+            raise SinkError(ErrorKind.TRANSIENT, type(exc).__name__) from exc
+
+    def abort(self) -> None:
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        # Shutting the socket down makes the blocked libpq call fail at once; closing the
+        # psycopg connection from this thread would race with the writer using it.
+        try:
+            sock = socket.socket(fileno=os.dup(conn.fileno()))
+        except (OSError, psycopg.Error):
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def forget_after_fork(self) -> object | None:
+        """Drop the parent's connection without touching its socket (see AuditLogger)."""
+        conn, self._conn = self._conn, None
+        return conn
+
+    def _drop_broken_connection(self) -> None:
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken or conn.info.transaction_status != 0):
+            self.close()
+
+    def _existing_workspaces(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        assert self._conn is not None
+        cur = self._conn.execute("SELECT id FROM workspaces WHERE id = ANY(%s)", (ids,))
+        return {r[0] for r in cur}
+
+    def _ensure_workspaces(self, refs: list[WorkspaceRef]) -> dict[str, uuid.UUID]:
+        assert self._conn is not None
+        cur = self._conn.cursor()
+        cur.executemany(
+            "INSERT INTO workspaces (id, team_id, enterprise_id, name) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (team_id) DO NOTHING",
+            [(uuid.uuid4(), r.key, r.enterprise_id, r.name) for r in refs],
+        )
+        keys = [r.key for r in refs]
+        cur.execute("SELECT team_id, id FROM workspaces WHERE team_id = ANY(%s)", (keys,))
+        return {r[0]: r[1] for r in cur}
+
+    def _existing_event_ids(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        assert self._conn is not None
+        cur = self._conn.execute(
+            "SELECT id FROM audit_logs WHERE id = ANY(%s)"
+            " UNION ALL SELECT id FROM audit_quarantine WHERE id = ANY(%s)",
+            (ids, ids),
+        )
+        return {r[0] for r in cur}
+
+
+def _code(exc: psycopg.Error) -> str:
+    return exc.sqlstate or type(exc).__name__
+
+
+def classify(exc: psycopg.Error) -> ErrorKind:
+    state = exc.sqlstate or ""
+    if state == "23505":  # a concurrent replay stored some of these events first
+        return ErrorKind.TRANSIENT
+    if state[:2] in ("22", "23"):
+        return ErrorKind.DATA
+    if state[:2] in _PERMANENT_CLASSES:
+        return ErrorKind.PERMANENT
+    if not state and isinstance(exc, psycopg.OperationalError):
+        message = str(exc)
+        if any(m in message for m in _PERMANENT_MESSAGES):
+            return ErrorKind.PERMANENT
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return ErrorKind.PERMANENT
+    return ErrorKind.TRANSIENT

@@ -1,0 +1,136 @@
+"""The SQLite sink, the embedded default: one IMMEDIATE transaction per batch."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+from ._events import WorkspaceRef
+from ._prepare import QuarantineRow, Row
+from ._schema import AUDIT_LOG_COLUMNS
+from ._sink import ErrorKind, Sink, SinkError
+
+_INSERT = (
+    f"INSERT INTO audit_logs ({', '.join(AUDIT_LOG_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in AUDIT_LOG_COLUMNS)})"
+)
+_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's DATETIME storage format on SQLite
+_PERMANENT = ("no such table", "no such column", "readonly database", "unable to open")
+
+
+def connect_sqlite(path: str, *, timeout: float) -> sqlite3.Connection:
+    """A connection with the settings every auditledger SQLite connection needs."""
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _sqlite_row(row: Row) -> tuple[object, ...]:
+    return (
+        row[0].hex,
+        row[1],
+        row[2].hex if row[2] is not None else None,
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8].decode() if row[8] is not None else None,
+        row[9].decode() if row[9] is not None else None,
+        row[10].decode() if row[10] is not None else None,
+        row[11].strftime(_TS_FORMAT),
+        row[12].decode() if row[12] is not None else None,
+    )
+
+
+class SqliteSink(Sink):
+    def __init__(self, path: str, *, timeout: float) -> None:
+        super().__init__()
+        self._path = path
+        self._timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect_sqlite(self._path, timeout=self._timeout)
+        return self._conn
+
+    def write(
+        self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
+    ) -> tuple[int, int]:
+        try:
+            conn = self._connection()
+            # IMMEDIATE takes the write lock up front: a read-then-write transaction started
+            # as DEFERRED can fail with BUSY when another process writes in between.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if replay:
+                    rows, quarantined = self.drop_stored(rows, quarantined)
+                rows = self.resolve_workspaces(rows)
+                conn.executemany(_INSERT, [_sqlite_row(r) for r in rows])
+                conn.executemany(
+                    "INSERT INTO audit_quarantine (id, reason, payload, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (q[0].hex, q[1], q[2].decode(), q[3].strftime(_TS_FORMAT))
+                        for q in quarantined
+                    ],
+                )
+                conn.execute("COMMIT")
+                return len(rows), len(quarantined)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise SinkError(_classify(exc), type(exc).__name__) from exc
+
+    def abort(self) -> None:
+        if self._conn is not None:
+            self._conn.interrupt()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _existing_workspaces(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        conn = self._connection()
+        marks = ", ".join("?" for _ in ids)
+        cur = conn.execute(f"SELECT id FROM workspaces WHERE id IN ({marks})", [i.hex for i in ids])
+        return {uuid.UUID(r[0]) for r in cur}
+
+    def _ensure_workspaces(self, refs: list[WorkspaceRef]) -> dict[str, uuid.UUID]:
+        conn = self._connection()
+        conn.executemany(
+            "INSERT OR IGNORE INTO workspaces (id, team_id, enterprise_id, name)"
+            " VALUES (?, ?, ?, ?)",
+            [(uuid.uuid4().hex, r.key, r.enterprise_id, r.name) for r in refs],
+        )
+        marks = ", ".join("?" for _ in refs)
+        cur = conn.execute(
+            f"SELECT team_id, id FROM workspaces WHERE team_id IN ({marks})", [r.key for r in refs]
+        )
+        return {r[0]: uuid.UUID(r[1]) for r in cur}
+
+    def _existing_event_ids(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        conn = self._connection()
+        found: set[uuid.UUID] = set()
+        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+            chunk = [i.hex for i in ids[start : start + 500]]
+            marks = ", ".join("?" for _ in chunk)
+            for table in ("audit_logs", "audit_quarantine"):
+                cur = conn.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)
+                found.update(uuid.UUID(r[0]) for r in cur)
+        return found
+
+
+def _classify(exc: sqlite3.Error) -> ErrorKind:
+    message = str(exc).lower()
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ErrorKind.TRANSIENT if "unique" in message else ErrorKind.DATA
+    if any(m in message for m in _PERMANENT):
+        return ErrorKind.PERMANENT
+    return ErrorKind.TRANSIENT

@@ -1,0 +1,56 @@
+"""What ``auditledger status`` reports: the spool on disk and the database's view."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ._spool import claim_segments, default_spool_dir, segment_count, spool_bytes
+from ._urls import normalise_url, resolve_url, sqlite_path
+
+
+def default_spool_for(database_url: str | None) -> Path:
+    url = normalise_url(resolve_url(database_url))
+    if url.get_backend_name() == "postgresql":
+        source = f"postgresql:{url.host}:{url.port}:{url.database}"
+    else:
+        source = f"sqlite:{os.path.abspath(sqlite_path(url))}"
+    return default_spool_dir(hashlib.sha256(source.encode()).hexdigest()[:16])
+
+
+def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str, Any]:
+    from ._migrate import check
+    from ._store import AuditStore
+
+    directory = spool_dir or default_spool_for(database_url)
+    report: dict[str, Any] = {"spool_dir": str(directory)}
+    report["spool_segments"] = segment_count(directory)
+    report["spool_bytes"] = spool_bytes(directory)
+    waiting = 0
+    for segment in claim_segments(directory):
+        try:
+            waiting += sum(1 for _ in segment.events())
+        finally:
+            segment.release()
+    report["spooled_events_replayable"] = waiting
+    report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory)
+    try:
+        schema = check(database_url)
+        with AuditStore(database_url) as store:
+            report["events_stored"] = store.count()
+            report["events_quarantined"] = store.quarantine_count()
+        report["schema"] = "current" if schema.up_to_date else f"behind ({schema.current})"
+        report["database"] = "reachable"
+    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+        report["database"] = f"unreachable ({type(exc).__name__})"
+    return report
+
+
+def _claimable(directory: Path) -> int:
+    count = 0
+    for segment in claim_segments(directory):
+        count += 1
+        segment.release()
+    return count

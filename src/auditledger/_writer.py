@@ -1,0 +1,561 @@
+"""The background writer: a bounded queue, one thread, batches, and the spool behind them.
+
+Callers only append a captured event to a deque (no lock, no I/O). The writer thread takes
+batches, gives them ids, prepares them and hands them to the sink under a client-side deadline.
+A batch the sink cannot take goes to this process's spool; when the database answers again the
+spool is replayed first, through the same sink, so order is kept and replays are idempotent.
+When the queue is full, callers append to the spool themselves rather than drop the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from ._capture import Captured
+from ._ids import uuid7_batch, uuid7_from_ns
+from ._prepare import Preparer, QuarantineRow, Row
+from ._sink import ErrorKind, Sink, SinkError
+from ._spool import COMMIT, EVENT, SegmentWriter, claim_segments, encode_event, spool_bytes
+from ._watchdog import Watchdog
+
+log = logging.getLogger("auditledger")
+
+_MAX_BACKOFF = 30.0
+_REPORT_EVERY = 60.0  # seconds between reports of the same ongoing problem
+
+
+class State(Enum):
+    UNOPENED = "unopened"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class AuditStats:
+    """Where every event logged through one AuditLogger is."""
+
+    enqueued: int
+    written: int
+    spooled: int
+    replayed: int
+    quarantined: int
+    dropped: dict[str, int]
+    queue_depth: int
+    spool_bytes: int
+    spool_segments: int
+    flush_latency_seconds: float | None
+    flush_latency_max_seconds: float | None
+    last_error: str | None
+    healthy: bool
+
+
+@dataclass
+class WriterOptions:
+    queue_size: int = 10_000
+    batch_size: int = 2_000
+    flush_interval: float = 0.2
+    write_timeout: float = 10.0
+    write_ahead: bool = False
+    spool_max_bytes: int = 1024**3
+    replay_interval: float = 30.0
+
+
+@dataclass
+class _FlushRequest:
+    deadline: float
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
+class Writer:
+    def __init__(
+        self,
+        sink_factory: Callable[[], Sink],
+        preparer: Preparer,
+        spool_dir: Path,
+        options: WriterOptions,
+    ) -> None:
+        self._sink_factory = sink_factory
+        self._preparer = preparer
+        self.spool_dir = spool_dir
+        self.options = options
+        self.state = State.UNOPENED
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        """State that belongs to one process (a forked child starts it afresh)."""
+        self._queue: deque[Captured] = deque()
+        self._lock = threading.Lock()  # spool segments and the counters callers touch
+        self._wake = threading.Event()
+        self._requests: list[_FlushRequest] = []
+        self._requests_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._watchdog = Watchdog()
+        self._sink: Sink | None = None
+        self._wal = SegmentWriter(self.spool_dir, "w")
+        self._overflow = SegmentWriter(self.spool_dir, "o")
+        self._inflight: tuple[list[uuid.UUID], list[Captured]] | None = None
+        # counters
+        self._popped = 0
+        self._outside_queue = 0  # calls that went straight to the spool (queue full)
+        self._written = 0
+        self._spooled = 0
+        self._replayed = 0
+        self._quarantined = 0
+        self._dropped: dict[str, int] = {}
+        self._latency: float | None = None
+        self._latency_max: float | None = None
+        self._last_error: str | None = None
+        # health
+        self._healthy = True
+        self._backoff = 0.0
+        self._next_attempt = 0.0
+        self._next_scan = 0.0
+        self._reported: dict[str, float] = {}
+        self._foreign_bytes = 0
+
+    # ---- caller side -------------------------------------------------------------------
+
+    def submit(self, event: Captured) -> None:
+        queue = self._queue
+        if len(queue) < self.options.queue_size and self.state is not State.CLOSED:
+            queue.append(event)
+            if self._thread is None:
+                self.start()
+            elif len(queue) == self.options.batch_size:
+                self._wake.set()
+            return
+        self._spill(event)
+
+    def _spill(self, event: Captured) -> None:
+        """The queue is full (or the writer closed): the event goes to the spool, not away."""
+        with self._lock:
+            self._outside_queue += 1
+            if self._spool_full():
+                self._drop("spool_full", 1)
+                return
+            event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
+            try:
+                self._overflow.append(EVENT, [encode_event(event_id, event)])
+                if self.state is State.CLOSED:
+                    # No writer will seal it later: release it now so another logger on this
+                    # spool directory (or the next process) can replay it.
+                    self._overflow.seal()
+            except OSError:
+                self._drop("spool_unavailable", 1)
+                return
+            self._spooled += 1
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="auditledger-writer", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                # The interpreter is shutting down: no thread can start any more. Events
+                # still reach the spool through submit(), and the next process replays them.
+                self.state = State.CLOSED
+                return
+            self._thread = thread
+            self.state = State.RUNNING
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything logged before this call is stored; False at the timeout."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._nothing_pending()
+        request = _FlushRequest(deadline=time.monotonic() + timeout)
+        with self._requests_lock:
+            self._requests.append(request)
+        self._wake.set()
+        request.done.wait(timeout)
+        return request.ok
+
+    def close(self, timeout: float) -> bool:
+        if self.state is State.CLOSED:
+            return self._nothing_pending()
+        deadline = time.monotonic() + timeout
+        ok = self.flush(timeout)
+        self.state = State.CLOSED
+        self._stop = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                # The writer is stuck on the database: spool what it still holds so a later
+                # process replays it (replay drops any copy that did reach the database).
+                self._spool_leftovers()
+                ok = False
+        with self._lock:
+            self._overflow.seal()
+        return ok and self._nothing_pending()
+
+    def stats(self) -> AuditStats:
+        with self._lock:
+            spooled = self._spooled
+            dropped = dict(self._dropped)
+            outside = self._outside_queue
+        depth = len(self._queue)
+        own = self._wal.sealed | self._overflow.sealed
+        return AuditStats(
+            enqueued=self._popped + depth + outside,
+            written=self._written,
+            spooled=spooled,
+            replayed=self._replayed,
+            quarantined=self._quarantined,
+            dropped=dropped,
+            queue_depth=depth,
+            spool_bytes=spool_bytes(self.spool_dir),
+            spool_segments=len(own),
+            flush_latency_seconds=self._latency,
+            flush_latency_max_seconds=self._latency_max,
+            last_error=self._last_error,
+            healthy=self._healthy,
+        )
+
+    # ---- writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.options.flush_interval)
+            self._wake.clear()
+            try:
+                self._cycle()
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive its own bugs
+                self._report("internal", f"auditledger writer error ({type(exc).__name__})")
+            if self._stop and not self._queue:
+                self._finish()
+                return
+
+    def _cycle(self) -> None:
+        now = time.monotonic()
+        if self._replay_due(now):
+            self._replay()
+        # Only what is queued now: under a steady stream the loop must still reach the flushes.
+        pending = len(self._queue)
+        while pending > 0 and self._queue:
+            batch = self._take_batch()
+            pending -= len(batch)
+            self._handle_batch(batch)
+        with self._lock:
+            self._overflow.flush()
+        self._answer_flushes()
+
+    def _take_batch(self) -> list[Captured]:
+        queue = self._queue
+        n = min(len(queue), self.options.batch_size)
+        batch = [queue.popleft() for _ in range(n)]
+        self._popped += n
+        return batch
+
+    def _handle_batch(self, batch: list[Captured]) -> None:
+        ids = uuid7_batch([ev[0] for ev in batch])
+        self._inflight = (ids, batch)
+        try:
+            if self.options.write_ahead:
+                self._to_spool(self._wal, ids, batch, fsync=True)
+            if not self._healthy or self._spool_pending():
+                # Older events wait in the spool: keep order by queueing behind them.
+                if not self.options.write_ahead:
+                    self._to_spool(self._wal, ids, batch)
+                if self._healthy:
+                    self._wake.set()
+                return
+            rows, quarantined = self._preparer.prepare(ids, batch)
+            try:
+                self._store(rows, quarantined, replay=False)
+            except SinkError as exc:
+                self._failed(exc, len(batch))
+                if not self.options.write_ahead:
+                    self._to_spool(self._wal, ids, batch)
+                return
+            if self.options.write_ahead:
+                with self._lock:
+                    self._wal.append(COMMIT, [b""])
+        finally:
+            self._inflight = None
+
+    def _store(self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool) -> None:
+        """Store a prepared batch; a row the database refuses is quarantined, not the batch."""
+        sink = self._get_sink()
+        started = time.monotonic()
+        try:
+            with self._watchdog.deadline(self.options.write_timeout, sink.abort):
+                written, kept = sink.write(rows, quarantined, replay=replay)
+        except SinkError as exc:
+            if exc.kind is not ErrorKind.DATA:
+                raise
+            if len(rows) + len(quarantined) <= 1:
+                if not rows:
+                    raise
+                reason = f"refused by the database ({exc.code})"
+                self._store([], [self._preparer.quarantine_from_row(rows[0], reason)], replay=True)
+                return
+            half = len(rows) // 2
+            self._store(rows[:half], quarantined, replay=replay)
+            self._store(rows[half:], [], replay=replay)
+            return
+        elapsed = time.monotonic() - started
+        self._latency = elapsed
+        self._latency_max = max(elapsed, self._latency_max or 0.0)
+        self._written += written
+        self._quarantined += kept
+        if not self._healthy:
+            log.warning("auditledger: the database is reachable again")
+        self._healthy = True
+        self._backoff = 0.0
+        self._last_error = None
+
+    def _get_sink(self) -> Sink:
+        if self._sink is None:
+            self._sink = self._sink_factory()
+        return self._sink
+
+    def _failed(self, exc: SinkError, count: int) -> None:
+        self._healthy = False
+        self._last_error = f"{exc.kind.value}:{exc.code}"
+        if exc.kind is ErrorKind.PERMANENT:
+            self._backoff = _MAX_BACKOFF
+            self._report(
+                "permanent",
+                f"auditledger: database write failed permanently ({exc.code}): check the URL, "
+                "credentials and `auditledger db upgrade`; events are kept in the spool",
+                level=logging.ERROR,
+            )
+        else:
+            self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
+            self._report(
+                "transient",
+                f"auditledger: database write failed ({exc.code}); {count} events spooled, "
+                f"retrying in {self._backoff:.1f}s",
+            )
+        jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreading retries, not security
+        self._next_attempt = time.monotonic() + self._backoff * jitter
+
+    def _to_spool(
+        self,
+        segment: SegmentWriter,
+        ids: list[uuid.UUID],
+        batch: list[Captured],
+        *,
+        fsync: bool = False,
+    ) -> None:
+        with self._lock:
+            if self._spool_full():
+                self._drop("spool_full", len(batch))
+                return
+            try:
+                segment.append(EVENT, _encode(ids, batch))
+                segment.flush(fsync=fsync)
+            except OSError:
+                self._drop("spool_unavailable", len(batch))
+                self._report("spool", "auditledger: cannot write to the spool directory")
+                return
+            if not self.options.write_ahead or segment is not self._wal:
+                self._spooled += len(batch)
+
+    def _spool_pending(self) -> bool:
+        if self.options.write_ahead:
+            return bool(self._wal.sealed or self._overflow.sealed or self._overflow.has_events())
+        return bool(
+            self._wal.sealed
+            or self._overflow.sealed
+            or self._wal.has_events()
+            or self._overflow.has_events()
+        )
+
+    def _replay_due(self, now: float) -> bool:
+        if not self._healthy:
+            return now >= self._next_attempt
+        if self._spool_pending():
+            return True
+        if now >= self._next_scan:
+            self._next_scan = now + self.options.replay_interval
+            return True
+        return False
+
+    def _replay(self) -> bool:
+        """Store every replayable segment, ours first-sealed and dead processes' alike."""
+        with self._lock:
+            self._overflow.seal()
+            if self.options.write_ahead and self._healthy:
+                # Every batch in it ended with a commit record: nothing to replay.
+                self._wal.discard()
+            else:
+                self._wal.seal()
+        for segment in claim_segments(self.spool_dir):
+            stored = 0
+            try:
+                batch_ids: list[uuid.UUID] = []
+                batch: list[Captured] = []
+                for event_id, event in segment.events():
+                    batch_ids.append(uuid.UUID(event_id))
+                    batch.append(event)
+                    if len(batch) >= self.options.batch_size:
+                        stored += self._replay_batch(batch_ids, batch)
+                        batch_ids, batch = [], []
+                if batch:
+                    stored += self._replay_batch(batch_ids, batch)
+            except SinkError as exc:
+                segment.release()
+                self._failed(exc, 0)
+                return False
+            except Exception as exc:  # noqa: BLE001 - an unreadable segment must not stop replay
+                segment.release()
+                self._report(
+                    "replay",
+                    f"auditledger: a spool segment failed to replay ({type(exc).__name__})",
+                )
+                continue
+            segment.done()
+            self._replayed += stored
+            self._wal.sealed.discard(segment.path.name)
+            self._overflow.sealed.discard(segment.path.name)
+        return True
+
+    def _replay_batch(self, ids: list[uuid.UUID], batch: list[Captured]) -> int:
+        rows, quarantined = self._preparer.prepare(ids, batch)
+        self._store(rows, quarantined, replay=True)
+        return len(batch)
+
+    def _answer_flushes(self) -> None:
+        with self._requests_lock:
+            if not self._requests:
+                return
+            requests, self._requests = self._requests, []
+        clear = self._nothing_pending()
+        if not clear and self._healthy:
+            self._replay()
+            while self._queue:
+                self._handle_batch(self._take_batch())
+            clear = self._nothing_pending()
+        now = time.monotonic()
+        keep = []
+        for request in requests:
+            if clear:
+                request.ok = True
+                request.done.set()
+            elif now < request.deadline:
+                keep.append(request)
+            else:
+                request.done.set()
+        if keep:
+            with self._requests_lock:
+                self._requests.extend(keep)
+
+    def _nothing_pending(self) -> bool:
+        if self._queue or self._inflight is not None:
+            return False
+        with self._lock:
+            if self._overflow.has_events() or (
+                self._wal.has_events() and not self.options.write_ahead
+            ):
+                return False
+            sealed = self._wal.sealed | self._overflow.sealed
+        return not any((self.spool_dir / name).exists() for name in sealed)
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self.options.write_ahead and self._healthy:
+                self._wal.discard()
+            else:
+                self._wal.seal()
+            self._overflow.seal()
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        with self._requests_lock:
+            for request in self._requests:
+                request.done.set()
+            self._requests = []
+
+    def _spool_leftovers(self) -> None:
+        leftovers: list[Captured] = []
+        while self._queue:
+            leftovers.append(self._queue.popleft())
+        inflight = self._inflight
+        with self._lock:
+            try:
+                if inflight is not None:
+                    self._overflow.append(EVENT, _encode(*inflight))
+                for event in leftovers:
+                    event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
+                    self._overflow.append(EVENT, [encode_event(event_id, event)])
+                self._overflow.flush()
+            except OSError:
+                self._drop("spool_unavailable", len(leftovers))
+                return
+            self._popped += len(leftovers)
+            self._spooled += len(leftovers) + (len(inflight[1]) if inflight else 0)
+
+    # ---- shared helpers ----------------------------------------------------------------
+
+    def _spool_full(self) -> bool:
+        # Checked under self._lock; a directory scan per event would be too slow, so this
+        # counts our own appends plus what other processes had at the last scan.
+        return self._spooled_bytes_estimate() >= self.options.spool_max_bytes
+
+    def _spooled_bytes_estimate(self) -> int:
+        now = time.monotonic()
+        if now >= getattr(self, "_bytes_checked", 0.0):
+            self._foreign_bytes = spool_bytes(self.spool_dir)
+            self._bytes_checked = now + 1.0
+        return self._foreign_bytes
+
+    def _drop(self, reason: str, count: int) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + count
+        self._report(
+            f"drop:{reason}",
+            f"auditledger: events dropped ({reason}); {self._dropped[reason]} so far",
+            level=logging.ERROR,
+        )
+
+    def _report(self, key: str, message: str, *, level: int = logging.WARNING) -> None:
+        """Log a problem at most once a minute per kind: never once per event."""
+        now = time.monotonic()
+        if now < self._reported.get(key, 0.0):
+            return
+        self._reported[key] = now + _REPORT_EVERY
+        log.log(level, message)
+
+    # ---- fork ----------------------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        self._lock.acquire()
+        try:
+            self._overflow.flush()
+            self._wal.flush()
+        except OSError:
+            pass
+
+    def after_fork_in_parent(self) -> None:
+        self._lock.release()
+
+    def after_fork_in_child(self) -> list[object]:
+        """Forget the parent's thread, queue, connection and segments; return what to keep alive."""
+        orphans: list[object] = []
+        if self._sink is not None:
+            orphans.append(self._sink)
+        self._wal.forget_after_fork()
+        self._overflow.forget_after_fork()
+        state = self.state
+        self._init_runtime()
+        self.state = State.UNOPENED if state is State.RUNNING else state
+        return orphans
+
+
+def _encode(ids: list[uuid.UUID], batch: list[Captured]) -> list[bytes]:
+    return [encode_event(str(i), ev) for i, ev in zip(ids, batch, strict=True)]

@@ -55,6 +55,10 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def tick(self, now: float) -> None:  # noqa: B027 - optional hook, empty by default
+        """Called on the writer thread once per cycle (about every ``flush_interval``), under
+        the same client-side deadline as a write: for periodic work such as checkpoints."""
+
     # Called inside the sink's transaction.
     @abstractmethod
     def _existing_workspaces(self, ids: list[uuid.UUID]) -> set[uuid.UUID]: ...

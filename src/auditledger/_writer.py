@@ -253,6 +253,12 @@ class Writer:
         with self._lock:
             self._overflow.flush()
         self._answer_flushes()
+        if self._healthy and self._sink is not None:
+            try:
+                with self._watchdog.deadline(self.options.write_timeout, self._sink.abort):
+                    self._sink.tick(now)
+            except SinkError as exc:
+                self._failed(exc, 0)
 
     def _take_batch(self) -> list[Captured]:
         queue = self._queue

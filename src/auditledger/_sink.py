@@ -23,6 +23,7 @@ class ErrorKind(Enum):
     TRANSIENT = "transient"  # retry later; the outcome of the batch may be unknown
     PERMANENT = "permanent"  # configuration or schema problem: needs a human
     DATA = "data"  # something in this batch is refused: split it to find the event
+    CONFLICT = "conflict"  # another writer stored some of these events first: dedupe, retry
 
 
 class SinkError(Exception):
@@ -105,17 +106,27 @@ class Sink(ABC):
     def drop_stored(
         self, rows: list[Row], quarantined: list[QuarantineRow]
     ) -> tuple[list[Row], list[QuarantineRow]]:
-        """For replays: leave out events a previous attempt already stored."""
+        """For replays: leave out events already stored, and repeats within the batch.
+
+        A batch whose outcome was unknown can reach the spool twice (the writer spools it
+        after its deadline, ``close()`` spools what the stuck writer held), so one replay
+        batch may carry the same id twice.
+        """
         ids = [r[ROW_ID] for r in rows] + [q[0] for q in quarantined]
         if not ids:
             return rows, quarantined
-        stored = self._existing_event_ids(ids)
-        if not stored:
-            return rows, quarantined
-        return (
-            [r for r in rows if r[ROW_ID] not in stored],
-            [q for q in quarantined if q[0] not in stored],
-        )
+        seen = self._existing_event_ids(ids)
+        kept_rows: list[Row] = []
+        for r in rows:
+            if r[ROW_ID] not in seen:
+                seen.add(r[ROW_ID])
+                kept_rows.append(r)
+        kept_quarantined: list[QuarantineRow] = []
+        for q in quarantined:
+            if q[0] not in seen:
+                seen.add(q[0])
+                kept_quarantined.append(q)
+        return kept_rows, kept_quarantined
 
 
 def _with_note(row: Row, note: dict[str, str]) -> Row:

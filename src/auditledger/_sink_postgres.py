@@ -169,7 +169,7 @@ def _code(exc: psycopg.Error) -> str:
 def classify(exc: psycopg.Error) -> ErrorKind:
     state = exc.sqlstate or ""
     if state == "23505":  # a concurrent replay stored some of these events first
-        return ErrorKind.TRANSIENT
+        return ErrorKind.CONFLICT
     if state[:2] in ("22", "23"):
         return ErrorKind.DATA
     if state[:2] in _PERMANENT_CLASSES:

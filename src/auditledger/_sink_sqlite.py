@@ -130,7 +130,7 @@ class SqliteSink(Sink):
 def _classify(exc: sqlite3.Error) -> ErrorKind:
     message = str(exc).lower()
     if isinstance(exc, sqlite3.IntegrityError):
-        return ErrorKind.TRANSIENT if "unique" in message else ErrorKind.DATA
+        return ErrorKind.CONFLICT if "unique" in message else ErrorKind.DATA
     if any(m in message for m in _PERMANENT):
         return ErrorKind.PERMANENT
     return ErrorKind.TRANSIENT

@@ -238,6 +238,13 @@ def claim_segments(directory: Path, *, skip: set[str] = frozenset()) -> Iterator
         yield SegmentReplay(path, fd)
 
 
+def has_claimable_segments(directory: Path) -> bool:
+    for segment in claim_segments(directory):
+        segment.release()
+        return True
+    return False
+
+
 def spool_bytes(directory: Path) -> int:
     total = 0
     if directory.is_dir():

@@ -25,7 +25,15 @@ from ._capture import Captured
 from ._ids import uuid7_batch, uuid7_from_ns
 from ._prepare import Preparer, QuarantineRow, Row
 from ._sink import ErrorKind, Sink, SinkError
-from ._spool import COMMIT, EVENT, SegmentWriter, claim_segments, encode_event, spool_bytes
+from ._spool import (
+    COMMIT,
+    EVENT,
+    SegmentWriter,
+    claim_segments,
+    encode_event,
+    has_claimable_segments,
+    spool_bytes,
+)
 from ._watchdog import Watchdog
 
 log = logging.getLogger("auditledger")
@@ -294,7 +302,14 @@ class Writer:
         finally:
             self._inflight = None
 
-    def _store(self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool) -> None:
+    def _store(
+        self,
+        rows: list[Row],
+        quarantined: list[QuarantineRow],
+        *,
+        replay: bool,
+        conflict_retry: bool = True,
+    ) -> None:
         """Store a prepared batch; a row the database refuses is quarantined, not the batch."""
         sink = self._get_sink()
         started = time.monotonic()
@@ -302,6 +317,13 @@ class Writer:
             with self._watchdog.deadline(self.options.write_timeout, sink.abort):
                 written, kept = sink.write(rows, quarantined, replay=replay)
         except SinkError as exc:
+            if exc.kind is ErrorKind.CONFLICT and conflict_retry:
+                # Another writer (a replay elsewhere, or a stuck write that finally committed)
+                # stored some of these events between our check and our insert: check again.
+                self._store(rows, quarantined, replay=True, conflict_retry=False)
+                return
+            if exc.kind is ErrorKind.CONFLICT:
+                raise SinkError(ErrorKind.TRANSIENT, exc.code) from exc
             if exc.kind is not ErrorKind.DATA:
                 raise
             if len(rows) + len(quarantined) <= 1:
@@ -463,6 +485,7 @@ class Writer:
                 self._requests.extend(keep)
 
     def _nothing_pending(self) -> bool:
+        """Nothing of ours waits, and no segment in the spool is waiting for anyone."""
         if self._queue or self._inflight is not None:
             return False
         with self._lock:
@@ -471,7 +494,11 @@ class Writer:
             ):
                 return False
             sealed = self._wal.sealed | self._overflow.sealed
-        return not any((self.spool_dir / name).exists() for name in sealed)
+        if any((self.spool_dir / name).exists() for name in sealed):
+            return False
+        # Segments sealed by another logger or left by a dead process: a flush replays them
+        # too, so "flush() returned True" means the spool holds nothing replayable.
+        return not has_claimable_segments(self.spool_dir)
 
     def _finish(self) -> None:
         with self._lock:

@@ -33,7 +33,11 @@ class TcpProxy:
     def _listen(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        try:
+            listener.bind(("127.0.0.1", self.port))
+        except OSError:
+            listener.close()
+            raise
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener
@@ -81,6 +85,10 @@ class TcpProxy:
         """Close the listener and every connection: connects now fail at once."""
         self._flowing.set()
         if self._listener is not None:
+            # close() alone does not wake a thread blocked in accept(): the kernel keeps the
+            # socket (and its port) until accept returns. shutdown() wakes it.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -1,0 +1,40 @@
+"""Running small auditledger programs in child processes (exit, signals, fork, crashes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(code: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``code`` in a new interpreter; it reads its arguments from sys.argv[1:]."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def run_child(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = child(code, *args)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def wait_for_line(proc: subprocess.Popen[str], expected: str) -> str:
+    """Read the child's stdout until a line starting with ``expected`` (it says when it is ready)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(expected):
+            return line.strip()
+    _, err = proc.communicate(timeout=10)
+    raise AssertionError(f"child ended before {expected!r}: {err}")

@@ -1,0 +1,209 @@
+"""Exit, signals, SIGKILL, fork and shared spools, in real child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from auditledger import AuditLogger, AuditStore
+from tests.children import child, run_child, wait_for_line
+from tests.tcp_proxy import TcpProxy
+
+LOG_AND_EXIT = """
+import sys
+from auditledger import AuditLogger
+url, spool, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+audit = AuditLogger(url, spool_dir=spool, flush_interval=30.0)
+for i in range(n):
+    audit.log_audit_event("login", user_id=f"exit-{i}")
+# No close(), no flush(): interpreter exit must write or spool everything.
+"""
+
+
+def count(url: str) -> int:
+    with AuditStore(url) as store:
+        return store.count()
+
+
+def distinct_users(url: str) -> set[str]:
+    with AuditStore(url) as store:
+        return {e.user_id or "" for e in store.events(limit=1_000_000)}
+
+
+def test_normal_exit_without_close_writes_everything(db_url: str, spool_dir: Path) -> None:
+    done = run_child(LOG_AND_EXIT, db_url, str(spool_dir), "5000")
+    assert done.returncode == 0, done.stderr
+    assert count(db_url) == 5000
+
+
+@pytest.fixture
+def proxy(pg_url: str) -> Iterator[TcpProxy]:
+    url = make_url(pg_url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as p:
+        yield p
+
+
+def via(proxy: TcpProxy, pg_url: str) -> str:
+    url = make_url(pg_url).set(host="127.0.0.1", port=proxy.port)
+    return url.render_as_string(hide_password=False)
+
+
+def test_exit_while_the_database_is_down_spools_and_the_next_process_replays(
+    proxy: TcpProxy, pg_url: str, spool_dir: Path
+) -> None:
+    proxy.refuse()
+    done = run_child(LOG_AND_EXIT, via(proxy, pg_url), str(spool_dir), "3000")
+    assert done.returncode == 0, done.stderr
+    assert count(pg_url) == 0
+    proxy.restore()
+    with AuditLogger(via(proxy, pg_url), spool_dir=spool_dir) as later:
+        assert later.flush(30)
+        assert later.stats().replayed == 3000
+    assert distinct_users(pg_url) == {f"exit-{i}" for i in range(3000)}
+
+
+SIGTERM_CHILD = """
+import sys
+from auditledger import AuditLogger
+url, spool, n, handle = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+audit = AuditLogger(url, spool_dir=spool, flush_interval=30.0, handle_sigterm=handle)
+for i in range(n):
+    audit.log_audit_event("logout", user_id=f"term-{i}")
+print("ready", flush=True)
+sys.stdin.read()  # blocks until the parent's SIGTERM arrives
+"""
+
+
+@pytest.mark.parametrize("handle", [True, False])
+def test_sigterm_handler_flushes_before_the_process_ends(
+    handle: bool, db_url: str, spool_dir: Path
+) -> None:
+    proc = child(SIGTERM_CHILD, db_url, str(spool_dir), "2000", "1" if handle else "0")
+    wait_for_line(proc, "ready")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    # Python's default SIGTERM skips atexit: without the opt-in handler the queue is lost.
+    assert count(db_url) == (2000 if handle else 0)
+
+
+SIGKILL_CHILD = """
+import sys
+from auditledger import AuditLogger
+url, spool, n, wal = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+audit = AuditLogger(url, spool_dir=spool, write_ahead=wal, write_timeout=60.0,
+                    flush_interval=0.05, batch_size=5000)
+for i in range(n):
+    audit.log_audit_event("admin_action", user_id=f"kill-{i}", details={"i": i})
+# The database hangs: the batch is now in flight, waiting on a connection that never answers.
+for _ in range(200):
+    if audit.flush(0.1) or audit.stats().queue_depth == 0:
+        break
+print("in-flight", audit.stats().queue_depth, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("write_ahead", [True, False])
+def test_sigkill_loses_at_most_the_batch_in_flight_and_write_ahead_keeps_it(
+    write_ahead: bool, proxy: TcpProxy, pg_url: str, spool_dir: Path
+) -> None:
+    proxy.hang()
+    proc = child(
+        SIGKILL_CHILD, via(proxy, pg_url), str(spool_dir), "3000", "1" if write_ahead else "0"
+    )
+    line = wait_for_line(proc, "in-flight")
+    assert line == "in-flight 0"
+    proc.kill()
+    proc.communicate(timeout=30)
+    proxy.refuse()  # the killed child's hung connection must not commit anything later
+    proxy.restore()
+    with AuditLogger(pg_url, spool_dir=spool_dir) as survivor:
+        assert survivor.flush(30)
+    assert count(pg_url) == (3000 if write_ahead else 0)
+
+
+SHARED_SPOOL_CHILD = """
+import sys
+from auditledger import AuditLogger
+url, spool, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+audit = AuditLogger(url, spool_dir=spool, write_timeout=1.0, flush_interval=0.05)
+for i in range(n):
+    audit.log_audit_event("login", user_id=f"victim-{i}")
+# The database is down for this process: wait until its events reached the spool.
+for _ in range(300):
+    audit.flush(0.1)
+    s = audit.stats()
+    if s.spooled == n and s.queue_depth == 0:
+        break
+print("spooled", audit.stats().spooled, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_survivor_replays_the_events_of_a_killed_process_sharing_its_spool(
+    proxy: TcpProxy, pg_url: str, spool_dir: Path
+) -> None:
+    survivor = AuditLogger(pg_url, spool_dir=spool_dir)
+    survivor.audit_login("survivor", None)
+    assert survivor.flush(30)
+    proxy.refuse()
+    victim = child(SHARED_SPOOL_CHILD, via(proxy, pg_url), str(spool_dir), "2500")
+    assert wait_for_line(victim, "spooled") == "spooled 2500"
+    # Alive, the victim holds its segment locked: the survivor must leave it alone.
+    assert survivor.flush(5)
+    assert count(pg_url) == 1
+    victim.kill()
+    victim.communicate(timeout=30)
+    assert survivor.flush(30)
+    survivor.close()
+    assert distinct_users(pg_url) == {"survivor"} | {f"victim-{i}" for i in range(2500)}
+    assert count(pg_url) == 2501
+
+
+FORK_CHILD = """
+import os, sys
+from auditledger import AuditLogger
+url, spool = sys.argv[1], sys.argv[2]
+audit = AuditLogger(url, spool_dir=spool)   # created before the fork, as with gunicorn --preload
+audit.log_audit_event("login", user_id="parent-before-fork")
+pids = []
+for w in range(3):
+    pid = os.fork()
+    if pid == 0:
+        for i in range(500):
+            audit.log_audit_event("login", user_id=f"worker{w}-{i}")
+        ok = audit.flush(30)
+        os._exit(0 if ok else 3)
+    pids.append(pid)
+for i in range(500):
+    audit.log_audit_event("logout", user_id=f"parent-{i}")
+codes = [os.waitpid(p, 0)[1] for p in pids]
+print("children", codes, flush=True)
+assert audit.flush(30)
+"""
+
+
+def test_forked_workers_each_write_their_own_events_once(db_url: str, spool_dir: Path) -> None:
+    done = run_child(FORK_CHILD, db_url, str(spool_dir))
+    assert done.returncode == 0, done.stderr
+    assert "children [0, 0, 0]" in done.stdout
+    users = distinct_users(db_url)
+    assert count(db_url) == 1 + 3 * 500 + 500
+    assert len(users) == count(db_url)
+
+
+def test_no_stray_segment_files_after_a_clean_run(db_url: str, spool_dir: Path) -> None:
+    with AuditLogger(db_url, spool_dir=spool_dir, queue_size=100) as audit:
+        for i in range(5000):  # overflows the small queue into the spool
+            audit.log_audit_event("login", user_id=str(i))
+        assert audit.flush(30)
+        assert audit.stats().spooled > 0
+    assert list(spool_dir.glob("*.seg")) == []
+    assert count(db_url) == 5000
+    assert os.listdir(spool_dir) == []

@@ -31,7 +31,7 @@ def run_child(code: str, *args: str, timeout: float = 120) -> subprocess.Complet
 
 
 def wait_for_line(proc: subprocess.Popen[str], expected: str) -> str:
-    """Read the child's stdout until a line starting with ``expected`` (it says when it is ready)."""
+    """Read the child's stdout up to a line starting with ``expected`` (its ready signal)."""
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(expected):

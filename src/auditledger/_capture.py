@@ -36,17 +36,22 @@ _NUL_ESCAPE = b"\\u0000"
 
 
 class SanitisedJson:
-    """JSON bytes that needed the slow path, with the notes saying what changed."""
+    """JSON text that needed the slow path, with the notes saying what changed."""
 
     __slots__ = ("data", "notes")
 
-    def __init__(self, data: bytes, notes: list[Note]) -> None:
+    def __init__(self, data: str, notes: list[Note]) -> None:
         self.data = data
         self.notes = notes
 
 
-def capture_json(value: object, field: str) -> bytes | SanitisedJson:
-    """Snapshot a JSON value; orjson when it is clean, the sanitising walk when not."""
+def capture_json(value: object, field: str) -> str | SanitisedJson:
+    """Snapshot a JSON value as text; orjson when it is clean, the sanitising walk when not.
+
+    Text, not orjson's bytes: each bytes result keeps a 4 KiB allocation behind it, so a full
+    queue of small events would cost ~4 KiB per value (measured: 117 MiB for 30k values);
+    decoding right-sizes it for ~35 ns.
+    """
     try:
         data = _dumps(value)
     except Exception:  # noqa: BLE001 - orjson refuses: unknown type, cycle, depth, surrogate...
@@ -55,7 +60,7 @@ def capture_json(value: object, field: str) -> bytes | SanitisedJson:
     # PostgreSQL rejects); both are rare, and these byte searches are cheap.
     if (b"null" in data and has_nonfinite(value)) or _NUL_ESCAPE in data:
         return SanitisedJson(*sanitise_json(value, field))
-    return data
+    return data.decode()
 
 
 _SCALAR_OK = (str, uuid.UUID, WorkspaceRef)

@@ -37,7 +37,7 @@ from ._redact import Redactor
 from ._sanitise import Note, clean_text, safe_repr
 
 # (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,
-#  details, previous_value, new_value, created_at, sanitised): JSON values as bytes.
+#  details, previous_value, new_value, created_at, sanitised): JSON values as text.
 Row = tuple[Any, ...]
 # (id, reason, payload JSON bytes, created_at)
 QuarantineRow = tuple[uuid.UUID, str, bytes, datetime]
@@ -117,7 +117,7 @@ class Preparer:
             if value is not None:
                 row[8 + offset] = self._json(value, name, notes)
         if notes:
-            row[12] = orjson.dumps(notes)
+            row[12] = orjson.dumps(notes).decode()
         return tuple(row)
 
     def _text(self, value: str, name: str, notes: list[Note]) -> str:
@@ -170,17 +170,21 @@ class Preparer:
         self._uuids[text] = parsed
         return parsed
 
-    def _json(self, value: bytes | SanitisedJson, name: str, notes: list[Note]) -> bytes:
+    def _json(self, value: str | SanitisedJson, name: str, notes: list[Note]) -> str:
         if isinstance(value, SanitisedJson):
             notes.extend(value.notes)
             value = value.data
         value, redactions = self.limits.redactor.redact_json(value, name)
         notes.extend(redactions)
         size = len(value)
+        if size * 4 > self.limits.max_json_bytes:  # only then can its UTF-8 form exceed the cap
+            size = len(value.encode())
         if size > self.limits.max_json_bytes:
             notes.append({"field": name, "change": f"truncated from {size} bytes"})
-            preview = value[:1024].decode("utf-8", "ignore")
-            value = orjson.dumps({"_truncated": True, "original_bytes": size, "preview": preview})
+            preview = value[:1024]
+            value = orjson.dumps(
+                {"_truncated": True, "original_bytes": size, "preview": preview}
+            ).decode()
         return value
 
     def quarantine_from_row(self, row: Row, reason: str) -> QuarantineRow:

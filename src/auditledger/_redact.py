@@ -3,7 +3,7 @@
 Two rules, applied at any depth of ``details``, ``previous_value`` and ``new_value``:
 values under keys that look like credentials are replaced whole, and credential-shaped text
 (Slack tokens, ``Bearer`` values, JWTs, ...) is replaced wherever it appears. A cheap scan of the
-serialised bytes decides whether the full walk is needed, so clean events cost one regex search.
+serialised text decides whether the full walk is needed, so clean events cost one regex search.
 """
 
 from __future__ import annotations
@@ -63,18 +63,18 @@ class Redactor:
         key_alternatives = "|".join(
             "[-_ ]?".join(re.escape(c) for c in fragment) for fragment in self.fragments
         )
-        value_bytes = "|".join(_VALUE_PATTERNS)
-        scan = f'(?i:"[^"]*(?:{key_alternatives})[^"]*"\\s*:)|{value_bytes}'
+        values = "|".join(_VALUE_PATTERNS)
+        scan = f'(?i:"[^"]*(?:{key_alternatives})[^"]*"\\s*:)|{values}'
         if not self.fragments:
-            scan = value_bytes
-        # A superset of what the walk redacts, run on the serialised bytes.
-        self._scan = re.compile(scan.encode())
+            scan = values
+        # A superset of what the walk redacts, run on the serialised text.
+        self._scan = re.compile(scan)
 
     def key_is_secret(self, key: str) -> bool:
         norm = _normalise_key(key)
         return any(fragment in norm for fragment in self.fragments)
 
-    def redact_json(self, data: bytes, field: str) -> tuple[bytes, list[Note]]:
+    def redact_json(self, data: str, field: str) -> tuple[str, list[Note]]:
         """The JSON with credentials replaced, and a note for each replacement."""
         if self._scan.search(data) is None:
             return data, []
@@ -82,7 +82,7 @@ class Redactor:
         cleaned = self._walk(orjson.loads(data), "$", field, notes)
         if not notes:
             return data, []
-        return orjson.dumps(cleaned), notes
+        return orjson.dumps(cleaned).decode(), notes
 
     def redact_text(self, text: str) -> tuple[str, bool]:
         replaced, count = VALUE_RE.subn(REDACTED, text)

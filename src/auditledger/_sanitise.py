@@ -163,15 +163,15 @@ class _Walker:
         return out
 
 
-def sanitise_json(value: object, field: str) -> tuple[bytes, list[Note]]:
-    """Serialise anything as JSON, returning the bytes and the changes that were needed."""
+def sanitise_json(value: object, field: str) -> tuple[str, list[Note]]:
+    """Serialise anything as JSON, returning the text and the changes that were needed."""
     walker = _Walker(field)
     try:
         cleaned = walker.walk(value, "$", 0)
-        return orjson.dumps(cleaned), walker.notes
+        return orjson.dumps(cleaned).decode(), walker.notes
     except Exception as exc:  # noqa: BLE001 - last resort: a value that defeats the walk
         note = {"field": field, "path": "$", "change": f"unserialisable ({type_name(exc)})"}
-        return orjson.dumps(safe_repr(value)), [*walker.notes, note]
+        return orjson.dumps(safe_repr(value)).decode(), [*walker.notes, note]
 
 
 def has_nonfinite(value: object, depth: int = 0) -> bool:

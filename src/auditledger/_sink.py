@@ -133,4 +133,4 @@ def _with_note(row: Row, note: dict[str, str]) -> Row:
     existing = row[ROW_SANITISED]
     notes = orjson.loads(existing) if existing else []
     notes.append(note)
-    return (*row[:ROW_SANITISED], orjson.dumps(notes), *row[ROW_SANITISED + 1 :])
+    return (*row[:ROW_SANITISED], orjson.dumps(notes).decode(), *row[ROW_SANITISED + 1 :])

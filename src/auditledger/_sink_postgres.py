@@ -38,7 +38,7 @@ class _RawJson:
 
 
 class _RawJsonbBinaryDumper(Dumper):
-    """Takes JSON already serialised by the writer: jsonb's binary format is 0x01 + text.
+    """Takes JSON text already serialised by the writer: jsonb's binary format is 0x01 + text.
 
     psycopg's own jsonb dumper would serialise Python objects again with the json module, the
     slowest step of a batch.
@@ -47,7 +47,7 @@ class _RawJsonbBinaryDumper(Dumper):
     format = Format.BINARY
 
     def dump(self, obj: Any) -> bytes:
-        return b"\x01" + obj  # type: ignore[no-any-return]
+        return b"\x01" + obj.encode()  # type: ignore[no-any-return]
 
 
 class PostgresSink(Sink):

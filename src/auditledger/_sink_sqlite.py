@@ -37,11 +37,11 @@ def _sqlite_row(row: Row) -> tuple[object, ...]:
         row[5],
         row[6],
         row[7],
-        row[8].decode() if row[8] is not None else None,
-        row[9].decode() if row[9] is not None else None,
-        row[10].decode() if row[10] is not None else None,
+        row[8],
+        row[9],
+        row[10],
         row[11].strftime(_TS_FORMAT),
-        row[12].decode() if row[12] is not None else None,
+        row[12],
     )
 
 

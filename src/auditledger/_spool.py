@@ -63,7 +63,7 @@ def encode_event(event_id: str, ev: Captured) -> bytes:
         if isinstance(value, SanitisedJson):
             notes.extend(value.notes)
             value = value.data
-        out[1 + index] = None if value is None else value.decode()
+        out[1 + index] = value
     out.append(notes or None)
     return orjson.dumps(out)
 
@@ -77,9 +77,6 @@ def decode_event(payload: bytes) -> tuple[str, Captured]:
     ws = ev[WORKSPACE_ID]
     if isinstance(ws, dict):
         ev[WORKSPACE_ID] = WorkspaceRef(ws.get("team_id"), ws.get("enterprise_id"), ws.get("name"))
-    for index in JSON_FIELDS:
-        if ev[index] is not None:
-            ev[index] = ev[index].encode()
     return event_id, tuple(ev)
 
 

@@ -131,7 +131,8 @@ class Writer:
         self._next_attempt = 0.0
         self._next_scan = 0.0
         self._reported: dict[str, float] = {}
-        self._foreign_bytes = 0
+        self._spool_bytes_estimate = 0
+        self._spool_rescan_at = 0.0
 
     # ---- caller side -------------------------------------------------------------------
 
@@ -155,7 +156,9 @@ class Writer:
                 return
             event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
             try:
-                self._overflow.append(EVENT, [encode_event(event_id, event)])
+                self._spool_bytes_estimate += self._overflow.append(
+                    EVENT, [encode_event(event_id, event)]
+                )
                 if self.state is State.CLOSED:
                     # No writer will seal it later: release it now so another logger on this
                     # spool directory (or the next process) can replay it.
@@ -386,7 +389,7 @@ class Writer:
                 self._drop("spool_full", len(batch))
                 return
             try:
-                segment.append(EVENT, _encode(ids, batch))
+                self._spool_bytes_estimate += segment.append(EVENT, _encode(ids, batch))
                 segment.flush(fsync=fsync)
             except OSError:
                 self._drop("spool_unavailable", len(batch))
@@ -537,16 +540,14 @@ class Writer:
     # ---- shared helpers ----------------------------------------------------------------
 
     def _spool_full(self) -> bool:
-        # Checked under self._lock; a directory scan per event would be too slow, so this
-        # counts our own appends plus what other processes had at the last scan.
-        return self._spooled_bytes_estimate() >= self.options.spool_max_bytes
-
-    def _spooled_bytes_estimate(self) -> int:
+        # Checked under self._lock for every spooled event: a directory scan each time would
+        # be too slow, so appends are added as they happen and a scan (at most once a second)
+        # corrects the estimate for replayed segments and other processes' appends.
         now = time.monotonic()
-        if now >= getattr(self, "_bytes_checked", 0.0):
-            self._foreign_bytes = spool_bytes(self.spool_dir)
-            self._bytes_checked = now + 1.0
-        return self._foreign_bytes
+        if now >= self._spool_rescan_at:
+            self._spool_bytes_estimate = spool_bytes(self.spool_dir)
+            self._spool_rescan_at = now + 1.0
+        return self._spool_bytes_estimate >= self.options.spool_max_bytes
 
     def _drop(self, reason: str, count: int) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + count

@@ -34,7 +34,7 @@ __all__ = ["CapturingAuditLogger", "capture_audit_events"]
 _NAMESPACE = uuid.UUID("9b1f2a3c-4d5e-4f60-8a7b-1c2d3e4f5a6b")
 
 
-def _loads(value: bytes | None) -> Any:
+def _loads(value: str | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 

@@ -1,0 +1,204 @@
+"""Bad input never raises and is never lost: stored sanitised (with a note) or quarantined."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from auditledger import AuditLogger, AuditStore
+from auditledger._db import make_engine
+from tests.helpers import stored
+
+
+class RaisingRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str either")
+
+
+@dataclass
+class Point:
+    x: int
+    y: float
+
+
+def changes(notes: list[dict[str, Any]] | None, field: str) -> list[str]:
+    return [n["change"] for n in notes or [] if n["field"] == field]
+
+
+def log_one(url: str, spool_dir: Path, **kwargs: Any) -> Any:
+    with AuditLogger(url, spool_dir=spool_dir) as audit:
+        audit.log_audit_event(kwargs.pop("action", "admin_action"), **kwargs)
+        assert audit.flush(30)
+    (event,) = stored(url)
+    return event
+
+
+def test_values_json_cannot_hold_are_converted_and_noted(db_url: str, spool_dir: Path) -> None:
+    cyclic: dict[str, Any] = {"name": "loop"}
+    cyclic["self"] = cyclic
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    event = log_one(
+        db_url,
+        spool_dir,
+        details={
+            "nan": math.nan,
+            "inf": -math.inf,
+            "when": datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=UTC),
+            "price": Decimal("12.30"),
+            "id": uuid.UUID(int=1),
+            "raw": b"\xff\x00\x01",
+            "text_bytes": b"hello",
+            "tags": {"b", "a"},
+            "point": Point(1, 2.5),
+            "weird": RaisingRepr(),
+            "nul": "a\x00b",
+            "surrogate": "x\ud800y",
+            "huge": 10**30,
+            3: "int key",
+            "cyclic": cyclic,
+            "deep": deep,
+        },
+    )
+    d = event.details
+    assert d["nan"] == "nan"
+    assert d["inf"] == "-inf"
+    assert d["when"] == "2026-01-02T03:04:05.000600+00:00"
+    assert d["price"] == "12.30"
+    assert d["id"] == str(uuid.UUID(int=1))
+    assert d["raw"] == "/wAB"
+    assert d["text_bytes"] == "hello"
+    assert d["tags"] == ["a", "b"]
+    assert d["point"] == {"x": 1, "y": 2.5}
+    assert d["weird"].startswith("<RaisingRepr instance at")
+    assert d["nul"] == "a\ufffdb"
+    assert d["surrogate"] == "x\ufffdy"
+    assert d["huge"] == str(10**30)
+    assert d["3"] == "int key"
+    assert d["cyclic"] == {"name": "loop", "self": "[cycle]"}
+    depth = 0
+    node = d["deep"]
+    while isinstance(node, list):
+        node, depth = node[0], depth + 1
+    assert depth < 70
+    assert "nested deeper" in node
+    noted = " | ".join(changes(event.sanitised, "details"))
+    for expected in (
+        "non-finite", "decimal", "base64", "set stored", "repr", "NUL", "surrogate",
+        "too large", "non-string key", "cycle", "nested deeper",
+    ):  # fmt: skip
+        assert expected in noted
+
+
+def test_text_fields_ids_and_addresses(db_url: str, spool_dir: Path) -> None:
+    event = log_one(
+        db_url,
+        spool_dir,
+        user_id=12345,
+        workspace_id="not-a-uuid",
+        ip_address="999.1.2.3",
+        user_agent="Mozilla/5.0 " + "x" * 200_000,
+        resource="bad\x00resource",
+        resource_id=["mutable", "list"],
+    )
+    assert event.user_id == "12345"
+    assert event.workspace_id is None
+    assert event.ip_address is None
+    assert event.user_agent.startswith("Mozilla/5.0 xxx")
+    assert len(event.user_agent) < 1100
+    assert "truncated" in event.user_agent
+    assert event.resource == "bad\ufffdresource"
+    assert event.resource_id == "['mutable', 'list']"
+    assert changes(event.sanitised, "user_id") == ["int stored as text"]
+    assert changes(event.sanitised, "workspace_id") == ["not a UUID"]
+    assert changes(event.sanitised, "ip_address") == ["not an IP address"]
+    assert any("truncated" in c for c in changes(event.sanitised, "user_agent"))
+
+
+def test_a_workspace_that_does_not_exist_keeps_the_event(db_url: str, spool_dir: Path) -> None:
+    missing = uuid.uuid4()
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.audit_login("U1", missing)
+        audit.audit_login("U2", None)
+        assert audit.flush(30)
+    events = {e.user_id: e for e in stored(db_url)}
+    assert set(events) == {"U1", "U2"}
+    assert events["U1"].workspace_id is None
+    (note,) = events["U1"].sanitised or []
+    assert note == {
+        "field": "workspace_id",
+        "change": "names no workspace",
+        "original": str(missing),
+    }
+
+
+def test_oversized_details_are_truncated_with_a_marker(db_url: str, spool_dir: Path) -> None:
+    event = log_one(db_url, spool_dir, details={"blob": "y" * 5_000_000})
+    assert event.details["_truncated"] is True
+    assert event.details["original_bytes"] > 5_000_000
+    assert changes(event.sanitised, "details") == [
+        f"truncated from {event.details['original_bytes']} bytes"
+    ]
+
+
+def test_unusable_actions_are_quarantined_and_the_batch_survives(
+    db_url: str, spool_dir: Path
+) -> None:
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.log_audit_event("login", user_id="before")
+        audit.log_audit_event(None, user_id="none-action", details={"password": "p"})  # type: ignore[arg-type]
+        audit.log_audit_event(42, user_id="int-action")  # type: ignore[arg-type]
+        audit.log_audit_event("Drop Table;", user_id="sql-ish")
+        audit.log_audit_event("x" * 200, user_id="too-long")
+        audit.log_audit_event("logout", user_id="after")
+        assert audit.flush(30)
+        assert audit.stats().quarantined == 4
+    assert sorted(e.user_id or "" for e in stored(db_url)) == ["after", "before"]
+    with AuditStore(db_url) as store:
+        quarantined = {q.payload["user_id"]: q for q in store.quarantined()}
+    assert set(quarantined) == {"none-action", "int-action", "sql-ish", "too-long"}
+    assert "NoneType" in quarantined["none-action"].reason
+    assert quarantined["none-action"].payload["details"] == {"password": "[REDACTED]"}
+    assert "snake_case" in quarantined["sql-ish"].reason
+    assert "longer than 64" in quarantined["too-long"].reason
+
+
+def test_a_row_the_database_refuses_is_quarantined_alone(db_url: str, spool_dir: Path) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        # A rule of the user's own schema that auditledger cannot know about.
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                text("ALTER TABLE audit_logs ADD CONSTRAINT no_evil CHECK (user_id <> 'evil')")
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER no_evil BEFORE INSERT ON audit_logs"
+                    " WHEN NEW.user_id = 'evil' BEGIN SELECT RAISE(ABORT, 'no evil'); END"
+                )
+            )
+    engine.dispose()
+    with AuditLogger(db_url, spool_dir=spool_dir, flush_interval=5.0) as audit:
+        for i in range(300):
+            audit.log_audit_event("login", user_id="evil" if i == 137 else f"good-{i}")
+        assert audit.flush(30)
+        stats = audit.stats()
+    assert stats.written == 299
+    assert stats.quarantined == 1
+    assert len(stored(db_url)) == 299
+    with AuditStore(db_url) as store:
+        (q,) = store.quarantined()
+    assert q.reason.startswith("refused by the database")
+    assert q.payload["user_id"] == "evil"

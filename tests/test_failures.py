@@ -1,0 +1,157 @@
+"""Permanent errors are loud; SQLite lock-outs spool; exit is bounded; status reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from auditledger import AuditLogger
+from auditledger._migrate import upgrade
+from tests.children import child, run_child, wait_for_line
+from tests.conftest import PgDatabases
+from tests.helpers import stored
+from tests.tcp_proxy import TcpProxy
+
+
+def test_missing_schema_is_reported_as_permanent_and_events_wait_in_the_spool(
+    pg_databases: PgDatabases, spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = pg_databases.create()  # exists, but nobody ran `auditledger db upgrade`
+    caplog.set_level(logging.WARNING, logger="auditledger")
+    audit = AuditLogger(url, spool_dir=spool_dir)
+    for i in range(100):
+        audit.audit_login(f"U{i}", None)
+    assert audit.flush(2) is False
+    stats = audit.stats()
+    audit.close(timeout=2)
+    assert stats.last_error == "permanent:42P01"
+    assert stats.spooled == 100
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "permanently" in errors[0].getMessage()
+    assert "db upgrade" in errors[0].getMessage()
+    upgrade(url)
+    with AuditLogger(url, spool_dir=spool_dir) as later:
+        assert later.flush(30)
+    assert len(stored(url)) == 100
+
+
+def test_an_unknown_role_is_permanent(pg_url: str, spool_dir: Path) -> None:
+    url = make_url(pg_url).set(username="no_such_role").render_as_string(hide_password=False)
+    audit = AuditLogger(url, spool_dir=spool_dir)
+    audit.audit_login("U1", None)
+    assert audit.flush(2) is False
+    assert (audit.stats().last_error or "").startswith("permanent:")
+    audit.close(timeout=2)
+
+
+def test_a_locked_sqlite_database_spools_and_recovers(sqlite_url: str, spool_dir: Path) -> None:
+    blocker = sqlite3.connect(make_url(sqlite_url).database or "", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    audit = AuditLogger(sqlite_url, spool_dir=spool_dir, write_timeout=0.5, flush_interval=0.05)
+    for i in range(1000):
+        audit.log_audit_event("login", user_id=f"locked-{i}")
+    assert audit.flush(2) is False
+    assert audit.stats().spooled > 0
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert audit.flush(30)
+    audit.close()
+    assert len({e.user_id for e in stored(sqlite_url)}) == 1000
+
+
+SQLITE_KILL_CHILD = """
+import sys
+from auditledger import AuditLogger
+url, spool, wal = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+audit = AuditLogger(url, spool_dir=spool, write_ahead=wal, write_timeout=60.0,
+                    flush_interval=0.05, batch_size=5000)
+for i in range(1500):
+    audit.log_audit_event("admin_action", user_id=f"kill-{i}")
+for _ in range(200):
+    if audit.flush(0.1) or audit.stats().queue_depth == 0:
+        break
+print("in-flight", audit.stats().queue_depth, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("write_ahead", [True, False])
+def test_sigkill_on_sqlite_while_the_batch_waits_for_the_lock(
+    write_ahead: bool, sqlite_url: str, spool_dir: Path
+) -> None:
+    blocker = sqlite3.connect(make_url(sqlite_url).database or "", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    proc = child(SQLITE_KILL_CHILD, sqlite_url, str(spool_dir), "1" if write_ahead else "0")
+    assert wait_for_line(proc, "in-flight") == "in-flight 0"
+    proc.kill()
+    proc.communicate(timeout=30)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with AuditLogger(sqlite_url, spool_dir=spool_dir) as survivor:
+        assert survivor.flush(30)
+    assert len(stored(sqlite_url)) == (1500 if write_ahead else 0)
+
+
+HANG_AT_EXIT = """
+import sys, time
+from auditledger import AuditLogger
+url, spool = sys.argv[1], sys.argv[2]
+audit = AuditLogger(url, spool_dir=spool, shutdown_timeout=1.0, write_timeout=60.0)
+for i in range(3000):
+    audit.log_audit_event("logout", user_id=f"exit-{i}")
+print("exiting", time.monotonic(), flush=True)
+"""
+
+
+def test_exit_is_bounded_when_the_database_hangs(pg_url: str, spool_dir: Path) -> None:
+    url = make_url(pg_url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxy.hang()
+        hung = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        started = time.monotonic()
+        done = run_child(HANG_AT_EXIT, hung, str(spool_dir))
+        elapsed = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        # Interpreter start-up plus the 1 s shutdown budget, never the 60 s write timeout.
+        assert elapsed < 15
+        proxy.refuse()
+    with AuditLogger(pg_url, spool_dir=spool_dir) as later:
+        assert later.flush(30)
+    assert len(stored(pg_url)) == 3000
+
+
+def test_status_reports_the_spool_and_the_database(sqlite_url: str, spool_dir: Path) -> None:
+    audit = AuditLogger(sqlite_url, spool_dir=spool_dir)
+    audit.audit_login("U1", None)
+    assert audit.flush(10)
+    audit.close()
+    closed = AuditLogger(sqlite_url, spool_dir=spool_dir)
+    closed.close()
+    closed.audit_login("waiting", None)  # after close: spooled for the next process
+    result = subprocess.run(
+        [sys.executable, "-m", "auditledger.cli", "status", "--database-url", sqlite_url,
+         "--spool-dir", str(spool_dir), "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["database"] == "reachable"
+    assert report["schema"] == "current"
+    assert report["events_stored"] == 1
+    assert report["spooled_events_replayable"] == 1
+    broken = subprocess.run(
+        [sys.executable, "-m", "auditledger.cli", "status", "--database-url",
+         "postgresql://nobody@127.0.0.1:1/none", "--spool-dir", str(spool_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert broken.returncode == 1
+    assert "unreachable" in broken.stdout

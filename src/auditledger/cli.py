@@ -23,6 +23,9 @@ db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_a
 app.add_typer(db_app, name="db")
 
 console = Console()
+if not console.is_terminal:
+    # Piped or under make, Rich assumes 80 columns: too narrow for an event table.
+    console = Console(width=150)
 err_console = Console(stderr=True)
 
 DatabaseUrl = Annotated[
@@ -100,17 +103,19 @@ def events(
             sys.stdout.write(json.dumps(_event_json(e), default=str) + "\n")
         return
     table = Table(title=f"newest {len(found)} events")
-    for column in ("created_at (UTC)", "action", "user", "workspace", "ip", "resource", "details"):
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    for column in ("user", "workspace", "ip", "resource", "details"):
         table.add_column(column, overflow="fold")
     for e in found:
         table.add_row(
-            e.created_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             e.action,
             e.user_id or "",
             str(e.workspace_id)[:8] if e.workspace_id else "",
             e.ip_address or "",
             f"{e.resource or ''}:{e.resource_id or ''}".strip(":"),
-            _short(e.details if e.details is not None else e.new_value),
+            _short(e.new_value if e.new_value is not None else e.details, 40),
         )
     console.print(table)
 

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CODE := $(wildcard src tests bench examples)
 export AUDITLEDGER_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .PHONY: install demo test lint typecheck bench clean
@@ -19,8 +20,8 @@ demo: install
 	$(PY) examples/demo.py
 
 lint: install
-	$(PY) -m ruff check src tests bench examples
-	$(PY) -m ruff format --check src tests bench examples
+	$(PY) -m ruff check $(CODE)
+	$(PY) -m ruff format --check $(CODE)
 
 typecheck: install
 	$(PY) -m mypy

@@ -115,3 +115,16 @@ def test_a_full_spool_drops_counts_and_reports_once(
     dropped_line = 'auditledger_events_dropped_total{reason="spool_full"}'
     assert f"{dropped_line} {float(stats.dropped['spool_full'])}" in exposition
     assert "auditledger_database_healthy 0.0" in exposition
+
+
+def test_write_ahead_with_a_full_queue_loses_nothing(db_url: str, spool_dir: Path) -> None:
+    # Overflow makes the writer defer batches behind the spool; a deferred batch sits in the
+    # write-ahead segment uncommitted and must be replayed, not discarded with it.
+    with AuditLogger(
+        db_url, spool_dir=spool_dir, write_ahead=True, queue_size=100, batch_size=50
+    ) as audit:
+        for i in range(5_000):
+            audit.log_audit_event("login", user_id=f"wal-{i}")
+        assert audit.flush(60)
+    assert len({e.user_id for e in stored(db_url)}) == 5_000
+    assert list(spool_dir.glob("*.seg")) == []

@@ -56,6 +56,3 @@ class Watchdog:
                     self.fired += 1
                     with contextlib.suppress(Exception):
                         action()
-
-    def reset_after_fork(self) -> None:
-        self.__init__()  # type: ignore[misc]

@@ -103,7 +103,9 @@ class Writer:
     def _init_runtime(self) -> None:
         """State that belongs to one process (a forked child starts it afresh)."""
         self._queue: deque[Captured] = deque()
-        self._lock = threading.Lock()  # spool segments and the counters callers touch
+        # Guards spool segments and the counters callers touch. Re-entrant: a __del__ run by
+        # the garbage collector on the writer thread may log an event into a full queue.
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._requests: list[_FlushRequest] = []
         self._requests_lock = threading.Lock()
@@ -286,8 +288,7 @@ class Writer:
                 self._to_spool(self._wal, ids, batch, fsync=True)
             if not self._healthy or self._spool_pending():
                 # Older events wait in the spool: keep order by queueing behind them.
-                if not self.options.write_ahead:
-                    self._to_spool(self._wal, ids, batch)
+                self._leave_in_spool(ids, batch)
                 if self._healthy:
                     self._wake.set()
                 return
@@ -296,14 +297,24 @@ class Writer:
                 self._store(rows, quarantined, replay=False)
             except SinkError as exc:
                 self._failed(exc, len(batch))
-                if not self.options.write_ahead:
-                    self._to_spool(self._wal, ids, batch)
+                self._leave_in_spool(ids, batch)
                 return
             if self.options.write_ahead:
                 with self._lock:
                     self._wal.append(COMMIT, [b""])
         finally:
             self._inflight = None
+
+    def _leave_in_spool(self, ids: list[uuid.UUID], batch: list[Captured]) -> None:
+        """The batch was not stored: make sure the spool holds it for replay."""
+        if not self.options.write_ahead:
+            self._to_spool(self._wal, ids, batch)
+            return
+        # It is in the write-ahead segment already, uncommitted. A commit record after it
+        # would claim it stored, so the segment is sealed now (replayable) and the next batch
+        # starts a new one: a write-ahead segment only ever holds committed batches.
+        with self._lock:
+            self._wal.seal()
 
     def _store(
         self,
@@ -368,9 +379,10 @@ class Writer:
             )
         else:
             self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
+            spooled = f"; {count} events spooled" if count else ""
             self._report(
                 "transient",
-                f"auditledger: database write failed ({exc.code}); {count} events spooled, "
+                f"auditledger: database write failed ({exc.code}){spooled}, "
                 f"retrying in {self._backoff:.1f}s",
             )
         jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreading retries, not security
@@ -422,9 +434,8 @@ class Writer:
         """Store every replayable segment, ours first-sealed and dead processes' alike."""
         with self._lock:
             self._overflow.seal()
-            if self.options.write_ahead and self._healthy:
-                # Every batch in it ended with a commit record: nothing to replay.
-                self._wal.discard()
+            if self.options.write_ahead:
+                self._wal.discard()  # it only ever holds committed batches (_leave_in_spool)
             else:
                 self._wal.seal()
         for segment in claim_segments(self.spool_dir):
@@ -505,8 +516,8 @@ class Writer:
 
     def _finish(self) -> None:
         with self._lock:
-            if self.options.write_ahead and self._healthy:
-                self._wal.discard()
+            if self.options.write_ahead:
+                self._wal.discard()  # it only ever holds committed batches (_leave_in_spool)
             else:
                 self._wal.seal()
             self._overflow.seal()

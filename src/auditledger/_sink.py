@@ -71,12 +71,15 @@ class Sink(ABC):
 
     def resolve_workspaces(self, rows: list[Row]) -> list[Row]:
         """Rows whose workspace_id names an existing workspace, or is null with a note why."""
-        refs = {
-            ws.key: ws
-            for row in rows
-            if isinstance(ws := row[ROW_WORKSPACE], WorkspaceRef)
-            and ws.key not in self._workspace_keys
-        }
+        refs: dict[str | None, WorkspaceRef] = {}
+        for row in rows:
+            ws = row[ROW_WORKSPACE]
+            if not isinstance(ws, WorkspaceRef):
+                continue
+            # Refreshes (install, uninstall) reach the sink even for cached workspaces; within a
+            # batch the latest refresh wins and a plain ref never hides one.
+            if ws.refreshes or (ws.key not in self._workspace_keys and ws.key not in refs):
+                refs[ws.key] = ws
         if refs:
             self._workspace_keys.update(self._ensure_workspaces(list(refs.values())))
         unknown = {

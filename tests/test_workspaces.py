@@ -43,13 +43,20 @@ def test_refs_with_a_name_or_status_refresh_the_row(db_url: str, spool_dir: Path
         row = workspace_rows(db_url)["T1"]
         assert (row["id"], row["name"], row["is_active"]) == (first["id"], "Acme", True)
 
+        # Install and uninstall in one batch: both refreshes apply, the later status winning.
+        audit.audit_oauth_connected("U1", WorkspaceRef("T2", name="Two", is_active=True), "slack")
+        audit.audit_oauth_disconnected(None, WorkspaceRef("T2", is_active=False), "slack")
+        assert audit.flush(10)
+        row = workspace_rows(db_url)["T2"]
+        assert (row["name"], row["is_active"]) == ("Two", False)
+
         # Org-wide install: keyed by the enterprise id; a later rename keeps the enterprise id.
         audit.audit_oauth_connected("U9", WorkspaceRef(None, "E1", name="Big", is_active=True))
         audit.audit_login("U9", WorkspaceRef(None, "E1", name="Bigger"))
         assert audit.flush(10)
     rows = workspace_rows(db_url)
     assert (rows["E1"]["enterprise_id"], rows["E1"]["name"]) == ("E1", "Bigger")
-    assert set(rows) == {"T1", "E1"}
+    assert set(rows) == {"T1", "T2", "E1"}
 
 
 def test_the_spool_keeps_a_refresh() -> None:

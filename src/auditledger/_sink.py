@@ -76,9 +76,12 @@ class Sink(ABC):
             ws = row[ROW_WORKSPACE]
             if not isinstance(ws, WorkspaceRef):
                 continue
-            # Refreshes (install, uninstall) reach the sink even for cached workspaces; within a
-            # batch the latest refresh wins and a plain ref never hides one.
-            if ws.refreshes or (ws.key not in self._workspace_keys and ws.key not in refs):
+            # Refreshes (install, uninstall) reach the sink even for cached workspaces. Within a
+            # batch they merge, later values winning, and a plain ref never hides one.
+            earlier = refs.get(ws.key)
+            if ws.refreshes:
+                refs[ws.key] = _merge(earlier, ws) if earlier is not None else ws
+            elif earlier is None and ws.key not in self._workspace_keys:
                 refs[ws.key] = ws
         if refs:
             self._workspace_keys.update(self._ensure_workspaces(list(refs.values())))
@@ -119,6 +122,15 @@ class Sink(ABC):
             [r for r in rows if r[ROW_ID] not in stored],
             [q for q in quarantined if q[0] not in stored],
         )
+
+
+def _merge(earlier: WorkspaceRef, later: WorkspaceRef) -> WorkspaceRef:
+    return WorkspaceRef(
+        later.team_id or earlier.team_id,
+        later.enterprise_id or earlier.enterprise_id,
+        later.name if later.name is not None else earlier.name,
+        later.is_active if later.is_active is not None else earlier.is_active,
+    )
 
 
 def _with_note(row: Row, note: dict[str, str]) -> Row:

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.oauth.callback_options import FailureArgs, SuccessArgs
 from slack_bolt.oauth.oauth_settings import OAuthSettings
@@ -27,7 +28,13 @@ from slack_sdk.oauth.installation_store import FileInstallationStore
 from slack_sdk.oauth.state_store import FileOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 
-from auditledger import AuditLogger, BoundAuditLogger, ConfigurationError, WorkspaceRef
+from auditledger import (
+    AuditHelpers,
+    AuditLogger,
+    BoundAuditLogger,
+    ConfigurationError,
+    WorkspaceRef,
+)
 from auditledger.slack import async_callback_options, callback_options, instrument
 from auditledger.testing import CapturingAuditLogger
 from examples.slack_backend.fake_slack import (
@@ -510,3 +517,26 @@ def test_an_app_without_oauth_callbacks_is_flagged(
     with caplog.at_level(logging.WARNING, logger="auditledger"):
         instrument(app)
     assert "installs of this Bolt app are not audited" in caplog.text
+
+
+class Exploding(AuditHelpers):
+    """A logger that fails: auditing must still never fail the Slack request."""
+
+    def log_audit_event(self, action: Any, **fields: Any) -> None:
+        raise RuntimeError("boom")
+
+
+def test_a_failing_logger_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "s-" + secrets.token_hex(8)
+
+    def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+        raise AssertionError("uninstall events need no authorization")
+
+    app = App(signing_secret=secret, authorize=authorize)
+    instrument(app, Exploding())
+    body, ctype = event_callback({"type": "app_uninstalled"}, team_id="T0ACME")
+    headers: dict[str, Any] = signed_headers(secret, body, content_type=ctype)
+    with caplog.at_level(logging.ERROR, logger="auditledger"):
+        resp = app.dispatch(BoltRequest(body=body, headers=headers))
+    assert resp.status == 200
+    assert "Slack request not audited (RuntimeError)" in caplog.text

@@ -1,98 +1,208 @@
-"""The demo behind `make demo`: a realistic burst of audit events on SQLite, then the newest.
+"""``make demo``: run both reference apps on SQLite and drive them like real traffic would.
 
-Several simulated users in several Slack workspaces log in, change settings, request GDPR
-exports and deletions, connect OAuth providers and change subscriptions, all through the
-public API, from a few threads at once. Then the newest events are printed as a table.
+Starts the Slack backend and the web portal as their own processes (the same commands as in the
+README), installs the app into three workspaces through the OAuth flow, sends slash commands and
+uninstall events signed like Slack signs them, and sends browsers' requests to the portal through
+a "load balancer" (X-Forwarded-For from 127.0.0.1, a trusted proxy), forged hops included. The
+apps are stopped the way a deployment stops them (SIGTERM: the lifespan flushes the log), then
+the newest events are printed with ``auditledger events``. Nothing here calls auditledger's API.
 """
 
 from __future__ import annotations
 
-import random
+import contextlib
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import auditledger
-from auditledger import AuditLogger, WorkspaceRef
+# Run as a script (``python examples/demo.py``): make the repository importable.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "demo-data"
-DATABASE_URL = f"sqlite:///{DEMO_DIR / 'auditledger-demo.db'}"
-TEAMS = {"T01ACME": "Acme Corp", "T02GLOBEX": "Globex", "T03INITECH": "Initech"}
-IPS = ["203.0.113.7", "198.51.100.23", "2001:db8::42", "192.0.2.14"]
-AGENTS = [
-    "Mozilla/5.0 (Macintosh) Safari/605.1.15",
-    "Slackbot 1.0",
-    "Mozilla/5.0 (X11) Firefox/133.0",
-]
+import httpx  # noqa: E402 - after the path set-up above
 
+from examples.slack_backend.fake_slack import (  # noqa: E402
+    event_callback,
+    signed_headers,
+    slash_command,
+)
 
-def simulate_user(audit: AuditLogger, user: str, team: str, rng: random.Random) -> None:
-    ws = WorkspaceRef(team, name=TEAMS[team])
-    ip, agent = rng.choice(IPS), rng.choice(AGENTS)
-    audit.audit_login(user, ws, ip_address=ip, user_agent=agent)
-    for _ in range(rng.randint(20, 60)):
-        roll = rng.random()
-        if roll < 0.6:
-            setting = rng.choice(["digest_channel", "tone", "auto_reply", "language"])
-            audit.audit_settings_change(
-                user, ws, setting, {"value": rng.randint(1, 5)}, {"value": rng.randint(6, 9)}
-            )
-        elif roll < 0.7:
-            audit.audit_oauth_connected(user, ws, rng.choice(["google", "github"]))
-        elif roll < 0.8:
-            audit.audit_data_export(user, ws)
-        elif roll < 0.85:
-            audit.audit_data_deletion(user, ws)
-        else:
-            audit.log_audit_event(
-                "suggestion.generated",
-                user_id=user,
-                workspace_id=ws,
-                details={"latency_ms": rng.randint(200, 900), "api_token": "xoxb-0000-demo"},
-            )
-    audit.audit_logout(user, ws)
+DATA = Path(os.environ.get("DEMO_DATA_DIR") or ROOT / "demo-data")
+DATABASE_URL = f"sqlite:///{DATA / 'audit.db'}"
+SIGNING_SECRET = "demo-signing-secret"  # noqa: S105 - the no-account demo's, not a secret
 
 
-def main() -> int:
-    DEMO_DIR.mkdir(exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", "db", "upgrade", "--database-url", DATABASE_URL],
-        check=True,
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serve(module: str, port_var: str, **env: str) -> Iterator[str]:
+    """``python -m <module>`` on a free port; stopped with SIGTERM like a deployment would."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "AUDITLEDGER_DATABASE_URL": DATABASE_URL,
+        "SLACK_BACKEND_DATA_DIR": str(DATA / "slack"),
+        port_var: str(port),
+        **env,
+    }
+    proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=full_env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"{module} exited with {proc.returncode} at start-up")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{module} did not start within 60 s")
+            time.sleep(0.2)  # waiting for another process to listen: nothing to flush here
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    # uvicorn shuts down gracefully on SIGTERM (the lifespan closes the audit log), then
+    # re-raises the signal so that the exit status says how the process ended.
+    if proc.returncode not in (0, -signal.SIGTERM):
+        raise SystemExit(f"{module} ended with {proc.returncode}")
+
+
+def browser(base: str, client_ip: str) -> httpx.Client:
+    """A user's browser reaching the app through the load balancer (127.0.0.1, trusted)."""
+    return httpx.Client(
+        base_url=base,
+        headers={
+            "x-forwarded-for": client_ip,
+            "user-agent": f"Mozilla/5.0 (demo browser {client_ip})",
+        },
+        timeout=10,
     )
-    rng = random.Random(8)  # noqa: S311 - simulated traffic, not security
-    with AuditLogger(DATABASE_URL, spool_dir=DEMO_DIR / "spool") as audit:
-        started = time.perf_counter()
-        threads = [
-            threading.Thread(
-                target=simulate_user,
-                args=(audit, f"U{n:04d}", rng.choice(list(TEAMS)), random.Random(n)),  # noqa: S311
-            )
-            for n in range(40)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        audit.audit_subscription_created(WorkspaceRef("T01ACME"), "pro_monthly", {"seats": 25})
-        audit.audit_admin_action("U0000", WorkspaceRef("T01ACME"), "rotated the bot token")
-        logged = time.perf_counter() - started
-        assert audit.flush(30), "the demo database did not take the events"
-        stats = audit.stats()
-    print(
-        f"\n{stats.enqueued} events from 40 users in {len(TEAMS)} workspaces: logged in "
-        f"{logged * 1000:.0f} ms, {stats.written} stored, {stats.quarantined} quarantined, "
-        f"{sum(stats.dropped.values())} dropped (note the api_token value: redacted).\n"
+
+
+def install(base: str, code: str, client_ip: str) -> int:
+    with browser(base, client_ip) as b:
+        page = b.get("/slack/install")
+        cookie = page.headers["set-cookie"].split(";", 1)[0]  # Secure: httpx keeps it off http
+        state = cookie.split("=", 1)[1]
+        resp = b.get(f"/slack/oauth_redirect?code={code}&state={state}", headers={"cookie": cookie})
+        return resp.status_code
+
+
+def slack_post(base: str, built: tuple[str, str]) -> httpx.Response:
+    body, content_type = built
+    headers = signed_headers(SIGNING_SECRET, body, content_type=content_type)
+    headers["user-agent"] = "Slackbot 1.0 (+https://api.slack.com/robots)"
+    return httpx.post(f"{base}/slack/events", content=body, headers=headers, timeout=10)
+
+
+def drive_slack(base: str) -> None:
+    for code, ip in (
+        ("acme-code", "198.51.100.10"),
+        ("globex-code", "203.0.113.25"),
+        ("initech-org-code", "192.0.2.77"),
+    ):
+        assert install(base, code, ip) == 200, code
+    # A user who cancelled on Slack's consent screen, and a replayed callback (invalid state).
+    with browser(base, "198.51.100.66") as b:
+        assert b.get("/slack/oauth_redirect?error=access_denied&state=x").status_code == 200
+        assert b.get("/slack/oauth_redirect?code=acme-code&state=stale").status_code == 400
+    commands: list[tuple[str, str, str, str]] = [
+        ("/digest-channel", "#general", "U0ACMEADMIN", "T0ACME"),
+        ("/digest-channel", "#engineering", "U0ALICE", "T0ACME"),
+        ("/export-my-data", "", "U0BOB", "T0ACME"),
+        ("/digest-channel", "#ops", "U0GLOBEXOPS", "T0GLOBEX"),
+        ("/export-my-data", "", "U0GINA", "T0GLOBEX"),
+    ]
+    for command, text, user, team in commands:
+        resp = slack_post(base, slash_command(command, text, user_id=user, team_id=team))
+        assert resp.status_code == 200, resp.text
+    # Inside the org-wide install, commands come from one of the org's workspaces.
+    org_command = slash_command(
+        "/digest-channel",
+        "#announcements",
+        user_id="U0INITECH",
+        team_id="T0INITECHHQ",
+        enterprise_id="E0INITECH",
+        is_enterprise_install=True,
     )
+    assert slack_post(base, org_command).status_code == 200
+    # A forged request (wrong signing secret) is refused and leaves no trace in the log.
+    body, ctype = slash_command("/digest-channel", "#pwned", user_id="U0EVE", team_id="T0ACME")
+    forged = signed_headers("not-the-secret", body, content_type=ctype)
+    assert httpx.post(f"{base}/slack/events", content=body, headers=forged).status_code == 401
+    # Globex uninstalls the app: Slack sends tokens_revoked, then app_uninstalled.
+    revoked = {"type": "tokens_revoked", "tokens": {"oauth": ["U0GLOBEXOPS"], "bot": ["U0BOT"]}}
+    for event in (revoked, {"type": "app_uninstalled"}):
+        assert slack_post(base, event_callback(event, team_id="T0GLOBEX")).status_code == 200
+
+
+def drive_portal(base: str) -> None:
+    people = {
+        "alice": "198.51.100.10",
+        "bob": "198.51.100.11",
+        "gina": "203.0.113.25",
+    }
+    sessions: dict[str, httpx.Client] = {}
+    for name, ip in people.items():
+        b = browser(base, ip)
+        resp = b.post("/login", json={"username": name, "password": f"{name}-pass"})
+        assert resp.status_code == 200, resp.text
+        b.cookies.set("portal_session", resp.cookies["portal_session"])
+        sessions[name] = b
+    # Someone guessing passwords, with a forged hop in front of their real address.
+    with browser(base, "6.6.6.6, 192.0.2.200") as attacker:
+        for guess in ("123456", "password", "alice2024"):
+            body: dict[str, Any] = {"username": "alice", "password": guess}
+            assert attacker.post("/login", json=body).status_code == 401
+    alice, bob, gina = sessions["alice"], sessions["bob"], sessions["gina"]
+    assert alice.put("/settings/retention_days", json={"value": 30}).status_code == 200
+    assert alice.put("/settings/retention_days", json={"value": 90}).status_code == 200
+    assert gina.put("/settings/sso_required", json={"value": True}).status_code == 200
+    assert bob.post("/gdpr/export").status_code == 202
+    assert gina.post("/gdpr/delete").status_code == 202
+    assert bob.post("/admin/users/U0ALICE/suspend").status_code == 403
+    assert alice.post("/admin/users/U0MALLORY/suspend").status_code == 200
+    for b in sessions.values():
+        assert b.post("/logout").status_code == 200
+        b.close()
+
+
+def main() -> None:
+    # A fresh log each run, so the table shows this run's traffic.
+    shutil.rmtree(DATA, ignore_errors=True)
+    DATA.mkdir(parents=True)
+    with serve("examples.slack_backend", "SLACK_BACKEND_PORT") as slack_base:
+        print(f"slack backend on {slack_base}: installs, commands, uninstall", flush=True)
+        drive_slack(slack_base)
+    with serve("examples.web_portal", "PORTAL_PORT") as portal_base:
+        print(f"web portal on {portal_base}: sign-ins, settings, GDPR, admin", flush=True)
+        drive_portal(portal_base)
+    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "160")}
+    events = ["events", "--database-url", DATABASE_URL, "--limit", "40"]
     subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", "events", "--database-url", DATABASE_URL,
-         "--limit", "15"],
+        [sys.executable, "-m", "auditledger.cli", *events],
         check=True,
-    )  # fmt: skip
-    auditledger.close()
-    return 0
+        env=env,
+    )
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

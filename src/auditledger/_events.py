@@ -18,16 +18,26 @@ class WorkspaceRef:
 
     The row's ``team_id`` is Slack's team id; for an org-wide (Enterprise Grid) install, where
     Slack sends no team id, it is the enterprise id.
+
+    A ref that carries a ``name`` or an ``is_active`` also refreshes an existing row (the Slack
+    integration sends one on install and uninstall); plain refs only create missing rows, so
+    the everyday request path costs no update.
     """
 
     team_id: str | None
     enterprise_id: str | None = None
     name: str | None = None
+    is_active: bool | None = None
 
     @property
     def key(self) -> str | None:
         """The value stored in ``workspaces.team_id`` for this workspace."""
         return self.team_id or self.enterprise_id
+
+    @property
+    def refreshes(self) -> bool:
+        """Whether this ref updates an existing row, not only creates a missing one."""
+        return self.name is not None or self.is_active is not None
 
 
 @dataclass(frozen=True, slots=True)

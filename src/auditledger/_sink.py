@@ -72,12 +72,18 @@ class Sink(ABC):
 
     def resolve_workspaces(self, rows: list[Row]) -> list[Row]:
         """Rows whose workspace_id names an existing workspace, or is null with a note why."""
-        refs = {
-            ws.key: ws
-            for row in rows
-            if isinstance(ws := row[ROW_WORKSPACE], WorkspaceRef)
-            and ws.key not in self._workspace_keys
-        }
+        refs: dict[str | None, WorkspaceRef] = {}
+        for row in rows:
+            ws = row[ROW_WORKSPACE]
+            if not isinstance(ws, WorkspaceRef):
+                continue
+            # Refreshes (install, uninstall) reach the sink even for cached workspaces. Within a
+            # batch they merge, later values winning, and a plain ref never hides one.
+            earlier = refs.get(ws.key)
+            if ws.refreshes:
+                refs[ws.key] = _merge(earlier, ws) if earlier is not None else ws
+            elif earlier is None and ws.key not in self._workspace_keys:
+                refs[ws.key] = ws
         if refs:
             self._workspace_keys.update(self._ensure_workspaces(list(refs.values())))
         unknown = {
@@ -127,6 +133,15 @@ class Sink(ABC):
                 seen.add(q[0])
                 kept_quarantined.append(q)
         return kept_rows, kept_quarantined
+
+
+def _merge(earlier: WorkspaceRef, later: WorkspaceRef) -> WorkspaceRef:
+    return WorkspaceRef(
+        later.team_id or earlier.team_id,
+        later.enterprise_id or earlier.enterprise_id,
+        later.name if later.name is not None else earlier.name,
+        later.is_active if later.is_active is not None else earlier.is_active,
+    )
 
 
 def _with_note(row: Row, note: dict[str, str]) -> Row:

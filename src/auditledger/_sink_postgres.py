@@ -143,11 +143,16 @@ class PostgresSink(Sink):
     def _ensure_workspaces(self, refs: list[WorkspaceRef]) -> dict[str, uuid.UUID]:
         assert self._conn is not None
         cur = self._conn.cursor()
-        cur.executemany(
-            "INSERT INTO workspaces (id, team_id, enterprise_id, name) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (team_id) DO NOTHING",
-            [(uuid.uuid4(), r.key, r.enterprise_id, r.name) for r in refs],
-        )
+        plain = [r for r in refs if not r.refreshes]
+        if plain:
+            cur.executemany(
+                "INSERT INTO workspaces (id, team_id, enterprise_id, name) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (team_id) DO NOTHING",
+                [(uuid.uuid4(), r.key, r.enterprise_id, r.name) for r in plain],
+            )
+        refreshes = [r for r in refs if r.refreshes]
+        if refreshes:
+            cur.executemany(_REFRESH_WORKSPACE, [_refresh_params(r) for r in refreshes])
         keys = [r.key for r in refs]
         cur.execute("SELECT team_id, id FROM workspaces WHERE team_id = ANY(%s)", (keys,))
         return {r[0]: r[1] for r in cur}
@@ -160,6 +165,31 @@ class PostgresSink(Sink):
             (ids, ids),
         )
         return {r[0] for r in cur}
+
+
+# Values a ref leaves as None are kept; updated_at moves only when something changed.
+_REFRESH_WORKSPACE = """
+INSERT INTO workspaces AS w (id, team_id, enterprise_id, name, is_active)
+VALUES (%(id)s, %(key)s, %(enterprise_id)s, %(name)s, COALESCE(%(is_active)s, true))
+ON CONFLICT (team_id) DO UPDATE SET
+    enterprise_id = COALESCE(EXCLUDED.enterprise_id, w.enterprise_id),
+    name = COALESCE(EXCLUDED.name, w.name),
+    is_active = COALESCE(%(is_active)s, w.is_active),
+    updated_at = now()
+WHERE (COALESCE(EXCLUDED.enterprise_id, w.enterprise_id), COALESCE(EXCLUDED.name, w.name),
+       COALESCE(%(is_active)s, w.is_active))
+      IS DISTINCT FROM (w.enterprise_id, w.name, w.is_active)
+"""
+
+
+def _refresh_params(ref: WorkspaceRef) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "key": ref.key,
+        "enterprise_id": ref.enterprise_id,
+        "name": ref.name,
+        "is_active": ref.is_active,
+    }
 
 
 def _code(exc: psycopg.Error) -> str:

@@ -15,6 +15,19 @@ _INSERT = (
     f" VALUES ({', '.join('?' for _ in AUDIT_LOG_COLUMNS)})"
 )
 _TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's DATETIME storage format on SQLite
+# Values a ref leaves as None are kept; updated_at moves only when something changed.
+_REFRESH_WORKSPACE = """
+INSERT INTO workspaces (id, team_id, enterprise_id, name, is_active)
+VALUES (:id, :key, :enterprise_id, :name, COALESCE(:is_active, 1))
+ON CONFLICT (team_id) DO UPDATE SET
+    enterprise_id = COALESCE(excluded.enterprise_id, enterprise_id),
+    name = COALESCE(excluded.name, name),
+    is_active = COALESCE(:is_active, is_active),
+    updated_at = CURRENT_TIMESTAMP
+WHERE COALESCE(excluded.enterprise_id, enterprise_id) IS NOT enterprise_id
+   OR COALESCE(excluded.name, name) IS NOT name
+   OR COALESCE(:is_active, is_active) IS NOT is_active
+"""
 _PERMANENT = ("no such table", "no such column", "readonly database", "unable to open")
 
 
@@ -107,7 +120,21 @@ class SqliteSink(Sink):
         conn.executemany(
             "INSERT OR IGNORE INTO workspaces (id, team_id, enterprise_id, name)"
             " VALUES (?, ?, ?, ?)",
-            [(uuid.uuid4().hex, r.key, r.enterprise_id, r.name) for r in refs],
+            [(uuid.uuid4().hex, r.key, r.enterprise_id, r.name) for r in refs if not r.refreshes],
+        )
+        conn.executemany(
+            _REFRESH_WORKSPACE,
+            [
+                {
+                    "id": uuid.uuid4().hex,
+                    "key": r.key,
+                    "enterprise_id": r.enterprise_id,
+                    "name": r.name,
+                    "is_active": r.is_active,
+                }
+                for r in refs
+                if r.refreshes
+            ],
         )
         marks = ", ".join("?" for _ in refs)
         cur = conn.execute(

@@ -55,6 +55,7 @@ def encode_event(event_id: str, ev: Captured) -> bytes:
             "team_id": ws.team_id,
             "enterprise_id": ws.enterprise_id,
             "name": ws.name,
+            "is_active": ws.is_active,
         }
     elif ws is not None:
         out[1 + WORKSPACE_ID] = str(ws)
@@ -76,7 +77,9 @@ def decode_event(payload: bytes) -> tuple[str, Captured]:
         ev[1] = BadAction(str(ev[1].get("bad_action")))
     ws = ev[WORKSPACE_ID]
     if isinstance(ws, dict):
-        ev[WORKSPACE_ID] = WorkspaceRef(ws.get("team_id"), ws.get("enterprise_id"), ws.get("name"))
+        ev[WORKSPACE_ID] = WorkspaceRef(
+            ws.get("team_id"), ws.get("enterprise_id"), ws.get("name"), ws.get("is_active")
+        )
     return event_id, tuple(ev)
 
 

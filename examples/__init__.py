@@ -1,0 +1,1 @@
+"""Reference apps auditing through auditledger's integrations (see README)."""

@@ -1,0 +1,1 @@
+"""Reference Slack backend: a Bolt AsyncApp audited through auditledger.slack."""

@@ -1,0 +1,1 @@
+"""Reference web portal: FastAPI audited through auditledger.web."""

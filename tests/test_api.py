@@ -240,3 +240,27 @@ def test_flush_waits_for_events_logged_before_it(sqlite_url: str, spool_dir: Pat
         assert audit.flush(10)
         assert time.monotonic() - start < 10
         assert len(stored(sqlite_url)) == 10
+
+
+def test_bound_helpers_map_rows_like_the_plain_ones() -> None:
+    from auditledger import BoundAuditLogger
+    from auditledger.testing import CapturingAuditLogger
+
+    with CapturingAuditLogger() as audit:
+        bound = BoundAuditLogger(
+            audit, user_id="U5", workspace_id=None, ip_address="192.0.2.5", user_agent="UA"
+        )
+        bound.audit_login()
+        bound.audit_logout()
+        bound.audit_data_export()
+        bound.audit_data_deletion()
+        bound.audit_settings_change(setting="tone", previous_value="a", new_value="b")
+        events = audit.events
+    assert [(e.action, e.user_id, e.resource, e.resource_id) for e in events] == [
+        ("login", "U5", "user", "U5"),
+        ("logout", "U5", "user", "U5"),
+        ("data_export_requested", "U5", "user", "U5"),
+        ("data_delete_requested", "U5", "user", "U5"),
+        ("settings_changed", "U5", "settings", "tone"),
+    ]
+    assert {(e.ip_address, e.user_agent) for e in events} == {("192.0.2.5", "UA")}

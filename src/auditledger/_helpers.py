@@ -34,6 +34,10 @@ class AuditHelpers(ABC):
     ) -> None:
         """Record one event. Returns at once; never raises."""
 
+    def _user(self, user_id: str | None) -> str | None:
+        """The acting user: request-bound helpers fill it before resource_id is derived."""
+        return user_id
+
     def audit_login(
         self,
         user_id: str | None = None,
@@ -41,6 +45,7 @@ class AuditHelpers(ABC):
         ip_address: str | None = None,
         user_agent: str | None = None,
     ) -> None:
+        user_id = self._user(user_id)
         self.log_audit_event(
             AuditAction.LOGIN,
             user_id=user_id,
@@ -58,6 +63,7 @@ class AuditHelpers(ABC):
         ip_address: str | None = None,
         user_agent: str | None = None,
     ) -> None:
+        user_id = self._user(user_id)
         self.log_audit_event(
             AuditAction.LOGOUT,
             user_id=user_id,
@@ -71,6 +77,7 @@ class AuditHelpers(ABC):
     def audit_data_export(
         self, user_id: str | None = None, workspace_id: WorkspaceId = None
     ) -> None:
+        user_id = self._user(user_id)
         self.log_audit_event(
             AuditAction.DATA_EXPORT_REQUESTED,
             user_id=user_id,
@@ -83,6 +90,7 @@ class AuditHelpers(ABC):
     def audit_data_deletion(
         self, user_id: str | None = None, workspace_id: WorkspaceId = None
     ) -> None:
+        user_id = self._user(user_id)
         self.log_audit_event(
             AuditAction.DATA_DELETE_REQUESTED,
             user_id=user_id,
@@ -233,6 +241,9 @@ class BoundAuditLogger(AuditHelpers):
             previous_value=previous_value,
             new_value=new_value,
         )
+
+    def _user(self, user_id: str | None) -> str | None:
+        return self.user_id if user_id is None else user_id
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BoundAuditLogger:
         # Bolt's lazy listeners deep-copy the context: share the logger, copy the ids.

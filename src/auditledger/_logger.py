@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from time import time_ns
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
 from ._actions import AuditAction
 from ._capture import capture_event
@@ -224,7 +224,7 @@ class AuditLogger(AuditHelpers):
         """A snapshot of where every event logged through this logger is."""
         return self._writer.stats()
 
-    def __enter__(self) -> AuditLogger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

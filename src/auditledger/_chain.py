@@ -11,8 +11,9 @@ rewrites numbers). Version 1 of the canonical form is an orjson array::
 
 - ``created_at_us``: microseconds since the Unix epoch, an integer (PostgreSQL keeps
   microseconds, and text forms such as ``isoformat()`` drop ``.000000``).
-- The JSON values are embedded with their keys sorted, so a verifier can compare them with what
-  jsonb gives back.
+- The JSON values are embedded exactly as stored (the writer serialises them with sorted keys,
+  so a verifier rebuilding them from jsonb usually gets the same bytes; when it does not, it
+  compares their meaning instead).
 - Personal values (user id, IP address, user agent) are not hashed themselves: a salted
   commitment ``SHA-256(salt || name || 0x00 || value)`` is. Value and salt are stored in the
   row; erasing both later (GDPR) leaves the chain intact, and a verifier reports the event as
@@ -56,7 +57,7 @@ JSON_PARTS = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _GENESIS_PREFIX = b"\x01auditledger/chain/v1"
-_TAGS = {name: name.encode() + b"\x00" for _, name in PERSONAL}
+PERSONAL_TAGS = {name: name.encode() + b"\x00" for _, name in PERSONAL}
 _sha256 = hashlib.sha256
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -77,7 +78,7 @@ def link(previous: bytes, seq: int, canonical: bytes) -> bytes:
 
 
 def commitment(salt: bytes, name: str, value: str) -> str:
-    return _sha256(salt + _TAGS[name] + value.encode()).hexdigest()
+    return _sha256(salt + PERSONAL_TAGS[name] + value.encode()).hexdigest()
 
 
 def micros(value: datetime) -> int:
@@ -105,10 +106,10 @@ def canonical(row: tuple[Any, ...], salt: bytes | None) -> bytes:
             None if user is None or salt is None else commitment(salt, "user_id", user),
             None if ip is None or salt is None else commitment(salt, "ip_address", ip),
             None if ua is None or salt is None else commitment(salt, "user_agent", ua),
-            None if row[8] is None else _Fragment(normalise_json(row[8])),
-            None if row[9] is None else _Fragment(normalise_json(row[9])),
-            None if row[10] is None else _Fragment(normalise_json(row[10])),
-            None if row[12] is None else _Fragment(normalise_json(row[12])),
+            None if row[8] is None else _Fragment(row[8]),
+            None if row[9] is None else _Fragment(row[9]),
+            None if row[10] is None else _Fragment(row[10]),
+            None if row[12] is None else _Fragment(row[12]),
         ]
     )
 

@@ -117,7 +117,7 @@ class Preparer:
             if value is not None:
                 row[8 + offset] = self._json(value, name, notes)
         if notes:
-            row[12] = orjson.dumps(notes)
+            row[12] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS)
         return tuple(row)
 
     def _text(self, value: str, name: str, notes: list[Note]) -> str:
@@ -180,7 +180,10 @@ class Preparer:
         if size > self.limits.max_json_bytes:
             notes.append({"field": name, "change": f"truncated from {size} bytes"})
             preview = value[:1024].decode("utf-8", "ignore")
-            value = orjson.dumps({"_truncated": True, "original_bytes": size, "preview": preview})
+            value = orjson.dumps(
+                {"_truncated": True, "original_bytes": size, "preview": preview},
+                option=orjson.OPT_SORT_KEYS,
+            )
         return value
 
     def quarantine_from_row(self, row: Row, reason: str) -> QuarantineRow:

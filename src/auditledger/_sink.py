@@ -135,4 +135,8 @@ def _with_note(row: Row, note: dict[str, str]) -> Row:
     existing = row[ROW_SANITISED]
     notes = orjson.loads(existing) if existing else []
     notes.append(note)
-    return (*row[:ROW_SANITISED], orjson.dumps(notes), *row[ROW_SANITISED + 1 :])
+    return (
+        *row[:ROW_SANITISED],
+        orjson.dumps(notes, option=orjson.OPT_SORT_KEYS),
+        *row[ROW_SANITISED + 1 :],
+    )

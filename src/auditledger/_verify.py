@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -354,6 +354,7 @@ class _ChainCheck:
         self.before_previous = self.previous
         self.previous_id: str | None = None
         self.pending: dict[int, _Row] = {}
+        self.previous_ok = True
         self.failed: list[_Failed] = []
         self.shift_reported = False
         self.wanted = wanted  # positions checkpoints name: their stored hashes are kept
@@ -395,8 +396,12 @@ class _ChainCheck:
         if seq > self.head:
             self.head = seq
         if seq == self.expected:
-            if link(self.previous, seq, data) != stored:
+            ok = link(self.previous, seq, data) == stored
+            if not ok:
                 self._explain(uuid.UUID(row[R_ID]), seq, stored, data)
+            # "The previous row was inserted" only explains a break after a row that itself
+            # linked: a forger gives an inserted row a valid link, a swap leaves none.
+            self.previous_ok = ok
             self.expected = seq + 1
             self.before_previous, self.previous = self.previous, stored
             self.previous_id = row[R_ID]
@@ -413,6 +418,7 @@ class _ChainCheck:
             event_id, seq,
         )  # fmt: skip
         # Its own link cannot be checked without its predecessor: take it as the new start.
+        self.previous_ok = False
         self.expected = seq + 1
         self.before_previous, self.previous = self.previous, stored
         self.previous_id = row[R_ID]
@@ -429,7 +435,7 @@ class _ChainCheck:
                         f" an event was {what} before this one", event_id, seq,
                     )  # fmt: skip
                 return
-        if seq > 1 and link(self.before_previous, seq - 1, data) == stored:
+        if self.previous_ok and seq > 1 and link(self.before_previous, seq - 1, data) == stored:
             self.problem(
                 INSERTED,
                 f"the event at position {seq - 1} was not in the chain: this one links past it",
@@ -487,7 +493,7 @@ _UNSEEN: Any = object()
 def verify_log(
     database_url: str | None = None,
     *,
-    public_keys: list[str | os.PathLike[str]] | None = None,
+    public_keys: Sequence[str | os.PathLike[str]] = (),
     checkpoints_file: str | os.PathLike[str] | None = None,
     workspace_id: uuid.UUID | str | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -502,7 +508,7 @@ def verify_log(
     report = VerifyReport()
     workspace = _workspace(workspace_id)
     try:
-        keys = load_public_keys(public_keys or [])
+        keys = load_public_keys(public_keys)
         external: list[Checkpoint] = []
         if checkpoints_file is not None:
             external = read_checkpoint_file(checkpoints_file)

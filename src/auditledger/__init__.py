@@ -21,6 +21,7 @@ from ._helpers import AuditHelpers, BoundAuditLogger
 from ._logger import AuditLogger, install_sigterm_handler
 from ._redact import DEFAULT_REDACT_KEYS
 from ._store import AuditStore
+from ._verify import VerifyError, VerifyProblem, VerifyReport, verify_log
 from ._writer import AuditStats
 
 log_audit_event = default_logger.log_audit_event
@@ -51,6 +52,9 @@ __all__ = [
     "MissingExtraError",
     "QuarantinedEvent",
     "SchemaError",
+    "VerifyError",
+    "VerifyProblem",
+    "VerifyReport",
     "WorkspaceRef",
     "audit_admin_action",
     "audit_data_deletion",
@@ -68,6 +72,7 @@ __all__ = [
     "get_logger",
     "install_sigterm_handler",
     "log_audit_event",
+    "verify_log",
 ]
 
 _logging.getLogger("auditledger").addHandler(_logging.NullHandler())

@@ -53,6 +53,9 @@ class AuditLogger(AuditHelpers):
     - ``redact_keys``: fragments of key names whose values are always redacted.
     - ``shutdown_timeout``: how long interpreter exit may wait for the writer (5 s).
     - ``handle_sigterm``: install a SIGTERM handler that flushes before the process ends.
+    - ``signing_key``: path of an Ed25519 private key (``auditledger keys generate``; default
+      ``AUDITLEDGER_SIGNING_KEY``): the writer then signs a checkpoint of every chain head
+      every ``checkpoint_interval`` seconds (300), idle or not.
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class AuditLogger(AuditHelpers):
         redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
         shutdown_timeout: float = 5.0,
         handle_sigterm: bool = False,
+        signing_key: str | os.PathLike[str] | None = None,
+        checkpoint_interval: float = 300.0,
     ) -> None:
         url = normalise_url(resolve_url(database_url))
         if is_postgres(url):
@@ -90,6 +95,7 @@ class AuditLogger(AuditHelpers):
                 return SqliteSink(path, timeout=write_timeout)
 
             fingerprint_source = f"sqlite:{path}"
+        factory = _with_checkpoints(factory, signing_key, checkpoint_interval)
         fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
         self.database_backend = url.get_backend_name()
         self._setup(
@@ -242,6 +248,34 @@ class AuditLogger(AuditHelpers):
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigurationError(message)
+
+
+# ---- tamper evidence: scheduled checkpoints --------------------------------------------------
+
+
+def _with_checkpoints(
+    factory: Callable[[], Sink],
+    signing_key: str | os.PathLike[str] | None,
+    interval: float,
+) -> Callable[[], Sink]:
+    """The sink factory, giving each sink a checkpoint schedule when a signing key is set.
+
+    The key is loaded here, at start-up, so a wrong path fails now and not on the writer.
+    """
+    from ._checkpoint import ENV_SIGNING_KEY, CheckpointSchedule, Signer
+
+    _require(interval > 0, "checkpoint_interval must be positive")
+    path = signing_key if signing_key is not None else os.environ.get(ENV_SIGNING_KEY)
+    if not path:
+        return factory
+    signer = Signer.from_file(path)
+
+    def signing_factory() -> Sink:
+        sink = factory()
+        sink.checkpoint_schedule = CheckpointSchedule(signer, interval)
+        return sink
+
+    return signing_factory
 
 
 # ---- process lifecycle: exit, fork, SIGTERM ------------------------------------------------

@@ -117,7 +117,7 @@ class Preparer:
             if value is not None:
                 row[8 + offset] = self._json(value, name, notes)
         if notes:
-            row[12] = orjson.dumps(notes).decode()
+            row[12] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode()
         return tuple(row)
 
     def _text(self, value: str, name: str, notes: list[Note]) -> str:
@@ -183,7 +183,8 @@ class Preparer:
             notes.append({"field": name, "change": f"truncated from {size} bytes"})
             preview = value[:1024]
             value = orjson.dumps(
-                {"_truncated": True, "original_bytes": size, "preview": preview}
+                {"_truncated": True, "original_bytes": size, "preview": preview},
+                option=orjson.OPT_SORT_KEYS,
             ).decode()
         return value
 

@@ -82,7 +82,7 @@ class Redactor:
         cleaned = self._walk(orjson.loads(data), "$", field, notes)
         if not notes:
             return data, []
-        return orjson.dumps(cleaned).decode(), notes
+        return orjson.dumps(cleaned, option=orjson.OPT_SORT_KEYS).decode(), notes
 
     def redact_text(self, text: str) -> tuple[str, bool]:
         replaced, count = VALUE_RE.subn(REDACTED, text)

@@ -168,7 +168,7 @@ def sanitise_json(value: object, field: str) -> tuple[str, list[Note]]:
     walker = _Walker(field)
     try:
         cleaned = walker.walk(value, "$", 0)
-        return orjson.dumps(cleaned).decode(), walker.notes
+        return orjson.dumps(cleaned, option=orjson.OPT_SORT_KEYS).decode(), walker.notes
     except Exception as exc:  # noqa: BLE001 - last resort: a value that defeats the walk
         note = {"field": field, "path": "$", "change": f"unserialisable ({type_name(exc)})"}
         return orjson.dumps(safe_repr(value)).decode(), [*walker.notes, note]

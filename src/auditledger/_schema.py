@@ -11,12 +11,14 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -100,6 +102,14 @@ audit_logs = Table(
     # What auditledger had to change to store the event (bad input made storable, secrets
     # redacted); null when the event was stored exactly as given.
     Column("sanitised", json_type()),
+    # Tamper evidence (see _chain.py): the chain (workspace, or the nil UUID for events without
+    # one), the position in it, the link hash, the exact bytes hashed, and the salt of the
+    # personal values' commitments. Null only on rows stored before revision 0002.
+    Column("chain_id", Uuid(as_uuid=True)),
+    Column("chain_seq", BigInteger),
+    Column("chain_hash", LargeBinary),
+    Column("canonical", LargeBinary),
+    Column("pii_salt", LargeBinary),
     Index("audit_logs_workspace_idx", "workspace_id"),
     Index("audit_logs_user_idx", "user_id"),
     Index("audit_logs_action_idx", "action"),
@@ -107,6 +117,8 @@ audit_logs = Table(
     # "Newest N of one workspace": without it PostgreSQL's generic plan for a prepared
     # statement walks created_at backwards through every other tenant's rows.
     Index("audit_logs_workspace_created_at_idx", "workspace_id", "created_at"),
+    # Finds each chain's head, and refuses a forked chain even if locking ever failed.
+    Index("audit_logs_chain_idx", "chain_id", "chain_seq", unique=True),
 )
 
 audit_quarantine = Table(
@@ -119,6 +131,19 @@ audit_quarantine = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("quarantined_at", UTCDateTime, nullable=False, server_default=func.current_timestamp()),
     Index("audit_quarantine_created_at_idx", "created_at"),
+)
+
+# Signed statements of every chain's head (see _checkpoint.py); append-only like audit_logs.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", Uuid(as_uuid=True), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("key_id", Text, nullable=False),
+    # The exact bytes signed (JSON), and the Ed25519 signature over them.
+    Column("body", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Index("audit_checkpoints_created_at_idx", "created_at"),
 )
 
 # Column order of audit_logs rows as the writer produces them.
@@ -138,4 +163,11 @@ AUDIT_LOG_COLUMNS: tuple[str, ...] = (
     "sanitised",
 )
 
-__all__ = ["AUDIT_LOG_COLUMNS", "audit_logs", "audit_quarantine", "metadata", "workspaces"]
+__all__ = [
+    "AUDIT_LOG_COLUMNS",
+    "audit_checkpoints",
+    "audit_logs",
+    "audit_quarantine",
+    "metadata",
+    "workspaces",
+]

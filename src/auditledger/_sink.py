@@ -13,6 +13,7 @@ from enum import Enum
 
 import orjson
 
+from ._checkpoint import Checkpoint, CheckpointSchedule, Signer
 from ._events import WorkspaceRef
 from ._prepare import QuarantineRow, Row
 
@@ -56,9 +57,21 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def tick(self, now: float) -> None:  # noqa: B027 - optional hook, empty by default
+    def tick(self, now: float) -> None:
         """Called on the writer thread once per cycle (about every ``flush_interval``), under
         the same client-side deadline as a write: for periodic work such as checkpoints."""
+        schedule = self.checkpoint_schedule
+        if schedule is not None and schedule.due(now):
+            self.write_checkpoint(schedule.signer)
+
+    # ---- tamper evidence (see _chain.py and _checkpoint.py) ---------------------------------
+
+    # Set by AuditLogger(signing_key=...): the writer then signs chain heads on a schedule.
+    checkpoint_schedule: CheckpointSchedule | None = None
+
+    def write_checkpoint(self, signer: Signer) -> Checkpoint:
+        """Sign every chain head now and store the checkpoint; raises SinkError."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no checkpoints")
 
     # Called inside the sink's transaction.
     @abstractmethod
@@ -148,4 +161,8 @@ def _with_note(row: Row, note: dict[str, str]) -> Row:
     existing = row[ROW_SANITISED]
     notes = orjson.loads(existing) if existing else []
     notes.append(note)
-    return (*row[:ROW_SANITISED], orjson.dumps(notes).decode(), *row[ROW_SANITISED + 1 :])
+    return (
+        *row[:ROW_SANITISED],
+        orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode(),
+        *row[ROW_SANITISED + 1 :],
+    )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
+from ._chain import CHAIN_COLUMNS, link_batch, lock_keys, seal
+from ._checkpoint import Checkpoint, Signer, make_checkpoint
 from ._errors import MissingExtraError
 from ._events import WorkspaceRef
 from ._prepare import QuarantineRow, Row
@@ -22,11 +25,33 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("postgres", "psycopg") from exc
 
-_COPY_SQL = f"COPY audit_logs ({', '.join(AUDIT_LOG_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COLUMNS = ", ".join(AUDIT_LOG_COLUMNS + CHAIN_COLUMNS)
+_COPY_SQL = f"COPY audit_logs ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = [
     "uuid", "text", "uuid", "text", "text", "text", "text", "text",
     "jsonb", "jsonb", "jsonb", "timestamptz", "jsonb",
+    "uuid", "int8", "bytea", "bytea", "bytea",
 ]  # fmt: skip
+
+# First key of auditledger's advisory locks ("audt"), so they never collide with an
+# application's single-key advisory locks on the same database.
+_LOCK_CLASS = 0x61756474
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int4[]) AS k"
+# A statement of its own after the locks: in READ COMMITTED its snapshot is taken once they
+# are granted, so it sees the rows the previous holder committed. (Reading the head with
+# "ORDER BY seq DESC LIMIT 1 FOR UPDATE" instead does not serialise appends.)
+_HEADS_OF_SQL = (
+    "SELECT c.id, h.chain_seq, h.chain_hash FROM unnest(%s::uuid[]) AS c(id)"
+    " CROSS JOIN LATERAL (SELECT chain_seq, chain_hash FROM audit_logs"
+    " WHERE chain_id = c.id ORDER BY chain_seq DESC LIMIT 1) AS h"
+)
+ALL_HEADS_SQL = (
+    "SELECT c.id, h.chain_seq, h.chain_hash FROM"
+    " (SELECT id FROM workspaces UNION ALL"
+    " SELECT '00000000-0000-0000-0000-000000000000'::uuid) AS c(id)"
+    " CROSS JOIN LATERAL (SELECT chain_seq, chain_hash FROM audit_logs"
+    " WHERE chain_id = c.id ORDER BY chain_seq DESC LIMIT 1) AS h"
+)
 
 # SQLSTATE classes and codes that no retry will cure.
 _PERMANENT_CLASSES = ("28", "3D", "42", "0A")
@@ -70,6 +95,16 @@ class PostgresSink(Sink):
         assert jsonb is not None
         dumper = type("RawJsonbDumper", (_RawJsonbBinaryDumper,), {"oid": jsonb.oid})
         conn.adapters.register_dumper(_RawJson, dumper)
+        # Chains need READ COMMITTED (see _HEADS_OF_SQL) whatever the server's default; the
+        # timeouts end a wait on a stuck writer's chain lock, and free the locks of a writer
+        # that hangs inside a transaction, before the client-side deadline gives up.
+        timeout_ms = max(1000, int(self._connect_timeout * 1000))
+        conn.execute(
+            "SELECT set_config('default_transaction_isolation', 'read committed', false),"
+            " set_config('lock_timeout', %s, false),"
+            " set_config('idle_in_transaction_session_timeout', %s, false)",
+            (str(timeout_ms * 4 // 5), str(timeout_ms)),
+        )
         self._conn = conn
         return conn
 
@@ -84,10 +119,16 @@ class PostgresSink(Sink):
                 rows = self.resolve_workspaces(rows)
                 cur = conn.cursor()
                 if rows:
+                    sealed = seal(rows)
+                    chains = {s[0] for s in sealed}
+                    cur.execute(_LOCK_SQL, (_LOCK_CLASS, lock_keys(chains)))
+                    cur.execute(_HEADS_OF_SQL, (list(chains),))
+                    heads = {r[0]: (r[1], r[2]) for r in cur}
+                    links = link_batch(sealed, heads)
                     with cur.copy(_COPY_SQL) as copy:
                         copy.set_types(_COPY_TYPES)
-                        for row in rows:
-                            copy.write_row(row)
+                        for row, chained in zip(rows, links, strict=True):
+                            copy.write_row(row + chained)
                 if quarantined:
                     cur.executemany(
                         "INSERT INTO audit_quarantine (id, reason, payload, created_at)"
@@ -95,6 +136,31 @@ class PostgresSink(Sink):
                         [(q[0], q[1], q[2].decode(), q[3]) for q in quarantined],
                     )
             return len(rows), len(quarantined)
+        except psycopg.Error as exc:
+            self._drop_broken_connection()
+            raise SinkError(classify(exc), _code(exc)) from exc
+        except OSError as exc:
+            self._drop_broken_connection()
+            raise SinkError(ErrorKind.TRANSIENT, type(exc).__name__) from exc
+
+    def write_checkpoint(self, signer: Signer) -> Checkpoint:
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                heads = [(r[0], r[1], r[2]) for r in conn.execute(ALL_HEADS_SQL)]
+                checkpoint = make_checkpoint(signer, heads, time.time_ns())
+                conn.execute(
+                    "INSERT INTO audit_checkpoints (id, created_at, key_id, body, signature)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (
+                        checkpoint.id,
+                        checkpoint.created_at,
+                        checkpoint.key_id,
+                        checkpoint.body,
+                        checkpoint.signature,
+                    ),
+                )
+            return checkpoint
         except psycopg.Error as exc:
             self._drop_broken_connection()
             raise SinkError(classify(exc), _code(exc)) from exc

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 
+from ._chain import CHAIN_COLUMNS, Head, link_batch, seal
+from ._checkpoint import Checkpoint, Signer, make_checkpoint
 from ._events import WorkspaceRef
 from ._prepare import QuarantineRow, Row
 from ._schema import AUDIT_LOG_COLUMNS
 from ._sink import ErrorKind, Sink, SinkError
 
+_COLUMNS = AUDIT_LOG_COLUMNS + CHAIN_COLUMNS
 _INSERT = (
-    f"INSERT INTO audit_logs ({', '.join(AUDIT_LOG_COLUMNS)})"
-    f" VALUES ({', '.join('?' for _ in AUDIT_LOG_COLUMNS)})"
+    f"INSERT INTO audit_logs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+_HEAD_SQL = (
+    "SELECT chain_seq, chain_hash FROM audit_logs WHERE chain_id = ?"
+    " ORDER BY chain_seq DESC LIMIT 1"
 )
 _TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's DATETIME storage format on SQLite
 # Values a ref leaves as None are kept; updated_at moves only when something changed.
@@ -28,6 +35,7 @@ WHERE COALESCE(excluded.enterprise_id, enterprise_id) IS NOT enterprise_id
    OR COALESCE(excluded.name, name) IS NOT name
    OR COALESCE(:is_active, is_active) IS NOT is_active
 """
+_CHAINS_SQL = "SELECT id FROM workspaces UNION ALL SELECT '00000000000000000000000000000000'"
 _PERMANENT = ("no such table", "no such column", "readonly database", "unable to open")
 
 
@@ -58,6 +66,15 @@ def _sqlite_row(row: Row) -> tuple[object, ...]:
     )
 
 
+def chain_heads(conn: sqlite3.Connection, chains: set[uuid.UUID]) -> dict[uuid.UUID, Head]:
+    heads: dict[uuid.UUID, Head] = {}
+    for chain in chains:
+        found = conn.execute(_HEAD_SQL, (chain.hex,)).fetchone()
+        if found is not None:
+            heads[chain] = (found[0], found[1])
+    return heads
+
+
 class SqliteSink(Sink):
     def __init__(self, path: str, *, timeout: float) -> None:
         super().__init__()
@@ -82,7 +99,19 @@ class SqliteSink(Sink):
                 if replay:
                     rows, quarantined = self.drop_stored(rows, quarantined)
                 rows = self.resolve_workspaces(rows)
-                conn.executemany(_INSERT, [_sqlite_row(r) for r in rows])
+                if rows:
+                    # BEGIN IMMEDIATE already serialises writers: the heads read here stay
+                    # the heads until COMMIT.
+                    sealed = seal(rows)
+                    heads = chain_heads(conn, {s[0] for s in sealed})
+                    links = link_batch(sealed, heads)
+                    conn.executemany(
+                        _INSERT,
+                        [
+                            (*_sqlite_row(r), c.hex, seq, digest, data, salt)
+                            for r, (c, seq, digest, data, salt) in zip(rows, links, strict=True)
+                        ],
+                    )
                 conn.executemany(
                     "INSERT INTO audit_quarantine (id, reason, payload, created_at)"
                     " VALUES (?, ?, ?, ?)",
@@ -93,6 +122,36 @@ class SqliteSink(Sink):
                 )
                 conn.execute("COMMIT")
                 return len(rows), len(quarantined)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise SinkError(_classify(exc), type(exc).__name__) from exc
+
+    def write_checkpoint(self, signer: Signer) -> Checkpoint:
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                chains = {uuid.UUID(r[0]) for r in conn.execute(_CHAINS_SQL)}
+                heads = chain_heads(conn, chains)
+                checkpoint = make_checkpoint(
+                    signer, [(c, s, h) for c, (s, h) in heads.items()], time.time_ns()
+                )
+                conn.execute(
+                    "INSERT INTO audit_checkpoints (id, created_at, key_id, body, signature)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        checkpoint.id.hex,
+                        checkpoint.created_at.replace(tzinfo=None).strftime(_TS_FORMAT),
+                        checkpoint.key_id,
+                        checkpoint.body,
+                        checkpoint.signature,
+                    ),
+                )
+                conn.execute("COMMIT")
+                return checkpoint
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

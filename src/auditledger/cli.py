@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="Ed25519 keys that sign checkpoints.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 if not console.is_terminal:
@@ -154,6 +156,162 @@ def status(
         console.print(table)
     if report.get("database") != "reachable":
         raise typer.Exit(1)
+
+
+# ---- tamper evidence ----------------------------------------------------------------------
+
+
+@keys_app.command("generate")
+def keys_generate(
+    directory: Annotated[Path, typer.Argument(help="Folder for signing.key and signing.pub.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing key pair.")] = False,
+) -> None:
+    """Write DIR/signing.key (private, mode 0600) and DIR/signing.pub (for verifiers)."""
+    from ._checkpoint import generate_keys
+
+    try:
+        key_id = generate_keys(directory, overwrite=force)
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write the keys ({type(exc).__name__})") from exc
+    console.print(f"key id [bold]{key_id}[/bold]: {directory / 'signing.key'} (keep it secret),")
+    console.print(f"{directory / 'signing.pub'} (give it to whoever verifies)")
+
+
+SigningKey = Annotated[
+    Path,
+    typer.Option("--signing-key", envvar="AUDITLEDGER_SIGNING_KEY", help="Ed25519 private key."),
+]
+
+
+@app.command("checkpoint")
+def checkpoint(
+    signing_key: SigningKey,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also append it to this file, kept outside the database."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Sign every chain head now, store the checkpoint and append it to --out."""
+    from ._checkpoint import Signer, append_checkpoint_file
+    from ._sink import SinkError
+
+    try:
+        signer = Signer.from_file(signing_key)
+        sink = _open_sink(database_url)
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        made = sink.write_checkpoint(signer)
+    except SinkError as exc:
+        raise _fail(f"could not store the checkpoint ({exc.code})") from exc
+    finally:
+        sink.close()
+    if out is not None:
+        # After the database has it: a line in the file the database lacks would read as
+        # a deleted checkpoint.
+        try:
+            append_checkpoint_file(out, made)
+        except OSError as exc:
+            raise _fail(f"stored, but could not append to {out} ({type(exc).__name__})") from exc
+    chains = len(made.heads)
+    console.print(
+        f"checkpoint {made.id} signed with key {made.key_id}: {chains} chain head(s)"
+        + (f", appended to {out}" if out is not None else "")
+    )
+
+
+def _open_sink(database_url: str | None) -> Any:
+    from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+
+    url = normalise_url(resolve_url(database_url))
+    if is_postgres(url):
+        from ._sink_postgres import PostgresSink
+
+        return PostgresSink(libpq_conninfo(url), connect_timeout=10)
+    from ._sink_sqlite import SqliteSink
+
+    return SqliteSink(sqlite_path(url), timeout=10)
+
+
+@app.command("verify")
+def verify(
+    public_key: Annotated[
+        list[Path],
+        typer.Option(help="Ed25519 public key(s) checkpoints are signed with (repeatable)."),
+    ],
+    checkpoints: Annotated[
+        Path | None, typer.Option(help="The checkpoint file kept outside the database.")
+    ] = None,
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's chain.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Recompute every chain and check every checkpoint: exit 0 intact, 1 tampered, 2 error."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+    from ._verify import VerifyError, verify_log
+
+    bar = Progress(
+        "verifying",
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
+    )
+    task = bar.add_task("events", total=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    try:
+        with bar:
+            report = verify_log(
+                database_url,
+                public_keys=list(public_key),
+                checkpoints_file=checkpoints,
+                workspace_id=workspace,
+                progress=progress,
+            )
+    except VerifyError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        _print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_report(report: Any) -> None:
+    summary = (
+        f"{report.events} events in {report.chains} chain(s), {report.checkpoints} stored and"
+        f" {report.external_checkpoints} external checkpoint(s)"
+    )
+    if report.erased:
+        summary += f", {report.erased} with personal values erased"
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}")
+    if report.ok:
+        console.print(f"[green]intact[/green]: {summary}")
+        return
+    table = Table(title=f"{len(report.problems)} problem(s): {summary}")
+    for column in ("kind", "event", "workspace", "seq", "detail"):
+        table.add_column(column, overflow="fold")
+    for p in report.problems:
+        table.add_row(
+            p.kind,
+            str(p.event_id or ""),
+            str(p.workspace_id or "(none)"),
+            "" if p.seq is None else str(p.seq),
+            p.detail,
+        )
+    console.print(table)
+    err_console.print("[red]tampered[/red]")
 
 
 def main() -> None:

@@ -1,0 +1,736 @@
+"""``auditledger verify``: recompute every chain, check every checkpoint, report each problem.
+
+The verifier trusts nothing it reads: each event's link is recomputed from the stored canonical
+bytes, each event's columns are compared with what was hashed, and each checkpoint's signature
+is checked with public keys given by the caller. Checkpoints held outside the database (the file
+written by ``auditledger checkpoint --out``) are what reveal deleted newest events.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._chain import (
+    C_WORKSPACE,
+    CANONICAL_VERSION,
+    JSON_PARTS,
+    NO_WORKSPACE,
+    PERSONAL,
+    PERSONAL_TAGS,
+    chain_of,
+    commitment,
+    genesis,
+    link,
+    normalise_json,
+)
+from ._checkpoint import Checkpoint, load_public_keys, read_checkpoint_file
+from ._db import make_engine
+from ._errors import AuditLedgerError
+from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+
+# Kinds of problem.
+MODIFIED = "modified"
+MISSING = "missing"
+INSERTED = "inserted"
+REORDERED = "reordered"
+TRUNCATED = "truncated"
+REWRITTEN = "rewritten"
+BAD_SIGNATURE = "bad_signature"
+
+_MAX_CLASSIFIED = 64  # failing events per chain searched for their true position
+_dumps = orjson.dumps
+_Fragment = orjson.Fragment
+
+# (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id, details,
+#  previous_value, new_value, created_at_us, sanitised, chain_id, chain_seq, chain_hash,
+#  canonical, pii_salt): ids as canonical UUID text, JSON as text, and the three personal
+#  values as their commitments (hex) computed with the row's salt.
+_Row = tuple[Any, ...]
+R_ID, R_USER, R_WS, R_IP, R_UA, R_ACTION, R_RESOURCE, R_RESOURCE_ID = range(8)
+R_DETAILS, R_PREVIOUS, R_NEW, R_CREATED, R_SANITISED = range(8, 13)
+R_CHAIN, R_SEQ, R_HASH, R_CANONICAL, R_SALT = range(13, 18)
+_PERSONAL_ROW = {"user_id": R_USER, "ip_address": R_IP, "user_agent": R_UA}
+_JSON_ROW = {
+    "details": R_DETAILS,
+    "previous_value": R_PREVIOUS,
+    "new_value": R_NEW,
+    "sanitised": R_SANITISED,
+}
+_SCALARS = (
+    (1, "id", R_ID),
+    (3, "action", R_ACTION),
+    (4, "resource", R_RESOURCE),
+    (5, "resource_id", R_RESOURCE_ID),
+    (6, "created_at", R_CREATED),
+)
+
+
+class VerifyError(AuditLedgerError):
+    """Verification could not run (database unreachable, schema too old, unreadable key)."""
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """One thing found wrong. ``workspace_id`` is None for the chain of events without one."""
+
+    kind: str
+    detail: str
+    event_id: uuid.UUID | None = None
+    workspace_id: uuid.UUID | None = None
+    seq: int | None = None
+    checkpoint_id: uuid.UUID | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("event_id", "workspace_id", "checkpoint_id"):
+            if out[key] is not None:
+                out[key] = str(out[key])
+        return out
+
+
+@dataclass
+class VerifyReport:
+    events: int = 0
+    chains: int = 0
+    checkpoints: int = 0
+    external_checkpoints: int = 0
+    erased: int = 0
+    problems: list[VerifyProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "chains": self.chains,
+            "checkpoints": self.checkpoints,
+            "external_checkpoints": self.external_checkpoints,
+            "erased": self.erased,
+            "problems": [p.to_dict() for p in self.problems],
+            "notes": self.notes,
+        }
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+_PG_SELECT = (
+    "SELECT id::text, user_id, workspace_id::text, ip_address, user_agent, action, resource,"
+    " resource_id, details::text, previous_value::text, new_value::text,"
+    " (extract(epoch FROM created_at) * 1000000)::int8, sanitised::text, chain_id::text,"
+    " chain_seq, chain_hash, canonical, pii_salt FROM audit_logs"
+)
+_PG_TYPES = ["text"] * 11 + ["int8", "text", "text", "int8", "bytea", "bytea", "bytea"]
+_SQLITE_SELECT = (
+    "SELECT id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,"
+    " details, previous_value, new_value, created_at, sanitised, chain_id, chain_seq,"
+    " chain_hash, canonical, pii_salt FROM audit_logs"
+)
+
+
+class _Source:
+    """Rows ordered by chain then position, and the stored checkpoints, from one database."""
+
+    def __init__(self, database_url: str | None) -> None:
+        url = normalise_url(resolve_url(database_url))
+        self.postgres = is_postgres(url)
+        self._url = url
+
+    def count(self) -> int:
+        engine = make_engine(self._url.render_as_string(hide_password=False))
+        try:
+            with engine.connect() as conn:
+                from sqlalchemy import text
+
+                if self.postgres:
+                    # An estimate is enough for a progress bar, and costs no scan.
+                    query = "SELECT reltuples::int8 FROM pg_class WHERE relname = 'audit_logs'"
+                else:
+                    query = "SELECT count(*) FROM audit_logs"
+                return max(0, int(conn.execute(text(query)).scalar() or 0))
+        finally:
+            engine.dispose()
+
+    def rows(self, workspace: uuid.UUID | None) -> Iterator[_Row]:
+        if self.postgres:
+            yield from self._pg_rows(workspace)
+        else:
+            yield from self._sqlite_rows(workspace)
+
+    def _pg_rows(self, workspace: uuid.UUID | None) -> Iterator[_Row]:
+        import psycopg
+        from psycopg import sql
+
+        where: sql.Composable = sql.SQL("")
+        if workspace is not None:
+            where = sql.SQL(" WHERE chain_id = {0} OR workspace_id = {0}").format(
+                sql.Literal(str(workspace))
+            )
+        # COPY streams faster than a cursor; the qualified ORDER BY uses the chain index (the
+        # output column chain_id is text and would sort instead).
+        query = sql.SQL(
+            "COPY ({}{} ORDER BY audit_logs.chain_id, audit_logs.chain_seq)"
+            " TO STDOUT (FORMAT BINARY)"
+        ).format(sql.SQL(_PG_SELECT), where)
+        conninfo = libpq_conninfo(self._url)
+        with psycopg.connect(conninfo, application_name="auditledger-verify") as conn:
+            conn.read_only = True
+            with conn.cursor().copy(query) as copy:
+                copy.set_types(_PG_TYPES)
+                sha256 = hashlib.sha256
+                user_tag, ip_tag, ua_tag = (
+                    PERSONAL_TAGS[n] for n in ("user_id", "ip_address", "user_agent")
+                )
+                for r in copy.rows():
+                    user, ip, ua, salt = r[1], r[3], r[4], r[17] or b""
+                    if user is None and ip is None and ua is None:
+                        yield r
+                        continue
+                    yield (
+                        r[0],
+                        None
+                        if user is None
+                        else sha256(salt + user_tag + user.encode()).hexdigest(),
+                        r[2],
+                        None if ip is None else sha256(salt + ip_tag + ip.encode()).hexdigest(),
+                        None if ua is None else sha256(salt + ua_tag + ua.encode()).hexdigest(),
+                        *r[5:],
+                    )
+
+    def _sqlite_rows(self, workspace: uuid.UUID | None) -> Iterator[_Row]:
+        from datetime import UTC, datetime
+
+        from ._chain import micros
+        from ._sink_sqlite import connect_sqlite
+
+        conn = connect_sqlite(sqlite_path(self._url), timeout=10)
+        try:
+            where, params = "", ()
+            if workspace is not None:
+                where = " WHERE chain_id = ? OR workspace_id = ?"
+                params = (workspace.hex, workspace.hex)  # type: ignore[assignment]
+            cur = conn.execute(f"{_SQLITE_SELECT}{where}", params)
+            for r in cur:
+                row = list(r)
+                for i in (R_ID, R_WS, R_CHAIN):
+                    if row[i] is not None:
+                        row[i] = str(uuid.UUID(row[i]))
+                created = datetime.fromisoformat(row[R_CREATED]).replace(tzinfo=UTC)
+                row[R_CREATED] = micros(created)
+                salt = row[R_SALT] or b""
+                for name, index in _PERSONAL_ROW.items():
+                    if row[index] is not None:
+                        row[index] = commitment(salt, name, row[index])
+                yield tuple(row)
+        finally:
+            conn.close()
+
+    def checkpoints(self) -> list[Checkpoint]:
+        from sqlalchemy import select
+
+        from ._schema import audit_checkpoints
+
+        engine = make_engine(self._url.render_as_string(hide_password=False))
+        try:
+            with engine.connect() as conn:
+                query = select(audit_checkpoints).order_by(audit_checkpoints.c.created_at)
+                return [
+                    Checkpoint(r.id, r.created_at, r.key_id, bytes(r.body), bytes(r.signature))
+                    for r in conn.execute(query)
+                ]
+        finally:
+            engine.dispose()
+
+
+# ---- comparing an event's columns with what was hashed ---------------------------------------
+
+
+def _expected_canonical(row: _Row, norm: Any = normalise_json, frag: Any = _Fragment) -> bytes:
+    """The canonical bytes the columns would produce (personal values as commitments)."""
+    details, previous, new, sanitised = row[R_DETAILS], row[R_PREVIOUS], row[R_NEW], row[12]
+    return _dumps(
+        (
+            CANONICAL_VERSION,
+            row[0],
+            row[2],
+            row[5],
+            row[6],
+            row[7],
+            row[11],
+            row[1],
+            row[3],
+            row[4],
+            None if details is None else frag(norm(details)),
+            None if previous is None else frag(norm(previous)),
+            None if new is None else frag(norm(new)),
+            None if sanitised is None else frag(norm(sanitised)),
+        )
+    )
+
+
+def _strict(data: str | bytes) -> Any:
+    """JSON parsed so that 1 and 1.0 are equal (jsonb may rewrite one as the other) but true
+    and 1 are not."""
+    return json.loads(data, parse_float=Decimal, parse_int=Decimal)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _column_differences(row: _Row, hashed: list[Any]) -> tuple[list[str], bool]:
+    """Columns that differ from the hashed form, and whether the personal values were erased."""
+    wrong = [name for index, name, r in _SCALARS if hashed[index] != row[r]]
+    if hashed[C_WORKSPACE] != row[R_WS]:
+        wrong.append("workspace_id")
+    erased = False
+    salt = row[R_SALT]
+    for index, name in PERSONAL:
+        value, committed = row[_PERSONAL_ROW[name]], hashed[index]
+        if committed is None:
+            if value is not None:
+                wrong.append(name)
+        elif value is None:
+            if salt is None:
+                erased = True  # value and salt deleted together: what erasure does
+            else:
+                wrong.append(name)
+        elif salt is None or value != committed:
+            wrong.append(name)
+    for index, name in JSON_PARTS:
+        value, part = row[_JSON_ROW[name]], hashed[index]
+        if value is None or part is None:
+            if (value is None) != (part is None):
+                wrong.append(name)
+            continue
+        if not _same_json(_strict(value), _strict(json.dumps(part))):
+            wrong.append(name)
+    return wrong, erased
+
+
+# ---- the chains ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Failed:
+    event_id: uuid.UUID
+    seq: int
+    stored: bytes
+    data: bytes
+    previous: bytes
+    before_previous: bytes
+
+
+class _ChainCheck:
+    """Walks one chain in order; keeps only the little it needs to explain a failure."""
+
+    def __init__(self, chain_id: uuid.UUID, report: VerifyReport, wanted: set[int]) -> None:
+        self.chain_id = chain_id
+        self.workspace = None if chain_id == NO_WORKSPACE else chain_id
+        self.report = report
+        self.expected = 1
+        self.previous = genesis(chain_id)
+        self.before_previous = self.previous
+        self.previous_id: str | None = None
+        self.pending: dict[int, _Row] = {}
+        self.previous_ok = True
+        self.failed: list[_Failed] = []
+        self.shift_reported = False
+        self.wanted = wanted  # positions checkpoints name: their stored hashes are kept
+        self.hashes: dict[int, tuple[bytes, uuid.UUID]] = {}
+        self.head = 0
+
+    def problem(self, kind: str, detail: str, event_id: uuid.UUID | None, seq: int | None) -> None:
+        self.report.problems.append(VerifyProblem(kind, detail, event_id, self.workspace, seq))
+
+    def offer(self, row: _Row) -> None:
+        """Take rows in any order: rows of one chain arrive nearly in order from a sequential
+        scan (concurrent writers fill different pages), so a few wait here for their turn."""
+        seq = row[R_SEQ]
+        if seq == self.expected:
+            self.add(row)
+            pending = self.pending
+            while pending and self.expected in pending:
+                self.add(pending.pop(self.expected))
+        elif seq is None or seq < self.expected or seq in self.pending:
+            self.add(row)
+        else:
+            self.pending[seq] = row
+
+    def drain(self) -> None:
+        """At the end of the scan: what still waits comes after a gap."""
+        for seq in sorted(self.pending):
+            self.add(self.pending[seq])
+        self.pending.clear()
+        self.finish()
+
+    def add(self, row: _Row) -> None:
+        seq, stored, data = row[R_SEQ], row[R_HASH], row[R_CANONICAL]
+        if seq is None or stored is None or data is None:
+            event_id = uuid.UUID(row[R_ID])
+            self.problem(INSERTED, "the event is not part of any chain", event_id, None)
+            return
+        if seq in self.wanted:
+            self.hashes[seq] = (stored, uuid.UUID(row[R_ID]))
+        if seq > self.head:
+            self.head = seq
+        if seq == self.expected:
+            ok = link(self.previous, seq, data) == stored
+            if not ok:
+                self._explain(uuid.UUID(row[R_ID]), seq, stored, data)
+            # "The previous row was inserted" only explains a break after a row that itself
+            # linked: a forger gives an inserted row a valid link, a swap leaves none.
+            self.previous_ok = ok
+            self.expected = seq + 1
+            self.before_previous, self.previous = self.previous, stored
+            self.previous_id = row[R_ID]
+            return
+        event_id = uuid.UUID(row[R_ID])
+        if seq < self.expected:
+            self.problem(INSERTED, f"a second event at position {seq}", event_id, seq)
+            return
+        first, last = self.expected, seq - 1
+        where = f"position {first}" if first == last else f"positions {first}-{last}"
+        after = f"after event {self.previous_id}" if self.previous_id else "at the start"
+        self.problem(
+            MISSING, f"the events at {where} are missing ({after}, before this event)",
+            event_id, seq,
+        )  # fmt: skip
+        # Its own link cannot be checked without its predecessor: take it as the new start.
+        self.previous_ok = False
+        self.expected = seq + 1
+        self.before_previous, self.previous = self.previous, stored
+        self.previous_id = row[R_ID]
+
+    def _explain(self, event_id: uuid.UUID, seq: int, stored: bytes, data: bytes) -> None:
+        for shift in (1, -1):
+            if link(self.previous, seq - shift, data) == stored:
+                # Intact, but renumbered: events were inserted (or deleted) before it.
+                if not self.shift_reported:
+                    self.shift_reported = True
+                    kind, what = (INSERTED, "inserted") if shift > 0 else (MISSING, "deleted")
+                    self.problem(
+                        kind, f"events from position {seq} on were renumbered by {shift:+d}:"
+                        f" an event was {what} before this one", event_id, seq,
+                    )  # fmt: skip
+                return
+        if self.previous_ok and seq > 1 and link(self.before_previous, seq - 1, data) == stored:
+            self.problem(
+                INSERTED,
+                f"the event at position {seq - 1} was not in the chain: this one links past it",
+                None if self.previous_id is None else uuid.UUID(self.previous_id),
+                seq - 1,
+            )
+            return
+        self.failed.append(
+            _Failed(event_id, seq, stored, data, self.previous, self.before_previous)
+        )
+
+    def finish(self) -> None:
+        failed = self.failed
+        if not failed:
+            return
+        if len(failed) > _MAX_CLASSIFIED:
+            for f in failed:
+                detail = "the event's hash does not match its content"
+                self.problem(MODIFIED, detail, f.event_id, f.seq)
+            return
+        candidates = {h for f in failed for h in (f.previous, f.before_previous, f.stored)}
+        positions = {p for f in failed for p in (f.seq - 1, f.seq, f.seq + 1) if p > 0}
+        reported: set[int] = set()
+        verdicts: list[tuple[_Failed, int | None]] = []
+        for f in failed:
+            home = next(
+                (p for p in positions for h in candidates if link(h, p, f.data) == f.stored),
+                None,
+            )
+            verdicts.append((f, home))
+        for f, home in verdicts:
+            if home is not None and home != f.seq:
+                reported.add(f.seq)
+                detail = f"the event belongs at position {home}, not {f.seq}"
+                self.problem(REORDERED, detail, f.event_id, f.seq)
+        for f, home in verdicts:
+            if home == f.seq:
+                if f.seq - 1 in reported:
+                    continue  # only its predecessor moved
+                detail = "the previous event's hash was changed: this event no longer links to it"
+            elif home is None:
+                detail = "the event's stored content no longer matches its hash"
+            else:
+                continue
+            reported.add(f.seq)
+            self.problem(MODIFIED, detail, f.event_id, f.seq)
+
+
+_UNSEEN: Any = object()
+
+
+# ---- the verifier --------------------------------------------------------------------------
+
+
+def verify_log(
+    database_url: str | None = None,
+    *,
+    public_keys: Sequence[str | os.PathLike[str]] = (),
+    checkpoints_file: str | os.PathLike[str] | None = None,
+    workspace_id: uuid.UUID | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Check the whole log (or one workspace's chain) and return every problem found.
+
+    ``public_keys``: PEM files of the keys checkpoints may be signed with (several when keys
+    were rotated). ``checkpoints_file``: the copy written by ``auditledger checkpoint --out``.
+    ``progress(done, total)`` is called after each block of events (``total`` is an estimate).
+    Raises ``VerifyError`` when it cannot run at all.
+    """
+    report = VerifyReport()
+    workspace = _workspace(workspace_id)
+    try:
+        keys = load_public_keys(public_keys)
+        external: list[Checkpoint] = []
+        if checkpoints_file is not None:
+            external = read_checkpoint_file(checkpoints_file)
+    except (AuditLedgerError, OSError, ValueError) as exc:
+        raise VerifyError(str(exc)) from exc
+    try:
+        source = _Source(database_url)
+        stored = source.checkpoints()
+        total = source.count() if progress else 0
+    except AuditLedgerError as exc:
+        raise VerifyError(str(exc)) from exc
+    except Exception as exc:
+        raise VerifyError(f"cannot read the database ({type(exc).__name__})") from exc
+
+    good = _check_signatures(stored, external, keys, report, checkpoints_file)
+    wanted: dict[uuid.UUID, set[int]] = {}
+    for _, checkpoint in good:
+        for chain_id, seq, _digest in checkpoint.heads:
+            wanted.setdefault(chain_id, set()).add(seq)
+
+    chains: dict[uuid.UUID, _ChainCheck] = {}
+    done = 0
+    try:
+        by_text: dict[str, _ChainCheck | None] = {}
+        check_columns = _check_columns
+        # Millions of short-lived tuples would trigger the cycle collector over and over.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for row in source.rows(workspace):
+                check_columns(row, report)
+                done += 1
+                if progress is not None and done % 20_000 == 0:
+                    progress(done, max(total, done))
+                chain_text = row[R_CHAIN]
+                if chain_text is None:
+                    _unchained(row, report)
+                    continue
+                chain = by_text.get(chain_text, _UNSEEN)
+                if chain is _UNSEEN:
+                    chain_id = uuid.UUID(chain_text)
+                    if workspace is not None and chain_id != workspace:
+                        chain = None  # a row of another chain naming this workspace
+                    else:
+                        chain = _ChainCheck(chain_id, report, wanted.get(chain_id, set()))
+                        chains[chain_id] = chain
+                    by_text[chain_text] = chain
+                if chain is not None:
+                    chain.offer(row)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        if progress is not None:
+            progress(done, done)
+        for chain in chains.values():
+            chain.drain()
+    except Exception as exc:
+        raise VerifyError(f"cannot read the events ({type(exc).__name__})") from exc
+    report.events = done
+    report.chains = len(chains)
+    _check_heads(good, chains, workspace, report)
+    if not stored and not external:
+        report.notes.append(
+            "no checkpoints: deleting the newest events, or rewriting a whole chain, would not"
+            " be detected"
+        )
+    elif not external:
+        report.notes.append(
+            "no external checkpoint file: newest events deleted together with the stored"
+            " checkpoints would not be detected"
+        )
+    return report
+
+
+def _workspace(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise VerifyError("the workspace id is not a UUID") from exc
+
+
+def _check_columns(row: _Row, report: VerifyReport) -> None:
+    data = row[R_CANONICAL]
+    if data is None:
+        return
+    try:
+        if _expected_canonical(row) == data:
+            return
+    except orjson.JSONDecodeError:
+        pass
+    event_id = uuid.UUID(row[R_ID])
+    chain = None if row[R_CHAIN] is None else uuid.UUID(row[R_CHAIN])
+    workspace = None if chain in (None, NO_WORKSPACE) else chain
+    try:
+        hashed = orjson.loads(data)
+        if not isinstance(hashed, list) or hashed[0] != CANONICAL_VERSION or len(hashed) != 14:
+            raise ValueError("unknown canonical form")
+        wrong, erased = _column_differences(row, hashed)
+        ws_hashed = None if hashed[C_WORKSPACE] is None else uuid.UUID(hashed[C_WORKSPACE])
+        if chain is not None and chain_of(ws_hashed) != chain:
+            wrong.append("chain_id")
+    except (ValueError, TypeError, IndexError):
+        report.problems.append(
+            VerifyProblem(MODIFIED, "the stored canonical form is unreadable", event_id, workspace)
+        )
+        return
+    if wrong:
+        report.problems.append(
+            VerifyProblem(
+                MODIFIED,
+                f"columns changed after the event was hashed: {', '.join(sorted(wrong))}",
+                event_id,
+                workspace,
+                row[R_SEQ],
+            )
+        )
+    elif erased:
+        report.erased += 1
+
+
+def _unchained(row: _Row, report: VerifyReport) -> None:
+    ws = None if row[R_WS] is None else uuid.UUID(row[R_WS])
+    report.problems.append(
+        VerifyProblem(INSERTED, "the event is not part of any chain", uuid.UUID(row[R_ID]), ws)
+    )
+
+
+def _check_signatures(
+    stored: list[Checkpoint],
+    external: list[Checkpoint],
+    keys: dict[str, Any],
+    report: VerifyReport,
+    checkpoints_file: str | os.PathLike[str] | None,
+) -> list[tuple[str, Checkpoint]]:
+    """Checkpoints whose signature holds, each with a label saying where it came from."""
+    good: list[tuple[str, Checkpoint]] = []
+    by_id = {c.id: c for c in stored}
+    for c in stored:
+        error = c.verify(keys)
+        report.checkpoints += 1
+        if error:
+            report.problems.append(
+                VerifyProblem(BAD_SIGNATURE, f"stored checkpoint: {error}", checkpoint_id=c.id)
+            )
+        else:
+            good.append((f"stored checkpoint {c.id} ({c.created_at:%Y-%m-%d %H:%M:%S} UTC)", c))
+    name = Path(checkpoints_file).name if checkpoints_file is not None else ""
+    for number, c in enumerate(external, 1):
+        report.external_checkpoints += 1
+        error = c.verify(keys)
+        if error:
+            report.problems.append(
+                VerifyProblem(
+                    BAD_SIGNATURE, f"checkpoint {number} of {name}: {error}", checkpoint_id=c.id
+                )
+            )
+            continue
+        good.append((f"checkpoint {number} of {name} ({c.created_at:%Y-%m-%d %H:%M:%S} UTC)", c))
+        twin = by_id.get(c.id)
+        if twin is None:
+            report.problems.append(
+                VerifyProblem(
+                    MISSING,
+                    f"checkpoint {number} of {name} is no longer stored in the database",
+                    checkpoint_id=c.id,
+                )
+            )
+        elif (twin.body, twin.signature) != (c.body, c.signature):
+            report.problems.append(
+                VerifyProblem(
+                    MODIFIED,
+                    f"checkpoint {number} of {name} differs from the stored copy",
+                    checkpoint_id=c.id,
+                )
+            )
+    return good
+
+
+def _check_heads(
+    good: list[tuple[str, Checkpoint]],
+    chains: dict[uuid.UUID, _ChainCheck],
+    workspace: uuid.UUID | None,
+    report: VerifyReport,
+) -> None:
+    seen: set[tuple[uuid.UUID, int]] = set()
+    for label, checkpoint in good:
+        for chain_id, seq, digest in checkpoint.heads:
+            if workspace is not None and chain_id != workspace:
+                continue
+            ws = None if chain_id == NO_WORKSPACE else chain_id
+            chain = chains.get(chain_id)
+            head = chain.head if chain is not None else 0
+            if head < seq:
+                if (chain_id, -seq) in seen:
+                    continue
+                seen.add((chain_id, -seq))
+                report.problems.append(
+                    VerifyProblem(
+                        TRUNCATED,
+                        f"truncated after {label}: it signed position {seq}, the chain now"
+                        f" ends at {head}",
+                        workspace_id=ws,
+                        seq=seq,
+                        checkpoint_id=checkpoint.id,
+                    )
+                )
+                continue
+            assert chain is not None
+            found = chain.hashes.get(seq)
+            if found is None or found[0] == digest or (chain_id, seq) in seen:
+                continue  # a missing position is reported by the chain walk
+            seen.add((chain_id, seq))
+            report.problems.append(
+                VerifyProblem(
+                    REWRITTEN,
+                    f"the chain up to position {seq} differs from what {label} signed: events"
+                    " at or before this one were changed and the chain recomputed",
+                    event_id=found[1],
+                    workspace_id=ws,
+                    seq=seq,
+                    checkpoint_id=checkpoint.id,
+                )
+            )

@@ -266,10 +266,13 @@ class Writer:
         with self._lock:
             self._overflow.flush()
         self._answer_flushes()
-        if self._healthy and self._sink is not None:
+        if self._healthy:
+            # Also while idle: scheduled checkpoints must be signed whether or not events
+            # arrive. Sinks connect lazily, so a tick with nothing to do costs no connection.
+            sink = self._get_sink()
             try:
-                with self._watchdog.deadline(self.options.write_timeout, self._sink.abort):
-                    self._sink.tick(now)
+                with self._watchdog.deadline(self.options.write_timeout, sink.abort):
+                    sink.tick(now)
             except SinkError as exc:
                 self._failed(exc, 0)
 

@@ -29,8 +29,9 @@ typecheck: install
 test: lint typecheck
 	$(PY) -m pytest -q
 
+# make bench BENCH_ARGS=--quick for the ~30 s version; AUDITLEDGER_BENCH_POSTGRES_URL picks the server.
 bench: install
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -404,10 +404,13 @@ def test_a_recomputed_chain_fails_against_the_signed_checkpoints(log: Log) -> No
 
 def test_forged_or_altered_checkpoints_have_bad_signatures(log: Log) -> None:
     def alter(conn: psycopg.Connection[Any], chain: uuid.UUID) -> None:
+        # Every checkpoint gets a forged head, including those signed before any event
+        # existed (the writer signs on schedule from its start, so their heads are empty).
+        forged = '["00000000-0000-0000-0000-000000000001",1,"00"]'
         conn.execute(
-            "UPDATE audit_checkpoints SET body = convert_to(replace(convert_from(body, 'UTF8'),"
-            ' \'"heads":[[\', \'"heads":[["00000000-0000-0000-0000-000000000001",1,"00"],[\'),'
-            " 'UTF8')"
+            "UPDATE audit_checkpoints SET body = convert_to(replace(replace("
+            "convert_from(body, 'UTF8'), %s, %s), %s, %s), 'UTF8')",
+            ('"heads":[]', f'"heads":[{forged}]', '"heads":[[', f'"heads":[{forged},['),
         )
 
     url, _ = _attack(log, alter)

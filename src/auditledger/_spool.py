@@ -90,9 +90,12 @@ def frame(kind: bytes, payload: bytes) -> bytes:
 class SegmentWriter:
     """Appends records to this process's segments, rotating them by size. Not thread-safe."""
 
-    def __init__(self, directory: Path, stream: str) -> None:
+    def __init__(self, directory: Path, stream: str, *, committed_only: bool = False) -> None:
         self.directory = directory
         self.stream = stream
+        # A write-ahead segment that only ever holds committed batches (see the writer): when
+        # it rotates there is nothing in it to replay, so it is deleted instead of sealed.
+        self.committed_only = committed_only
         self._file: IO[bytes] | None = None
         self._path: Path | None = None
         self._size = 0
@@ -106,7 +109,10 @@ class SegmentWriter:
     def append(self, kind: bytes, payloads: list[bytes]) -> int:
         """Append records; returns the bytes written."""
         if self._file is None or self._size >= MAX_SEGMENT_BYTES:
-            self.seal()
+            if self.committed_only:
+                self.discard()
+            else:
+                self.seal()
             self._open()
         assert self._file is not None
         data = b"".join(frame(kind, p) for p in payloads)
@@ -166,10 +172,16 @@ class SegmentWriter:
         host = socket.gethostname()
         name = f"{time.time_ns():020d}-{host}-{os.getpid()}-{self.stream}-{self._seq:05d}{SUFFIX}"
         path = self.directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Created under another name and renamed once locked: a replayer in another process
+        # could otherwise claim the new, still unlocked segment, find it empty and delete it
+        # while this process goes on writing into the deleted file.
+        draft = path.with_name(name + ".new")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         f = os.fdopen(fd, "wb", buffering=256 * 1024)
         f.write(MAGIC)
+        f.flush()
+        os.rename(draft, path)
         self._file, self._path, self._size = f, path, len(MAGIC)
 
 

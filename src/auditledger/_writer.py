@@ -113,7 +113,7 @@ class Writer:
         self._stop = False
         self._watchdog = Watchdog()
         self._sink: Sink | None = None
-        self._wal = SegmentWriter(self.spool_dir, "w")
+        self._wal = SegmentWriter(self.spool_dir, "w", committed_only=self.options.write_ahead)
         self._overflow = SegmentWriter(self.spool_dir, "o")
         self._inflight: tuple[list[uuid.UUID], list[Captured]] | None = None
         # counters

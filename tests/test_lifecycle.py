@@ -207,3 +207,35 @@ def test_no_stray_segment_files_after_a_clean_run(db_url: str, spool_dir: Path) 
     assert list(spool_dir.glob("*.seg")) == []
     assert count(db_url) == 5000
     assert os.listdir(spool_dir) == []
+
+
+MULTIPROCESSING_CHILD = """
+import multiprocessing, sys
+from auditledger import AuditLogger
+url, spool = sys.argv[1], sys.argv[2]
+audit = AuditLogger(url, spool_dir=spool, flush_interval=30.0)
+
+def work(n):
+    # Logged with the logger inherited from the parent; the child then ends through
+    # os._exit, which skips atexit.
+    for i in range(200):
+        audit.log_audit_event("login", user_id=f"mp{n}-{i}")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=work, args=(n,)) for n in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    print("exitcodes", [p.exitcode for p in procs], flush=True)
+"""
+
+
+def test_multiprocessing_children_write_their_events_before_they_exit(
+    db_url: str, spool_dir: Path
+) -> None:
+    done = run_child(MULTIPROCESSING_CHILD, db_url, str(spool_dir))
+    assert done.returncode == 0, done.stderr
+    assert "exitcodes [0, 0]" in done.stdout
+    assert distinct_users(db_url) == {f"mp{n}-{i}" for n in range(2) for i in range(200)}

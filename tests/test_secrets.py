@@ -91,3 +91,23 @@ def test_library_logs_hold_no_personal_data_secrets_or_urls(
         "s3cr3t-pw", secret_url, str(proxy.port),
     ):  # fmt: skip
         assert forbidden not in text
+
+
+def test_a_secret_setting_stores_neither_value(db_url: str, spool_dir: Path) -> None:
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.audit_settings_change("U1", None, "smtp_password", "old-pass", "hunter2")
+        audit.audit_settings_change("U1", None, "api_key", None, {"value": "k-123"})
+        audit.audit_settings_change("U1", None, "digest_channel", "C1", "C2")
+        assert audit.flush(30)
+    events = {e.resource_id: e for e in stored(db_url)}
+    assert (events["smtp_password"].previous_value, events["smtp_password"].new_value) == (
+        "[REDACTED]",
+        "[REDACTED]",
+    )
+    assert (events["api_key"].previous_value, events["api_key"].new_value) == (None, "[REDACTED]")
+    assert (events["digest_channel"].previous_value, events["digest_channel"].new_value) == (
+        "C1",
+        "C2",
+    )
+    assert "hunter2" not in repr(events)
+    assert "k-123" not in repr(events)

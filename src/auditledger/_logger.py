@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import hashlib
 import logging
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -291,12 +292,19 @@ def _register(logger: AuditLogger) -> None:
         if _hooks_installed:
             return
         atexit.register(_close_all)
+        # multiprocessing's children end through os._exit, skipping atexit, and their start
+        # clears the finalizers they inherited: register one from inside each child instead.
+        multiprocessing.util.register_after_fork(_register, _multiprocessing_child)
         os.register_at_fork(
             before=_before_fork,
             after_in_parent=_after_fork_in_parent,
             after_in_child=_after_fork_in_child,
         )
         _hooks_installed = True
+
+
+def _multiprocessing_child(_: object) -> None:
+    multiprocessing.util.Finalize(None, _close_all, exitpriority=10)
 
 
 def _close_all() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +33,7 @@ from ._capture import (
     SanitisedJson,
 )
 from ._events import WorkspaceRef
-from ._redact import Redactor
+from ._redact import REDACTED, Redactor
 from ._sanitise import Note, clean_text, safe_repr
 
 # (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,
@@ -43,6 +43,7 @@ Row = tuple[Any, ...]
 QuarantineRow = tuple[uuid.UUID, str, bytes, datetime]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_REDACTED_JSON = orjson.dumps(REDACTED).decode()
 _ROW_TEXT_INDEX = {1: "user_id", 3: "ip_address", 4: "user_agent", 6: "resource", 7: "resource_id"}
 
 
@@ -116,6 +117,13 @@ class Preparer:
             value = ev[cap_index]
             if value is not None:
                 row[8 + offset] = self._json(value, name, notes)
+        if row[6] == "settings" and row[7] and self.limits.redactor.key_is_secret(row[7]):
+            # The setting's name is the key its values sit under: "smtp_password" changed from
+            # one secret to another must not store either.
+            for index, name in ((9, "previous_value"), (10, "new_value")):
+                if row[index] is not None and row[index] != _REDACTED_JSON:
+                    row[index] = _REDACTED_JSON
+                    notes.append({"field": name, "path": "$", "change": "redacted (setting)"})
         if notes:
             row[12] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode()
         return tuple(row)
@@ -151,6 +159,7 @@ class Preparer:
         if value is None or isinstance(value, uuid.UUID):
             return value
         if isinstance(value, WorkspaceRef):
+            value = self._clean_ref(value, notes)
             if value.key is None:
                 notes.append({"field": "workspace_id", "change": "workspace ref without ids"})
                 return None
@@ -169,6 +178,28 @@ class Preparer:
             self._uuids.clear()
         self._uuids[text] = parsed
         return parsed
+
+    def _clean_ref(self, ref: WorkspaceRef, notes: list[Note]) -> WorkspaceRef:
+        """Its ids and name become stored text: the same rules as any text field."""
+        fields: dict[str, Any] = {}
+        for name in ("team_id", "enterprise_id", "name"):
+            value = getattr(ref, name)
+            if value is None or (
+                type(value) is str
+                and value.isascii()
+                and "\x00" not in value
+                and len(value) <= self.limits.max_text_length
+            ):
+                continue
+            text = value if isinstance(value, str) else safe_repr(value)
+            if not isinstance(value, str):
+                notes.append({"field": f"workspace.{name}", "change": "stored as text"})
+            fields[name] = self._text(text, f"workspace.{name}", notes)
+        active = ref.is_active
+        if active is not None and not isinstance(active, bool):
+            notes.append({"field": "workspace.is_active", "change": "not a bool, ignored"})
+            fields["is_active"] = None
+        return replace(ref, **fields) if fields else ref
 
     def _json(self, value: str | SanitisedJson, name: str, notes: list[Note]) -> str:
         if isinstance(value, SanitisedJson):
@@ -205,6 +236,13 @@ class Preparer:
             if row[index] is not None:
                 payload[name] = orjson.Fragment(row[index])
         return (row[0], reason, orjson.dumps(payload), row[11])
+
+    def last_resort_row(self, event_id: uuid.UUID, ev: Captured, reason: str) -> QuarantineRow:
+        """A quarantine row built from nothing but safe representations, for an event that
+        made the writer fail: it must not fail again the same way."""
+        payload = {"event": [safe_repr(value) for value in ev]}
+        created = datetime_from_ns(ev[T_NS]) if isinstance(ev[T_NS], int) else datetime.now(UTC)
+        return (event_id, reason, orjson.dumps(payload), created)
 
     def quarantine_row(self, event_id: uuid.UUID, ev: Captured, reason: str) -> QuarantineRow:
         payload: dict[str, Any] = {}

@@ -42,6 +42,10 @@ class Sink(ABC):
     def __init__(self) -> None:
         self._known_workspaces: set[uuid.UUID] = set()
         self._workspace_keys: dict[str, uuid.UUID] = {}
+        # Learnt inside the current transaction; cached only once it commits (a row created
+        # by a transaction that rolled back does not exist, and its id must not be reused).
+        self._pending_known: set[uuid.UUID] = set()
+        self._pending_keys: dict[str, uuid.UUID] = {}
 
     @abstractmethod
     def write(
@@ -84,7 +88,15 @@ class Sink(ABC):
     def _existing_event_ids(self, ids: list[uuid.UUID]) -> set[uuid.UUID]: ...
 
     def resolve_workspaces(self, rows: list[Row]) -> list[Row]:
-        """Rows whose workspace_id names an existing workspace, or is null with a note why."""
+        """Rows whose workspace_id names an existing workspace, or is null with a note why.
+
+        Called inside the sink's transaction; the sink calls ``workspaces_committed()`` after
+        its commit. Anything learnt by an earlier transaction that did not commit is forgotten.
+        """
+        self._pending_keys = {}
+        self._pending_known = set()
+        keys = self._workspace_keys
+        known = self._known_workspaces
         refs: dict[str | None, WorkspaceRef] = {}
         for row in rows:
             ws = row[ROW_WORKSPACE]
@@ -95,24 +107,26 @@ class Sink(ABC):
             earlier = refs.get(ws.key)
             if ws.refreshes:
                 refs[ws.key] = _merge(earlier, ws) if earlier is not None else ws
-            elif earlier is None and ws.key not in self._workspace_keys:
+            elif earlier is None and ws.key not in keys:
                 refs[ws.key] = ws
         if refs:
-            self._workspace_keys.update(self._ensure_workspaces(list(refs.values())))
+            self._pending_keys = self._ensure_workspaces(list(refs.values()))
         unknown = {
             ws
             for row in rows
-            if isinstance(ws := row[ROW_WORKSPACE], uuid.UUID) and ws not in self._known_workspaces
+            if isinstance(ws := row[ROW_WORKSPACE], uuid.UUID) and ws not in known
         }
         if unknown:
-            self._known_workspaces.update(self._existing_workspaces(list(unknown)))
+            self._pending_known = self._existing_workspaces(list(unknown))
+        pending_keys, pending_known = self._pending_keys, self._pending_known
         out: list[Row] = []
         for row in rows:
             ws = row[ROW_WORKSPACE]
             if isinstance(ws, WorkspaceRef):
                 assert ws.key is not None
-                row = (*row[:ROW_WORKSPACE], self._workspace_keys[ws.key], *row[3:])
-            elif ws is not None and ws not in self._known_workspaces:
+                resolved = pending_keys.get(ws.key) or keys[ws.key]
+                row = (*row[:ROW_WORKSPACE], resolved, *row[3:])
+            elif ws is not None and ws not in known and ws not in pending_known:
                 note = {
                     "field": "workspace_id",
                     "change": "names no workspace",
@@ -121,6 +135,13 @@ class Sink(ABC):
                 row = _with_note((*row[:ROW_WORKSPACE], None, *row[3:]), note)
             out.append(row)
         return out
+
+    def workspaces_committed(self) -> None:
+        """The transaction that resolved the last batch committed: cache what it learnt."""
+        self._workspace_keys.update(self._pending_keys)
+        self._known_workspaces.update(self._pending_known)
+        self._pending_keys = {}
+        self._pending_known = set()
 
     def drop_stored(
         self, rows: list[Row], quarantined: list[QuarantineRow]

@@ -91,6 +91,17 @@ class PostgresSink(Sink):
             connect_timeout=max(2, int(self._connect_timeout)),
             application_name="auditledger-writer",
         )
+        # Visible to abort() from here on, so the deadline also covers the set-up queries.
+        self._conn = conn
+        try:
+            self._set_up(conn)
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+        return conn
+
+    def _set_up(self, conn: psycopg.Connection[Any]) -> None:
         jsonb = psycopg.types.TypeInfo.fetch(conn, "jsonb")
         assert jsonb is not None
         dumper = type("RawJsonbDumper", (_RawJsonbBinaryDumper,), {"oid": jsonb.oid})
@@ -105,8 +116,6 @@ class PostgresSink(Sink):
             " set_config('idle_in_transaction_session_timeout', %s, false)",
             (str(timeout_ms * 4 // 5), str(timeout_ms)),
         )
-        self._conn = conn
-        return conn
 
     def write(
         self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
@@ -135,6 +144,7 @@ class PostgresSink(Sink):
                         " VALUES (%s, %s, %s::text::jsonb, %s)",
                         [(q[0], q[1], q[2].decode(), q[3]) for q in quarantined],
                     )
+            self.workspaces_committed()
             return len(rows), len(quarantined)
         except psycopg.Error as exc:
             self._drop_broken_connection()
@@ -270,6 +280,10 @@ def classify(exc: psycopg.Error) -> ErrorKind:
         return ErrorKind.DATA
     if state[:2] in _PERMANENT_CLASSES:
         return ErrorKind.PERMANENT
+    if not state and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
+        # Refused by psycopg itself before anything reached the server (a value it cannot
+        # send, e.g. a NUL in text): a retry fails the same way, so find the event instead.
+        return ErrorKind.DATA
     if not state and isinstance(exc, psycopg.OperationalError):
         message = str(exc)
         if any(m in message for m in _PERMANENT_MESSAGES):

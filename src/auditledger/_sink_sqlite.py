@@ -121,6 +121,7 @@ class SqliteSink(Sink):
                     ],
                 )
                 conn.execute("COMMIT")
+                self.workspaces_committed()
                 return len(rows), len(quarantined)
             except BaseException:
                 if conn.in_transaction:
@@ -128,6 +129,10 @@ class SqliteSink(Sink):
                 raise
         except sqlite3.Error as exc:
             raise SinkError(_classify(exc), type(exc).__name__) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            # sqlite3 refuses the value itself (a lone surrogate, an integer too large):
+            # retrying cannot help, so the writer isolates the event instead.
+            raise SinkError(ErrorKind.DATA, type(exc).__name__) from exc
 
     def write_checkpoint(self, signer: Signer) -> Checkpoint:
         try:
@@ -217,6 +222,8 @@ def _classify(exc: sqlite3.Error) -> ErrorKind:
     message = str(exc).lower()
     if isinstance(exc, sqlite3.IntegrityError):
         return ErrorKind.CONFLICT if "unique" in message else ErrorKind.DATA
+    if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return ErrorKind.DATA  # a value sqlite3 cannot bind
     if any(m in message for m in _PERMANENT):
         return ErrorKind.PERMANENT
     return ErrorKind.TRANSIENT

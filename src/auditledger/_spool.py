@@ -211,6 +211,12 @@ class SegmentReplay:
     def release(self) -> None:
         os.close(self.fd)
 
+    def set_aside(self) -> None:
+        """Rename an unreadable segment to *.corrupt (kept for a human, never replayed)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.rename(self.path.with_name(self.path.name + ".corrupt"))
+        os.close(self.fd)
+
 
 def read_records(fd: int) -> Iterator[tuple[bytes, bytes]]:
     with os.fdopen(os.dup(fd), "rb") as f:

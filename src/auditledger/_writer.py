@@ -48,6 +48,10 @@ class State(Enum):
     CLOSED = "closed"
 
 
+# Typed as plain State: another thread's close() can change the state between two reads.
+_CLOSED: State = State.CLOSED
+
+
 @dataclass(frozen=True)
 class AuditStats:
     """Where every event logged through one AuditLogger is."""
@@ -108,7 +112,9 @@ class Writer:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._requests: list[_FlushRequest] = []
-        self._requests_lock = threading.Lock()
+        # Re-entrant: a SIGTERM handler may call close() (and so flush()) while the main
+        # thread was inside flush() holding it.
+        self._requests_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = False
         self._watchdog = Watchdog()
@@ -119,6 +125,7 @@ class Writer:
         # counters
         self._popped = 0
         self._outside_queue = 0  # calls that went straight to the spool (queue full)
+        self._drops_answered = 0  # drops a flush() has already answered False for
         self._written = 0
         self._spooled = 0
         self._replayed = 0
@@ -146,6 +153,10 @@ class Writer:
                 self.start()
             elif len(queue) == self.options.batch_size:
                 self._wake.set()
+            if self.state is _CLOSED:
+                # close() finished between our check and our append: nobody would ever take
+                # this event from the queue, so it goes to the spool now.
+                self._spool_leftovers()
             return
         self._spill(event)
 
@@ -214,8 +225,10 @@ class Writer:
             if thread.is_alive():
                 # The writer is stuck on the database: spool what it still holds so a later
                 # process replays it (replay drops any copy that did reach the database).
-                self._spool_leftovers()
+                self._spool_leftovers(include_inflight=True)
                 ok = False
+        # A call that raced close() may have appended after the writer's last look.
+        self._spool_leftovers()
         with self._lock:
             self._overflow.seal()
         return ok and self._nothing_pending()
@@ -252,7 +265,11 @@ class Writer:
             try:
                 self._cycle()
             except Exception as exc:  # noqa: BLE001 - the writer must outlive its own bugs
-                self._report("internal", f"auditledger writer error ({type(exc).__name__})")
+                self._report(
+                    "internal",
+                    f"auditledger writer error ({type(exc).__name__})",
+                    level=logging.ERROR,
+                )
             if self._stop and not self._queue:
                 self._finish()
                 return
@@ -282,39 +299,81 @@ class Writer:
 
     def _take_batch(self) -> list[Captured]:
         queue = self._queue
-        n = min(len(queue), self.options.batch_size)
-        batch = [queue.popleft() for _ in range(n)]
-        self._popped += n
+        batch: list[Captured] = []
+        try:
+            for _ in range(min(len(queue), self.options.batch_size)):
+                batch.append(queue.popleft())
+        except IndexError:
+            pass  # close() took the rest for the spool (a stuck writer came back)
+        self._popped += len(batch)
         return batch
 
     def _handle_batch(self, batch: list[Captured]) -> None:
         ids = uuid7_batch([ev[0] for ev in batch])
         self._inflight = (ids, batch)
         try:
-            if self.options.write_ahead:
-                self._to_spool(self._wal, ids, batch, fsync=True)
-            if not self._healthy or self._spool_pending():
-                # Older events wait in the spool: keep order by queueing behind them.
-                self._leave_in_spool(ids, batch)
+            in_wal = self.options.write_ahead and self._to_spool(
+                self._wal, ids, batch, fsync=True, count=False
+            )
+            retry_due = time.monotonic() >= self._next_attempt
+            if self._spool_pending() or (not self._healthy and not retry_due):
+                # Older events wait in the spool (keep order by queueing behind them), or the
+                # database failed a moment ago and its retry is not due yet.
+                self._leave_in_spool(ids, batch, in_wal=in_wal)
                 if self._healthy:
                     self._wake.set()
                 return
-            rows, quarantined = self._preparer.prepare(ids, batch)
             try:
-                self._store(rows, quarantined, replay=False)
+                self._prepare_and_store(ids, batch, replay=False)
             except SinkError as exc:
                 self._failed(exc, len(batch))
-                self._leave_in_spool(ids, batch)
+                self._leave_in_spool(ids, batch, in_wal=in_wal)
                 return
-            if self.options.write_ahead:
+            if in_wal:
                 with self._lock:
                     self._wal.append(COMMIT, [b""])
         finally:
             self._inflight = None
 
-    def _leave_in_spool(self, ids: list[uuid.UUID], batch: list[Captured]) -> None:
+    def _prepare_and_store(
+        self, ids: list[uuid.UUID], batch: list[Captured], *, replay: bool
+    ) -> None:
+        """Store a batch; raises SinkError only when the database cannot take it now."""
+        try:
+            rows, quarantined = self._preparer.prepare(ids, batch)
+            self._store(rows, quarantined, replay=replay)
+        except SinkError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one event, not a batch
+            self._report(
+                "internal",
+                f"auditledger writer error ({type(exc).__name__}); storing the batch event by "
+                "event",
+                level=logging.ERROR,
+            )
+            for event_id, event in zip(ids, batch, strict=True):
+                self._store_alone(event_id, event, replay=replay)
+
+    def _store_alone(self, event_id: uuid.UUID, event: Captured, *, replay: bool) -> None:
+        """One event, after its batch hit an unexpected error: stored, or quarantined."""
+        try:
+            rows, quarantined = self._preparer.prepare([event_id], [event])
+            self._store(rows, quarantined, replay=replay)
+            return
+        except SinkError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this event is the one the writer cannot handle
+            reason = f"auditledger could not prepare this event ({type(exc).__name__})"
+        try:
+            self._store([], [self._preparer.last_resort_row(event_id, event, reason)], replay=True)
+        except SinkError:
+            raise
+        except Exception:  # noqa: BLE001 - not even the quarantine takes it: count it, say so
+            self._drop("unstorable", 1)
+
+    def _leave_in_spool(self, ids: list[uuid.UUID], batch: list[Captured], *, in_wal: bool) -> None:
         """The batch was not stored: make sure the spool holds it for replay."""
-        if not self.options.write_ahead:
+        if not in_wal:
             self._to_spool(self._wal, ids, batch)
             return
         # It is in the write-ahead segment already, uncommitted. A commit record after it
@@ -348,14 +407,22 @@ class Writer:
             if exc.kind is not ErrorKind.DATA:
                 raise
             if len(rows) + len(quarantined) <= 1:
-                if not rows:
-                    raise
-                reason = f"refused by the database ({exc.code})"
-                self._store([], [self._preparer.quarantine_from_row(rows[0], reason)], replay=True)
+                if rows:
+                    reason = f"refused by the database ({exc.code})"
+                    quarantine = [self._preparer.quarantine_from_row(rows[0], reason)]
+                    self._store([], quarantine, replay=True)
+                else:
+                    # Even its quarantine row is refused (a rule of the user's own schema).
+                    self._drop("refused", len(quarantined))
                 return
-            half = len(rows) // 2
-            self._store(rows[:half], quarantined, replay=replay)
-            self._store(rows[half:], [], replay=replay)
+            if rows:
+                half = len(rows) // 2
+                self._store(rows[:half], quarantined, replay=replay)
+                self._store(rows[half:], [], replay=replay)
+            else:
+                half = len(quarantined) // 2
+                self._store([], quarantined[:half], replay=replay)
+                self._store([], quarantined[half:], replay=replay)
             return
         elapsed = time.monotonic() - started
         self._latency = elapsed
@@ -402,20 +469,28 @@ class Writer:
         batch: list[Captured],
         *,
         fsync: bool = False,
-    ) -> None:
+        count: bool = True,
+    ) -> bool:
+        """Append a batch to a segment. With ``count`` (not for the write-ahead copy of a
+        batch about to be stored), a batch the spool cannot take is counted as dropped."""
         with self._lock:
             if self._spool_full():
-                self._drop("spool_full", len(batch))
-                return
+                if count:
+                    self._drop("spool_full", len(batch))
+                return False
             try:
                 self._spool_bytes_estimate += segment.append(EVENT, _encode(ids, batch))
                 segment.flush(fsync=fsync)
             except OSError:
-                self._drop("spool_unavailable", len(batch))
-                self._report("spool", "auditledger: cannot write to the spool directory")
-                return
-            if not self.options.write_ahead or segment is not self._wal:
+                if count:
+                    self._drop("spool_unavailable", len(batch))
+                self._report(
+                    "spool", "auditledger: cannot write to the spool directory", level=logging.ERROR
+                )
+                return False
+            if count:
                 self._spooled += len(batch)
+            return True
 
     def _spool_pending(self) -> bool:
         if self.options.write_ahead:
@@ -463,21 +538,27 @@ class Writer:
                 self._failed(exc, 0)
                 return False
             except Exception as exc:  # noqa: BLE001 - an unreadable segment must not stop replay
-                segment.release()
+                # Set aside rather than retried forever: it would hold every later batch behind
+                # it. Kept on disk (*.corrupt) for a human; `auditledger status` counts them.
+                segment.set_aside()
+                self._drop("corrupt_segment", 1)
                 self._report(
                     "replay",
-                    f"auditledger: a spool segment failed to replay ({type(exc).__name__})",
+                    f"auditledger: a spool segment could not be replayed ({type(exc).__name__});"
+                    " it was set aside as *.corrupt",
+                    level=logging.ERROR,
                 )
                 continue
             segment.done()
             self._replayed += stored
-            self._wal.sealed.discard(segment.path.name)
-            self._overflow.sealed.discard(segment.path.name)
+        # Forget our sealed segments that are gone, whoever replayed them (another logger on
+        # this spool may have): a stale name would keep every later batch behind the spool.
+        for writer in (self._wal, self._overflow):
+            writer.sealed = {n for n in writer.sealed if (self.spool_dir / n).exists()}
         return True
 
     def _replay_batch(self, ids: list[uuid.UUID], batch: list[Captured]) -> int:
-        rows, quarantined = self._preparer.prepare(ids, batch)
-        self._store(rows, quarantined, replay=True)
+        self._prepare_and_store(ids, batch, replay=True)
         return len(batch)
 
     def _answer_flushes(self) -> None:
@@ -491,11 +572,21 @@ class Writer:
             while self._queue:
                 self._handle_batch(self._take_batch())
             clear = self._nothing_pending()
+        with self._lock:
+            dropped = sum(self._dropped.values())
+        if clear and dropped > self._drops_answered:
+            # Events were dropped since the last flush answered: they are not in the database,
+            # so this flush says False (once; the count stays in stats().dropped).
+            self._drops_answered = dropped
+            clear = False
+            finished = True
+        else:
+            finished = False
         now = time.monotonic()
         keep = []
         for request in requests:
-            if clear:
-                request.ok = True
+            if clear or finished:
+                request.ok = clear
                 request.done.set()
             elif now < request.deadline:
                 keep.append(request)
@@ -536,11 +627,18 @@ class Writer:
                 request.done.set()
             self._requests = []
 
-    def _spool_leftovers(self) -> None:
+    def _spool_leftovers(self, *, include_inflight: bool = False) -> None:
+        """After close(): what is still queued (and, if the writer is stuck, the batch it
+        holds) goes to a sealed spool segment for the next logger or process to replay."""
         leftovers: list[Captured] = []
-        while self._queue:
-            leftovers.append(self._queue.popleft())
-        inflight = self._inflight
+        try:
+            while True:
+                leftovers.append(self._queue.popleft())
+        except IndexError:
+            pass
+        inflight = self._inflight if include_inflight else None
+        if not leftovers and inflight is None:
+            return
         with self._lock:
             try:
                 if inflight is not None:
@@ -548,11 +646,14 @@ class Writer:
                 for event in leftovers:
                     event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
                     self._overflow.append(EVENT, [encode_event(event_id, event)])
-                self._overflow.flush()
+                self._overflow.seal()
             except OSError:
                 self._drop("spool_unavailable", len(leftovers))
                 return
-            self._popped += len(leftovers)
+            finally:
+                self._popped += len(leftovers)
+            # The batch a stuck writer holds counts as spooled too: it is in the spool now, and
+            # if its write does commit later, the replay de-duplicates it.
             self._spooled += len(leftovers) + (len(inflight[1]) if inflight else 0)
 
     # ---- shared helpers ----------------------------------------------------------------

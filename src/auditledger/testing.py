@@ -63,6 +63,7 @@ class _MemorySink(Sink):
                 )  # fmt: skip
             for q in quarantined:
                 self._quarantined.append(QuarantinedEvent(q[0], q[1], orjson.loads(q[2]), q[3]))
+            self.workspaces_committed()
         return len(rows), len(quarantined)
 
     def abort(self) -> None:

@@ -132,14 +132,15 @@ class AuditLogger(AuditHelpers):
         shutdown_timeout: float,
         handle_sigterm: bool,
     ) -> None:
-        _require(queue_size >= 1, "queue_size must be at least 1")
-        _require(batch_size >= 1, "batch_size must be at least 1")
-        _require(flush_interval > 0, "flush_interval must be positive")
-        _require(write_timeout > 0, "write_timeout must be positive")
-        _require(spool_max_bytes >= 0, "spool_max_bytes must not be negative")
-        _require(max_text_length >= 16, "max_text_length must be at least 16")
-        _require(max_json_bytes >= 1024, "max_json_bytes must be at least 1024")
-        _require(shutdown_timeout >= 0, "shutdown_timeout must not be negative")
+        _require_number("queue_size", queue_size, 1, whole=True)
+        _require_number("batch_size", batch_size, 1, whole=True)
+        _require_number("flush_interval", flush_interval, 0, exclusive=True)
+        _require_number("write_timeout", write_timeout, 0, exclusive=True)
+        _require_number("spool_max_bytes", spool_max_bytes, 0, whole=True)
+        _require_number("max_text_length", max_text_length, 16, whole=True)
+        _require_number("max_json_bytes", max_json_bytes, 1024, whole=True)
+        _require_number("shutdown_timeout", shutdown_timeout, 0)
+        _require_spool_dir(spool_dir)
         if isinstance(redact_keys, str):
             raise ConfigurationError("redact_keys takes a list of key fragments, not one string")
         self.shutdown_timeout = shutdown_timeout
@@ -244,6 +245,31 @@ class AuditLogger(AuditHelpers):
 
     def __repr__(self) -> str:
         return f"<AuditLogger {self.database_backend} {self._writer.state.value}>"
+
+
+def _require_number(
+    name: str, value: object, minimum: float, *, whole: bool = False, exclusive: bool = False
+) -> None:
+    kind = "a whole number" if whole else "a number"
+    valid_type = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, valid_type):
+        raise ConfigurationError(f"{name} must be {kind}, got {type(value).__name__}")
+    assert isinstance(value, int | float)
+    if value < minimum or (exclusive and value == minimum):
+        if exclusive:
+            raise ConfigurationError(f"{name} must be positive")
+        bound = "not be negative" if minimum == 0 else f"be at least {minimum}"
+        raise ConfigurationError(f"{name} must {bound}")
+
+
+def _require_spool_dir(path: Path) -> None:
+    """The spool is where events wait when the database cannot take them: check it now."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"spool_dir cannot be used as a folder ({type(exc).__name__}): {path}"
+        ) from exc
 
 
 def _require(condition: bool, message: str) -> None:

@@ -36,15 +36,25 @@ def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str
             segment.release()
     report["spooled_events_replayable"] = waiting
     report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory)
+    report["spool_segments_set_aside"] = len(list(directory.glob("*.corrupt")))
     try:
         schema = check(database_url)
-        with AuditStore(database_url) as store:
-            report["events_stored"] = store.count()
-            report["events_quarantined"] = store.quarantine_count()
-        report["schema"] = "current" if schema.up_to_date else f"behind ({schema.current})"
-        report["database"] = "reachable"
     except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
         report["database"] = f"unreachable ({type(exc).__name__})"
+        return report
+    report["database"] = "reachable"
+    if schema.current is None:
+        report["schema"] = "missing: run `auditledger db upgrade`"
+        return report
+    if not schema.up_to_date:
+        report["schema"] = (
+            f"behind ({schema.current}, newest {schema.head}): run `auditledger db upgrade`"
+        )
+        return report
+    report["schema"] = "current"
+    with AuditStore(database_url) as store:
+        report["events_stored"] = store.count()
+        report["events_quarantined"] = store.quarantine_count()
     return report
 
 

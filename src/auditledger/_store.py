@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select
 
 from ._db import make_engine
 from ._events import AuditEvent, QuarantinedEvent
-from ._schema import audit_logs, audit_quarantine
+from ._schema import audit_logs, audit_quarantine, workspaces
 
 
 def _event(row: Any) -> AuditEvent:
@@ -56,6 +56,33 @@ class AuditStore:
             query = query.where(audit_logs.c.action == str(action))
         with self._engine.connect() as conn:
             return [_event(r) for r in conn.execute(query.limit(limit))]
+
+    def resolve_workspace(self, text: str) -> uuid.UUID:
+        """A workspace named by its id, a unique prefix of its id, or its Slack team id.
+
+        Raises LookupError saying why when none or several match.
+        """
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            pass
+        with self._engine.connect() as conn:
+            by_team = conn.execute(
+                select(workspaces.c.id).where(workspaces.c.team_id == text)
+            ).all()
+            if len(by_team) == 1:
+                return uuid.UUID(str(by_team[0][0]))
+            prefix = text.lower().replace("-", "")
+            if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+                raise LookupError(f"no workspace has the team id {text!r}")
+            # Prefixes are matched in Python: ids are uuid on PostgreSQL, hex text on SQLite.
+            ids = [uuid.UUID(str(r[0])) for r in conn.execute(select(workspaces.c.id))]
+        matches = [i for i in ids if i.hex.startswith(prefix)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise LookupError(f"no workspace id starts with {text!r}")
+        raise LookupError(f"{len(matches)} workspace ids start with {text!r}: give more of it")
 
     def get(self, event_id: uuid.UUID) -> AuditEvent | None:
         with self._engine.connect() as conn:

@@ -32,6 +32,7 @@ from ._spool import (
     claim_segments,
     encode_event,
     has_claimable_segments,
+    segment_count,
     spool_bytes,
 )
 from ._watchdog import Watchdog
@@ -85,6 +86,9 @@ class WriterOptions:
 @dataclass
 class _FlushRequest:
     deadline: float
+    # For close(): while the database is down there is no point waiting once everything is
+    # in the spool; it is answered (False) then instead of at its deadline.
+    settle_when_spooled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
 
@@ -196,11 +200,11 @@ class Writer:
             self._thread = thread
             self.state = State.RUNNING
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, *, settle_when_spooled: bool = False) -> bool:
         """Wait until everything logged before this call is stored; False at the timeout."""
         if self._thread is None or not self._thread.is_alive():
             return self._nothing_pending()
-        request = _FlushRequest(deadline=time.monotonic() + timeout)
+        request = _FlushRequest(time.monotonic() + timeout, settle_when_spooled)
         with self._requests_lock:
             self._requests.append(request)
         self._wake.set()
@@ -215,7 +219,7 @@ class Writer:
         held = self.options.queue_size + self.options.batch_size
         timeout -= min(timeout / 2, held * 20e-6)
         deadline = time.monotonic() + timeout
-        ok = self.flush(timeout)
+        ok = self.flush(timeout, settle_when_spooled=True)
         self.state = State.CLOSED
         self._stop = True
         self._wake.set()
@@ -239,7 +243,6 @@ class Writer:
             dropped = dict(self._dropped)
             outside = self._outside_queue
         depth = len(self._queue)
-        own = self._wal.sealed | self._overflow.sealed
         return AuditStats(
             enqueued=self._popped + depth + outside,
             written=self._written,
@@ -249,7 +252,7 @@ class Writer:
             dropped=dropped,
             queue_depth=depth,
             spool_bytes=spool_bytes(self.spool_dir),
-            spool_segments=len(own),
+            spool_segments=segment_count(self.spool_dir),
             flush_latency_seconds=self._latency,
             flush_latency_max_seconds=self._latency_max,
             last_error=self._last_error,
@@ -583,9 +586,10 @@ class Writer:
         else:
             finished = False
         now = time.monotonic()
+        spooled = not self._healthy and not self._queue and self._inflight is None
         keep = []
         for request in requests:
-            if clear or finished:
+            if clear or finished or (spooled and request.settle_when_spooled):
                 request.ok = clear
                 request.done.set()
             elif now < request.deadline:

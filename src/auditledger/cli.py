@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._errors import AuditLedgerError
@@ -42,8 +44,24 @@ DatabaseUrl = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
+    # Escaped: messages hold text like "auditledger[postgres]" that Rich would eat as markup.
+    err_console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
+
+
+def _database_problem(exc: BaseException) -> str:
+    """What went wrong reading the database, with what to do about it (never the URL)."""
+    if isinstance(exc, AuditLedgerError):
+        return str(exc)
+    text = str(exc).lower()
+    if ("does not exist" in text and "relation" in text) or "no such table" in text:
+        return "the audit tables are missing: run `auditledger db upgrade`"
+    if "connection" in text or "could not connect" in text or "unable to open" in text:
+        return (
+            f"cannot connect to the database ({type(exc).__name__}): check the host, port, "
+            "user, password and database name in --database-url"
+        )
+    return f"could not read the database ({type(exc).__name__})"
 
 
 @db_app.command("upgrade")
@@ -84,7 +102,12 @@ def db_check(database_url: DatabaseUrl = None) -> None:
 @app.command("events")
 def events(
     database_url: DatabaseUrl = None,
-    workspace: Annotated[str | None, typer.Option(help="Only this workspace id.")] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this workspace: its id, a unique prefix of it, or a Slack team id."
+        ),
+    ] = None,
     user: Annotated[str | None, typer.Option(help="Only this user id.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
@@ -95,16 +118,19 @@ def events(
 
     try:
         with AuditStore(database_url) as store:
-            found = store.events(workspace_id=workspace, user_id=user, action=action, limit=limit)
-    except ValueError as exc:
-        raise _fail(f"invalid filter: {exc}") from exc
+            workspace_id = None if workspace is None else store.resolve_workspace(workspace)
+            found = store.events(
+                workspace_id=workspace_id, user_id=user, action=action, limit=limit
+            )
+    except LookupError as exc:
+        raise _fail(f"--workspace: {exc.args[0]}") from exc
     except Exception as exc:
-        raise _fail(f"could not read the database ({type(exc).__name__})") from exc
+        raise _fail(_database_problem(exc)) from exc
     if as_json:
         for e in found:
-            sys.stdout.write(json.dumps(_event_json(e), default=str) + "\n")
+            sys.stdout.write(json.dumps(_event_json(e), default=_json_default) + "\n")
         return
-    table = Table(title=f"newest {len(found)} events")
+    table = Table(title=f"newest {len(found)} event{'' if len(found) == 1 else 's'}")
     table.add_column("time (UTC)", no_wrap=True)
     table.add_column("action", no_wrap=True)
     for column in ("user", "workspace", "ip", "resource", "details"):
@@ -120,6 +146,10 @@ def events(
             _short(e.new_value if e.new_value is not None else e.details, 40),
         )
     console.print(table)
+
+
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _event_json(e: Any) -> dict[str, Any]:
@@ -154,7 +184,7 @@ def status(
         for key, value in report.items():
             table.add_row(key, str(value))
         console.print(table)
-    if report.get("database") != "reachable":
+    if report.get("database") != "reachable" or report.get("schema") != "current":
         raise typer.Exit(1)
 
 

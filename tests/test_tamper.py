@@ -24,7 +24,7 @@ from auditledger import AuditLogger
 from auditledger._chain import commitment, link
 from auditledger._checkpoint import generate_keys, read_checkpoint_file
 from auditledger._sink_sqlite import SqliteSink
-from auditledger._verify import VerifyReport, verify_log
+from auditledger._verify import VerifyReport, _Source, verify_log
 from tests.conftest import RUN_ID, PgDatabases
 
 WRITERS = 4
@@ -226,6 +226,9 @@ def test_cli_verify_exit_codes(log: Log, tmp_path: Path) -> None:
         ("details", "details = jsonb_set(details, '{flag}', '1')"),
         ("created_at", "created_at = created_at - interval '1 hour'"),
         ("created_at", "created_at = created_at + interval '1 microsecond'"),
+        ("created_at", "created_at = 'infinity'"),
+        ("created_at", "created_at = '-infinity'"),
+        ("details", "details = jsonb_set(details, '{ratio}', '0.50001')"),
     ],
 )
 def test_an_edited_column_is_named(log: Log, column: str, sql: str) -> None:
@@ -238,6 +241,31 @@ def test_an_edited_column_is_named(log: Log, column: str, sql: str) -> None:
     report = log.verify(url)
     assert [(p.kind, p.event_id) for p in report.problems] == [("modified", target)]
     assert column in report.problems[0].detail
+
+
+def test_both_postgres_readers_return_the_same_rows(log: Log) -> None:
+    """Rows streamed in chunks (libpq >= 17) and read with COPY (older libpq) are the same,
+    edited ones included."""
+
+    def edit(conn: psycopg.Connection[Any], chain: uuid.UUID) -> None:
+        target = _rows(conn, chain)[10]["id"]
+        conn.execute(
+            "UPDATE audit_logs SET created_at = 'infinity', user_id = NULL WHERE id = %s",
+            (target,),
+        )
+
+    url, _ = _attack(log, edit)
+    source = _Source(url)
+    for workspace in (None, _busiest_chain_of(url)):
+        streamed = list(source._pg_rows(workspace, chunked=True))
+        copied = list(source._pg_rows(workspace, chunked=False))
+        assert streamed == copied
+        assert len(streamed) > 100
+
+
+def _busiest_chain_of(url: str) -> uuid.UUID:
+    with psycopg.connect(url) as conn:
+        return _busiest_chain(conn)
 
 
 def test_edited_canonical_bytes_are_detected(log: Log) -> None:

@@ -202,3 +202,28 @@ def test_a_row_the_database_refuses_is_quarantined_alone(db_url: str, spool_dir:
         (q,) = store.quarantined()
     assert q.reason.startswith("refused by the database")
     assert q.payload["user_id"] == "evil"
+
+
+class NastyRepr:
+    def __repr__(self) -> str:
+        return "nasty\x00\ud800repr"
+
+
+def test_a_quarantined_event_with_unstorable_text_is_still_kept(
+    db_url: str, spool_dir: Path
+) -> None:
+    # Found by the property test: the quarantine payload took a string workspace_id and a
+    # user __repr__ as they were, so a NUL or a lone surrogate made the quarantine row fail.
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.log_audit_event("Bad Action", workspace_id="ws\x00\ud800", user_id="u1")
+        audit.log_audit_event(NastyRepr(), user_id="u2")  # type: ignore[arg-type]
+        audit.log_audit_event("ok_action", user_id="u3", details={"o": NastyRepr()})
+        assert audit.flush(30)
+        stats = audit.stats()
+    assert (stats.written, stats.quarantined, stats.dropped) == (1, 2, {})
+    with AuditStore(db_url) as store:
+        payloads = {q.payload["user_id"]: q.payload for q in store.quarantined()}
+    assert payloads["u1"]["workspace_id"] == "ws\ufffd\ufffd"
+    assert "nasty\ufffd\ufffdrepr" in payloads["u2"]["action"]
+    (event,) = stored(db_url)
+    assert event.details == {"o": "nasty\ufffd\ufffdrepr"}

@@ -253,7 +253,8 @@ class Preparer:
         payload["action"] = action.text if isinstance(action, BadAction) else safe_repr(action)
         ws = ev[WORKSPACE_ID]
         if ws is not None:
-            payload["workspace_id"] = safe_repr(ws) if isinstance(ws, WorkspaceRef) else str(ws)
+            text = safe_repr(ws) if isinstance(ws, WorkspaceRef) else str(ws)
+            payload["workspace_id"] = self._text(text, "workspace_id", [])
         for index, name in JSON_FIELDS.items():
             value = ev[index]
             if value is not None:

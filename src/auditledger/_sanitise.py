@@ -34,12 +34,15 @@ _repr.maxlevel = 4
 
 
 def safe_repr(value: object) -> str:
-    """``repr`` that never raises and never runs away on size or depth."""
+    """``repr`` that never raises, never runs away on size or depth, and is storable text
+    (a user's ``__repr__`` may return NUL characters or lone surrogates)."""
     try:
         text = _repr.repr(value)
     except Exception:  # noqa: BLE001 - any user __repr__ may raise anything
         text = f"<unrepresentable {type_name(value)}>"
-    return text[:MAX_REPR]
+    if not isinstance(text, str):
+        text = f"<unrepresentable {type_name(value)}>"
+    return clean_text(text[:MAX_REPR])[0]
 
 
 def type_name(value: object) -> str:

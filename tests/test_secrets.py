@@ -111,3 +111,18 @@ def test_a_secret_setting_stores_neither_value(db_url: str, spool_dir: Path) -> 
     )
     assert "hunter2" not in repr(events)
     assert "k-123" not in repr(events)
+
+
+def test_the_secret_pre_scan_is_a_superset_of_the_walk_and_not_much_more() -> None:
+    from auditledger._redact import Redactor
+
+    r = Redactor()
+    for secret in (
+        '{"a":"xoxb-12345678-abc"}', '{"a":"Bearer abcdefghij"}', '{"a":"BEARER abcdefghij"}',
+        '{"a":"AKIAIOSFODNN7EXAMPLE"}', '{"a":"ASIAIOSFODNN7EXAMPLE"}', '{"pass.word":1}',
+        '{"a":"https://u:p@host"}', '{"Api-Key":1}', '{"a":"ghp_' + "x" * 36 + '"}',
+    ):  # fmt: skip
+        assert r.may_hold_secret(secret), secret
+    # Ordinary text that once looked like a credential to the pre-scan.
+    for clean in ('{"timezone":"Asia/Tokyo"}', '{"region":"akiak"}', '{"say":"eyjafjallajokull"}'):
+        assert not r.may_hold_secret(clean), clean

@@ -13,6 +13,7 @@ from enum import Enum
 
 import orjson
 
+from ._chain import Sealed
 from ._checkpoint import Checkpoint, CheckpointSchedule, Signer
 from ._events import WorkspaceRef
 from ._prepare import QuarantineRow, Row
@@ -49,10 +50,17 @@ class Sink(ABC):
 
     @abstractmethod
     def write(
-        self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
+        self,
+        rows: list[Row],
+        quarantined: list[QuarantineRow],
+        *,
+        replay: bool,
+        sealed: list[Sealed] | None = None,
     ) -> tuple[int, int]:
         """Store the batch atomically and return (events, quarantined) stored, or raise
-        SinkError. With ``replay``, events already stored are left out, not stored twice."""
+        SinkError. With ``replay``, events already stored are left out, not stored twice.
+        ``sealed``: rows already resolved from cache and their canonical forms (see
+        ``resolve_from_cache``); never given with ``replay``."""
 
     @abstractmethod
     def abort(self) -> None:
@@ -134,6 +142,24 @@ class Sink(ABC):
                 }
                 row = _with_note((*row[:ROW_WORKSPACE], None, *row[3:]), note)
             out.append(row)
+        return out
+
+    def resolve_from_cache(self, rows: list[Row]) -> list[Row] | None:
+        """The rows resolved from committed caches alone, or None when any needs the database.
+
+        Runs on the writer's prepare thread (reads only), so that the canonical form can be
+        built there, overlapping the previous batch's wait on the database.
+        """
+        keys, known = self._workspace_keys, self._known_workspaces
+        out: list[Row] = []
+        for row in rows:
+            ws = row[ROW_WORKSPACE]
+            if ws is None or (type(ws) is uuid.UUID and ws in known):
+                out.append(row)
+            elif type(ws) is WorkspaceRef and not ws.refreshes and ws.key in keys:
+                out.append((*row[:ROW_WORKSPACE], keys[ws.key], *row[3:]))
+            else:
+                return None
         return out
 
     def workspaces_committed(self) -> None:

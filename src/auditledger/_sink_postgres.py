@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from ._chain import CHAIN_COLUMNS, link_batch, lock_keys, seal
+from ._chain import CHAIN_COLUMNS, Sealed, link_batch, lock_keys, seal
 from ._checkpoint import Checkpoint, Signer, make_checkpoint
 from ._errors import MissingExtraError
 from ._events import WorkspaceRef
@@ -118,17 +118,23 @@ class PostgresSink(Sink):
         )
 
     def write(
-        self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
+        self,
+        rows: list[Row],
+        quarantined: list[QuarantineRow],
+        *,
+        replay: bool,
+        sealed: list[Sealed] | None = None,
     ) -> tuple[int, int]:
         try:
             conn = self._connection()
             with conn.transaction():
                 if replay:
                     rows, quarantined = self.drop_stored(rows, quarantined)
-                rows = self.resolve_workspaces(rows)
+                if sealed is None:
+                    rows = self.resolve_workspaces(rows)
                 cur = conn.cursor()
                 if rows:
-                    sealed = seal(rows)
+                    sealed = seal(rows) if sealed is None else sealed
                     chains = {s[0] for s in sealed}
                     cur.execute(_LOCK_SQL, (_LOCK_CLASS, lock_keys(chains)))
                     cur.execute(_HEADS_OF_SQL, (list(chains),))

@@ -6,7 +6,7 @@ import sqlite3
 import time
 import uuid
 
-from ._chain import CHAIN_COLUMNS, Head, link_batch, seal
+from ._chain import CHAIN_COLUMNS, Head, Sealed, link_batch, seal
 from ._checkpoint import Checkpoint, Signer, make_checkpoint
 from ._events import WorkspaceRef
 from ._prepare import QuarantineRow, Row
@@ -88,7 +88,12 @@ class SqliteSink(Sink):
         return self._conn
 
     def write(
-        self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
+        self,
+        rows: list[Row],
+        quarantined: list[QuarantineRow],
+        *,
+        replay: bool,
+        sealed: list[Sealed] | None = None,
     ) -> tuple[int, int]:
         try:
             conn = self._connection()
@@ -98,11 +103,12 @@ class SqliteSink(Sink):
             try:
                 if replay:
                     rows, quarantined = self.drop_stored(rows, quarantined)
-                rows = self.resolve_workspaces(rows)
+                if sealed is None:
+                    rows = self.resolve_workspaces(rows)
                 if rows:
                     # BEGIN IMMEDIATE already serialises writers: the heads read here stay
                     # the heads until COMMIT.
-                    sealed = seal(rows)
+                    sealed = seal(rows) if sealed is None else sealed
                     heads = chain_heads(conn, {s[0] for s in sealed})
                     links = link_batch(sealed, heads)
                     conn.executemany(

@@ -17,11 +17,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from ._capture import Captured
+from ._chain import Sealed, seal
 from ._ids import uuid7_batch, uuid7_from_ns
 from ._prepare import Preparer, QuarantineRow, Row
 from ._sink import ErrorKind, Sink, SinkError
@@ -49,6 +51,9 @@ class State(Enum):
     CLOSED = "closed"
 
 
+# (rows, quarantined, rows resolved and sealed ahead or None): what the prepare thread hands on
+Ready = tuple[list[Row], list[QuarantineRow], list[Sealed] | None]
+
 # Typed as plain State: another thread's close() can change the state between two reads.
 _CLOSED: State = State.CLOSED
 
@@ -64,6 +69,7 @@ class AuditStats:
     quarantined: int
     dropped: dict[str, int]
     queue_depth: int
+    in_flight: int  # taken from the queue, being prepared or stored right now
     spool_bytes: int
     spool_segments: int
     flush_latency_seconds: float | None
@@ -125,7 +131,10 @@ class Writer:
         self._sink: Sink | None = None
         self._wal = SegmentWriter(self.spool_dir, "w", committed_only=self.options.write_ahead)
         self._overflow = SegmentWriter(self.spool_dir, "o")
-        self._inflight: tuple[list[uuid.UUID], list[Captured]] | None = None
+        # Batches taken from the queue and not yet stored or spooled: the one being stored
+        # and the next, being prepared meanwhile. close() spools them if the writer is stuck.
+        self._held: list[tuple[list[uuid.UUID], list[Captured]]] = []
+        self._prepare_pool: ThreadPoolExecutor | None = None
         # counters
         self._popped = 0
         self._outside_queue = 0  # calls that went straight to the spool (queue full)
@@ -251,6 +260,7 @@ class Writer:
             quarantined=self._quarantined,
             dropped=dropped,
             queue_depth=depth,
+            in_flight=sum(len(batch) for _, batch in list(self._held)),
             spool_bytes=spool_bytes(self.spool_dir),
             spool_segments=segment_count(self.spool_dir),
             flush_latency_seconds=self._latency,
@@ -282,11 +292,15 @@ class Writer:
         if self._replay_due(now):
             self._replay()
         # Only what is queued now: under a steady stream the loop must still reach the flushes.
+        # The next batch is prepared on a helper thread while this one is stored: storing
+        # mostly waits on the database, and preparing is pure Python that can run meanwhile.
         pending = len(self._queue)
-        while pending > 0 and self._queue:
-            batch = self._take_batch()
-            pending -= len(batch)
-            self._handle_batch(batch)
+        ahead = self._take_and_prepare() if pending > 0 else None
+        while ahead is not None:
+            current = ahead
+            pending -= len(current[1])
+            ahead = self._take_and_prepare() if pending > 0 and self._queue else None
+            self._handle_batch(*current)
         with self._lock:
             self._overflow.flush()
         self._answer_flushes()
@@ -311,9 +325,39 @@ class Writer:
         self._popped += len(batch)
         return batch
 
-    def _handle_batch(self, batch: list[Captured]) -> None:
+    def _take_and_prepare(self) -> tuple[list[uuid.UUID], list[Captured], Future[Ready]]:
+        batch = self._take_batch()
         ids = uuid7_batch([ev[0] for ev in batch])
-        self._inflight = (ids, batch)
+        self._held.append((ids, batch))
+        return ids, batch, self._submit_prepare(ids, batch)
+
+    def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
+        """Rows for the sink; when every workspace is in the sink's committed cache, also
+        resolved and sealed (canonical form), so the writer thread has less to do."""
+        rows, quarantined = self._preparer.prepare(ids, batch)
+        sink = self._sink
+        resolved = None if sink is None or not rows else sink.resolve_from_cache(rows)
+        if resolved is None:
+            return rows, quarantined, None
+        return resolved, quarantined, seal(resolved)
+
+    def _submit_prepare(self, ids: list[uuid.UUID], batch: list[Captured]) -> Future[Ready]:
+        if self._prepare_pool is None:
+            self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="auditledger-prepare")
+        try:
+            return self._prepare_pool.submit(self._ready, ids, batch)
+        except RuntimeError:
+            # The interpreter is shutting down and takes no new threads' work: prepare here.
+            future: Future[Ready] = Future()
+            try:
+                future.set_result(self._ready(ids, batch))
+            except Exception as exc:  # noqa: BLE001 - handed on to the caller of result()
+                future.set_exception(exc)
+            return future
+
+    def _handle_batch(
+        self, ids: list[uuid.UUID], batch: list[Captured], prepared: Future[Ready]
+    ) -> None:
         try:
             in_wal = self.options.write_ahead and self._to_spool(
                 self._wal, ids, batch, fsync=True, count=False
@@ -327,7 +371,7 @@ class Writer:
                     self._wake.set()
                 return
             try:
-                self._prepare_and_store(ids, batch, replay=False)
+                self._prepare_and_store(ids, batch, replay=False, prepared=prepared)
             except SinkError as exc:
                 self._failed(exc, len(batch))
                 self._leave_in_spool(ids, batch, in_wal=in_wal)
@@ -336,15 +380,24 @@ class Writer:
                 with self._lock:
                     self._wal.append(COMMIT, [b""])
         finally:
-            self._inflight = None
+            self._held = [held for held in self._held if held[1] is not batch]
 
     def _prepare_and_store(
-        self, ids: list[uuid.UUID], batch: list[Captured], *, replay: bool
+        self,
+        ids: list[uuid.UUID],
+        batch: list[Captured],
+        *,
+        replay: bool,
+        prepared: Future[Ready] | None = None,
     ) -> None:
         """Store a batch; raises SinkError only when the database cannot take it now."""
         try:
-            rows, quarantined = self._preparer.prepare(ids, batch)
-            self._store(rows, quarantined, replay=replay)
+            sealed = None
+            if prepared is None:
+                rows, quarantined = self._preparer.prepare(ids, batch)
+            else:
+                rows, quarantined, sealed = prepared.result()
+            self._store(rows, quarantined, replay=replay, sealed=sealed)
         except SinkError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must cost one event, not a batch
@@ -392,13 +445,20 @@ class Writer:
         *,
         replay: bool,
         conflict_retry: bool = True,
+        sealed: list[Sealed] | None = None,
     ) -> None:
-        """Store a prepared batch; a row the database refuses is quarantined, not the batch."""
+        """Store a prepared batch; a row the database refuses is quarantined, not the batch.
+
+        ``sealed`` (rows resolved and sealed ahead) is used on this first attempt only: a
+        retry, a replay and each half of a split batch resolve and seal again in the sink.
+        """
         sink = self._get_sink()
         started = time.monotonic()
         try:
             with self._watchdog.deadline(self.options.write_timeout, sink.abort):
-                written, kept = sink.write(rows, quarantined, replay=replay)
+                written, kept = sink.write(
+                    rows, quarantined, replay=replay, sealed=None if replay else sealed
+                )
         except SinkError as exc:
             if exc.kind is ErrorKind.CONFLICT and conflict_retry:
                 # Another writer (a replay elsewhere, or a stuck write that finally committed)
@@ -573,7 +633,7 @@ class Writer:
         if not clear and self._healthy:
             self._replay()
             while self._queue:
-                self._handle_batch(self._take_batch())
+                self._handle_batch(*self._take_and_prepare())
             clear = self._nothing_pending()
         with self._lock:
             dropped = sum(self._dropped.values())
@@ -586,7 +646,7 @@ class Writer:
         else:
             finished = False
         now = time.monotonic()
-        spooled = not self._healthy and not self._queue and self._inflight is None
+        spooled = not self._healthy and not self._queue and not self._held
         keep = []
         for request in requests:
             if clear or finished or (spooled and request.settle_when_spooled):
@@ -602,7 +662,7 @@ class Writer:
 
     def _nothing_pending(self) -> bool:
         """Nothing of ours waits, and no segment in the spool is waiting for anyone."""
-        if self._queue or self._inflight is not None:
+        if self._queue or self._held:
             return False
         with self._lock:
             if self._overflow.has_events() or (
@@ -626,6 +686,9 @@ class Writer:
         if self._sink is not None:
             self._sink.close()
             self._sink = None
+        if self._prepare_pool is not None:
+            self._prepare_pool.shutdown(wait=False)
+            self._prepare_pool = None
         with self._requests_lock:
             for request in self._requests:
                 request.done.set()
@@ -640,13 +703,13 @@ class Writer:
                 leftovers.append(self._queue.popleft())
         except IndexError:
             pass
-        inflight = self._inflight if include_inflight else None
-        if not leftovers and inflight is None:
+        held = list(self._held) if include_inflight else []
+        if not leftovers and not held:
             return
         with self._lock:
             try:
-                if inflight is not None:
-                    self._overflow.append(EVENT, _encode(*inflight))
+                for ids, batch in held:
+                    self._overflow.append(EVENT, _encode(ids, batch))
                 for event in leftovers:
                     event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
                     self._overflow.append(EVENT, [encode_event(event_id, event)])
@@ -658,7 +721,7 @@ class Writer:
                 self._popped += len(leftovers)
             # The batch a stuck writer holds counts as spooled too: it is in the spool now, and
             # if its write does commit later, the replay de-duplicates it.
-            self._spooled += len(leftovers) + (len(inflight[1]) if inflight else 0)
+            self._spooled += len(leftovers) + sum(len(batch) for _, batch in held)
 
     # ---- shared helpers ----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from . import _default
+from ._chain import Sealed
 from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
 from ._logger import AuditLogger
 from ._prepare import QuarantineRow, Row
@@ -46,12 +47,18 @@ class _MemorySink(Sink):
         self._lock = threading.Lock()
 
     def write(
-        self, rows: list[Row], quarantined: list[QuarantineRow], *, replay: bool
+        self,
+        rows: list[Row],
+        quarantined: list[QuarantineRow],
+        *,
+        replay: bool,
+        sealed: list[Sealed] | None = None,
     ) -> tuple[int, int]:
         with self._lock:
             if replay:
                 rows, quarantined = self.drop_stored(rows, quarantined)
-            rows = self.resolve_workspaces(rows)
+            if sealed is None:
+                rows = self.resolve_workspaces(rows)
             for r in rows:
                 self._events.append(
                     AuditEvent(

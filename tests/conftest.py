@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from auditledger._migrate import upgrade
+from tests.tcp_proxy import TcpProxy
 
 ENV_PG = "AUDITLEDGER_TEST_POSTGRES_URL"
 RUN_ID = uuid.uuid4().hex[:8]
@@ -133,6 +134,14 @@ def db_url(request: pytest.FixtureRequest) -> str:
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
     url: str = request.getfixturevalue(name)
     return url
+
+
+@pytest.fixture
+def proxy(pg_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of this test's PostgreSQL, to hang or refuse its connections."""
+    url = make_url(pg_url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as p:
+        yield p
 
 
 @pytest.fixture

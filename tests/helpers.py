@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from sqlalchemy.engine import make_url
+
 from auditledger import AuditEvent, AuditStore
+from tests.tcp_proxy import TcpProxy
+
+
+def via(proxy: TcpProxy, url: str) -> str:
+    """The same database URL, reached through the proxy."""
+    parsed = make_url(url).set(host="127.0.0.1", port=proxy.port)
+    return parsed.render_as_string(hide_password=False)
 
 
 def stored(url: str, **filters: object) -> list[AuditEvent]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger, AuditStore
 from tests.children import child, run_child, wait_for_line
+from tests.helpers import via
 from tests.tcp_proxy import TcpProxy
 
 LOG_AND_EXIT = """
@@ -39,18 +38,6 @@ def test_normal_exit_without_close_writes_everything(db_url: str, spool_dir: Pat
     done = run_child(LOG_AND_EXIT, db_url, str(spool_dir), "5000")
     assert done.returncode == 0, done.stderr
     assert count(db_url) == 5000
-
-
-@pytest.fixture
-def proxy(pg_url: str) -> Iterator[TcpProxy]:
-    url = make_url(pg_url)
-    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as p:
-        yield p
-
-
-def via(proxy: TcpProxy, pg_url: str) -> str:
-    url = make_url(pg_url).set(host="127.0.0.1", port=proxy.port)
-    return url.render_as_string(hide_password=False)
 
 
 def test_exit_while_the_database_is_down_spools_and_the_next_process_replays(

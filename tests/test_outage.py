@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger
+from tests.helpers import via
 from tests.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def proxy(pg_url: str) -> Iterator[TcpProxy]:
-    url = make_url(pg_url)
-    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as p:
-        yield p
-
-
-def via(proxy: TcpProxy, pg_url: str) -> str:
-    url = make_url(pg_url).set(host="127.0.0.1", port=proxy.port)
-    return url.render_as_string(hide_password=False)
 
 
 def counts(pg_url: str, column: str = "resource_id") -> tuple[int, int]:

@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger
 from auditledger.metrics import AuditLedgerCollector
 from tests.children import run_child
-from tests.helpers import stored
+from tests.helpers import stored, via
 from tests.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def proxy(pg_url: str) -> Iterator[TcpProxy]:
-    url = make_url(pg_url)
-    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as p:
-        yield p
-
-
-def via(proxy: TcpProxy, pg_url: str) -> str:
-    return (
-        make_url(pg_url)
-        .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(hide_password=False)
-    )
 
 
 def test_a_full_queue_spills_to_the_spool_and_nothing_is_lost(db_url: str, spool_dir: Path) -> None:

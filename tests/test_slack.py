@@ -339,6 +339,13 @@ def test_a_slack_backend_is_audited_end_to_end(
             ),
         )
         assert resp.status == 200
+        # A command from inside the org-wide install names the user's team as well: the install
+        # is still one tenant, so it lands on the enterprise's row, not a row of its own.
+        body, ctype = slash_command(
+            "/digest-channel", "#org", user_id="U0CARL", team_id="T0INITECHA",
+            enterprise_id="E0INITECH", is_enterprise_install=True,
+        )  # fmt: skip
+        assert h.post(body, signed_headers(secret, body, content_type=ctype)).status == 200
 
         # A forged signature is refused before anything is recorded.
         body, ctype = slash_command("/digest-channel", "#evil", user_id="U0EVE", team_id="T0ACME")
@@ -382,10 +389,14 @@ def test_a_slack_backend_is_audited_end_to_end(
     [failed] = events["oauth_failed"]
     assert failed.details == {"reason": "access_denied", "status": 200}
 
-    [setting] = events["settings_changed"]
-    assert (setting.user_id, setting.workspace_id) == ("U0ALICE", acme["id"])
+    settings = {e.user_id: e for e in events["settings_changed"]}
+    assert set(settings) == {"U0ALICE", "U0CARL"}
+    setting = settings["U0ALICE"]
+    assert setting.workspace_id == acme["id"]
     assert (setting.resource, setting.resource_id) == ("settings", "digest_channel")
     assert (setting.previous_value, setting.new_value) == (None, "#eng")
+    assert settings["U0CARL"].workspace_id == initech["id"]
+    assert "T0INITECHA" not in ws  # no second row for the org-wide install
 
     homes = {e.user_id: e.workspace_id for e in events["app_home_opened"]}
     assert homes == {"U0BOB": acme["id"], "U0CARL": initech["id"]}

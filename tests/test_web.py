@@ -274,3 +274,17 @@ def test_the_lifespan_wraps_the_apps_own_and_starts_the_default_logger(
         auditledger.close()
         _default.set_logger(previous)
     assert steps == ["own startup", "serving sqlite", "own shutdown"]
+
+
+def test_a_logger_closed_by_an_earlier_lifespan_fails_the_next_start() -> None:
+    logger = CapturingAuditLogger()
+    lifespan = audit_lifespan(logger)
+
+    async def run_twice() -> None:
+        async with lifespan(None):
+            pass
+        with pytest.raises(ConfigurationError, match="closed by an earlier shutdown"):
+            async with lifespan(None):
+                pass
+
+    asyncio.run(run_twice())

@@ -38,7 +38,8 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = (
 
 # Credential-shaped text, whatever key it sits under.
 _VALUE_PATTERNS = (
-    r"xox[abposre]-[A-Za-z0-9-]{6,}",  # Slack bot/user/app/refresh tokens
+    r"xox[a-z]-[A-Za-z0-9-]{6,}",  # Slack tokens of every kind (bot, user, app, client, ...)
+    r"xwfp-[A-Za-z0-9-]{6,}",  # Slack workflow (function) tokens
     r"xoxe\.xox[a-z]-[A-Za-z0-9-]{6,}",  # Slack rotating tokens
     r"xapp-[A-Za-z0-9-]{6,}",  # Slack app-level tokens
     r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*",
@@ -101,6 +102,7 @@ class Redactor:
         return (
             "xox" in data  # Slack tokens, rotating ones included
             or "xapp" in data
+            or "xwfp" in data
             or "eyJ" in data  # JWT
             or "AKIA" in data
             or "ASIA" in data

@@ -90,6 +90,11 @@ def _workspace(context: BoltContext, *, is_active: bool | None = None) -> Worksp
     team_id, enterprise_id = context.team_id, context.enterprise_id
     if team_id is None and enterprise_id is None:
         return None
+    if context.is_enterprise_install and enterprise_id is not None:
+        # One org-wide install is one tenant: its commands carry the user's team id but its
+        # events only the enterprise id, so both must key on the enterprise, or one install
+        # splits across two workspace rows (and an uninstall deactivates only one).
+        return WorkspaceRef(None, enterprise_id, is_active=is_active)
     return WorkspaceRef(team_id, enterprise_id, is_active=is_active)
 
 

@@ -35,7 +35,7 @@ from ._helpers import AuditHelpers, BoundAuditLogger
 from ._logger import AuditLogger
 
 try:
-    from starlette.requests import HTTPConnection, Request
+    from starlette.requests import HTTPConnection
     from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("web", "starlette") from exc
@@ -176,7 +176,7 @@ def _plain(peer: str | None) -> str | None:
     return None if ip is None else str(ip)
 
 
-def get_audit(request: Request) -> BoundAuditLogger:
+def get_audit(request: HTTPConnection) -> BoundAuditLogger:
     """The request's audit helper: a FastAPI dependency, or call it with a Starlette request.
 
     Every event logged through it carries the request's ``ip_address`` and ``user_agent``. Set
@@ -238,6 +238,13 @@ def audit_lifespan(
         from ._default import get_logger
 
         audit = get_logger() if logger is None else logger
+        if audit.closed:
+            # The previous lifespan of this app closed it (a second TestClient, a restart in
+            # the same process): started again, it would only spool. Say so at start-up.
+            raise ConfigurationError(
+                "this AuditLogger was closed by an earlier shutdown; give audit_lifespan a new "
+                "logger for each start (or logger=None to use the default one)"
+            )
         try:
             if lifespan is None:
                 yield None

@@ -227,3 +227,15 @@ def test_a_quarantined_event_with_unstorable_text_is_still_kept(
     assert "nasty\ufffd\ufffdrepr" in payloads["u2"]["action"]
     (event,) = stored(db_url)
     assert event.details == {"o": "nasty\ufffd\ufffdrepr"}
+
+
+def test_json_values_that_are_bare_numbers_are_stored_exactly(db_url: str, spool_dir: Path) -> None:
+    # SQLite converted JSON columns holding a bare number (numeric affinity): 5 -> integer,
+    # 1.0 -> 1, and a 20-digit integer to a rounded float.
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.audit_settings_change("U1", None, "limit", 5, 12345678901234567890)
+        audit.audit_settings_change("U2", None, "ratio", 1.0, -0.0)
+        assert audit.flush(30)
+    events = {e.user_id: e for e in stored(db_url)}
+    assert (events["U1"].previous_value, events["U1"].new_value) == (5, 12345678901234567890)
+    assert type(events["U2"].previous_value) is float

@@ -220,7 +220,7 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> list[Checkpoint]:
                 continue
             try:
                 out.append(Checkpoint.from_line(line))
-            except (ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # any malformed line, whatever it raises, is damage
                 raise ValueError(f"line {number} of the checkpoint file is damaged") from exc
     return out
 

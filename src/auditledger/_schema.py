@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -63,8 +64,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class SQLiteJSONText(TypeDecorator[Any]):
+    """JSON kept as TEXT on SQLite.
+
+    A column declared JSON gets SQLite's numeric affinity: a value that is a bare number is
+    converted on the way in ("5" becomes the integer 5, and 12345678901234567890 a rounded
+    float), which loses data and breaks the stored text that tamper evidence compares against.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
 def json_type() -> TypeEngine[Any]:
-    return JSON().with_variant(postgresql.JSONB(), "postgresql")
+    return (
+        JSON()
+        .with_variant(postgresql.JSONB(), "postgresql")
+        .with_variant(SQLiteJSONText(), "sqlite")
+    )
 
 
 workspaces = Table(

@@ -162,6 +162,12 @@ class Sink(ABC):
                 return None
         return out
 
+    def forget_unresolved(self) -> None:
+        """A batch that needs no resolution (``sealed`` given): whatever an earlier, failed
+        transaction learnt must not be cached when this one commits."""
+        self._pending_keys = {}
+        self._pending_known = set()
+
     def workspaces_committed(self) -> None:
         """The transaction that resolved the last batch committed: cache what it learnt."""
         self._workspace_keys.update(self._pending_keys)

@@ -132,6 +132,8 @@ class PostgresSink(Sink):
                     rows, quarantined = self.drop_stored(rows, quarantined)
                 if sealed is None:
                     rows = self.resolve_workspaces(rows)
+                else:
+                    self.forget_unresolved()
                 cur = conn.cursor()
                 if rows:
                     sealed = seal(rows) if sealed is None else sealed

@@ -105,6 +105,8 @@ class SqliteSink(Sink):
                     rows, quarantined = self.drop_stored(rows, quarantined)
                 if sealed is None:
                     rows = self.resolve_workspaces(rows)
+                else:
+                    self.forget_unresolved()
                 if rows:
                     # BEGIN IMMEDIATE already serialises writers: the heads read here stay
                     # the heads until COMMIT.

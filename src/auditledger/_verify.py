@@ -228,9 +228,8 @@ class _Source:
                 row = list(r)
                 for i in (R_ID, R_WS, R_CHAIN):
                     if row[i] is not None:
-                        row[i] = str(uuid.UUID(row[i]))
-                created = datetime.fromisoformat(row[R_CREATED]).replace(tzinfo=UTC)
-                row[R_CREATED] = micros(created)
+                        row[i] = _sqlite_uuid_text(row[i])
+                row[R_CREATED] = _sqlite_micros(row[R_CREATED], datetime, UTC, micros)
                 salt = row[R_SALT] or b""
                 for name, index in _PERSONAL_ROW.items():
                     if row[index] is not None:
@@ -611,7 +610,7 @@ def _check_columns(row: _Row, report: VerifyReport) -> None:
         ws_hashed = None if hashed[C_WORKSPACE] is None else uuid.UUID(hashed[C_WORKSPACE])
         if chain is not None and chain_of(ws_hashed) != chain:
             wrong.append("chain_id")
-    except (ValueError, TypeError, IndexError):
+    except Exception:  # noqa: BLE001 - whatever a forged row holds, it is reported, not fatal
         report.problems.append(
             VerifyProblem(MODIFIED, "the stored canonical form is unreadable", event_id, workspace)
         )
@@ -798,3 +797,25 @@ def _check_heads(
                     checkpoint_id=checkpoint.id,
                 )
             )
+
+
+# The writer stores ids on SQLite as 32 lowercase hex digits and times in one fixed format.
+# Anything else was written by someone else; read leniently (uuid.UUID accepts upper case,
+# braces, "urn:uuid:"; fromisoformat accepts an offset) it would still "match" what was hashed
+# while the application sees another value.
+_SQLITE_SPELLING = uuid.UUID("5b2f6c1e-8d1a-4c7e-9a53-0f7d2b6e4c11")
+
+
+def _sqlite_uuid_text(value: object) -> str:
+    text = str(value)
+    if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+        return str(uuid.UUID(hex=text))
+    return str(uuid.uuid5(_SQLITE_SPELLING, text))  # parseable, and never what was hashed
+
+
+def _sqlite_micros(value: object, datetime: Any, utc: Any, micros: Any) -> int:
+    try:
+        parsed = datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S.%f")
+    except ValueError:
+        return -1  # not what the writer stores: reported as a changed created_at
+    return int(micros(parsed.replace(tzinfo=utc)))

@@ -59,6 +59,8 @@ class _MemorySink(Sink):
                 rows, quarantined = self.drop_stored(rows, quarantined)
             if sealed is None:
                 rows = self.resolve_workspaces(rows)
+            else:
+                self.forget_unresolved()
             for r in rows:
                 self._events.append(
                     AuditEvent(

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from auditledger import AuditLogger, ConfigurationError
 from auditledger.testing import CapturingAuditLogger
-from auditledger.web import AuditMiddleware, audit_lifespan, client_ip, get_audit
+from auditledger.web import AuditMiddleware, aget_audit, audit_lifespan, client_ip, get_audit
 from examples.web_portal.app import SESSION_COOKIE, create_app
 from tests.helpers import by_action, stored
 from tests.test_slack import assert_no_secrets
@@ -288,3 +288,28 @@ def test_a_logger_closed_by_an_earlier_lifespan_fails_the_next_start() -> None:
                 pass
 
     asyncio.run(run_twice())
+
+
+def test_aget_audit_is_a_coroutine_dependency_with_the_same_binding() -> None:
+    from fastapi import Depends, FastAPI
+
+    from auditledger import BoundAuditLogger
+
+    logger = CapturingAuditLogger()
+    app = FastAPI()
+    app.add_middleware(AuditMiddleware, logger=logger)
+
+    @app.post("/export")
+    async def export(audit: BoundAuditLogger = Depends(aget_audit)) -> dict[str, bool]:  # noqa: B008
+        audit.audit_data_export(user_id="U1")
+        return {"ok": True}
+
+    async def call() -> int:
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.4", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://portal") as client:
+            return (await client.post("/export", headers={"user-agent": "UA/1"})).status_code
+
+    assert asyncio.run(call()) == 200
+    (event,) = logger.events
+    assert (event.user_id, event.ip_address, event.user_agent) == ("U1", "203.0.113.4", "UA/1")
+    logger.close()

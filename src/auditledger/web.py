@@ -40,7 +40,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("web", "starlette") from exc
 
-__all__ = ["AuditMiddleware", "TrustedProxies", "audit_lifespan", "client_ip", "get_audit"]
+__all__ = [
+    "AuditMiddleware",
+    "TrustedProxies",
+    "aget_audit",
+    "audit_lifespan",
+    "client_ip",
+    "get_audit",
+]
 
 log = logging.getLogger("auditledger")
 
@@ -182,6 +189,16 @@ def get_audit(request: HTTPConnection) -> BoundAuditLogger:
     Every event logged through it carries the request's ``ip_address`` and ``user_agent``. Set
     ``audit.user_id`` / ``audit.workspace_id`` once the user is known to fill those in too (the
     helper belongs to this request alone).
+    """
+    return _get(request)
+
+
+async def aget_audit(request: HTTPConnection) -> BoundAuditLogger:
+    """``get_audit`` for FastAPI async apps: ``Depends(aget_audit)``.
+
+    FastAPI runs a plain-function dependency in its thread pool; when blocking endpoints have
+    filled the pool, an async endpoint depending on ``get_audit`` waits for a free thread
+    (measured: 0.8 s instead of 1 ms). A coroutine dependency runs on the event loop.
     """
     return _get(request)
 

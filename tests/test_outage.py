@@ -76,6 +76,7 @@ def test_close_returns_within_its_timeout_when_the_database_hangs(
         audit.log_audit_event("login", user_id=str(i))
     # Structural proof that calls never wait on I/O: the writer is stuck on a connection that
     # will not answer for 30 s, yet all 20,000 calls returned and sit in memory, none spooled.
+    assert audit.flush(0.5) is False  # the database hangs; the writer holds its batches
     stats = audit.stats()
     assert stats.queue_depth + stats.in_flight == 20_000
     assert stats.spooled == 0

@@ -314,9 +314,9 @@ class Writer:
             except SinkError as exc:
                 self._failed(exc, 0)
 
-    def _take_batch(self) -> list[Captured]:
+    def _take_batch(self, into: list[Captured] | None = None) -> list[Captured]:
         queue = self._queue
-        batch: list[Captured] = []
+        batch: list[Captured] = [] if into is None else into
         try:
             for _ in range(min(len(queue), self.options.batch_size)):
                 batch.append(queue.popleft())
@@ -326,9 +326,13 @@ class Writer:
         return batch
 
     def _take_and_prepare(self) -> tuple[list[uuid.UUID], list[Captured], Future[Ready]]:
-        batch = self._take_batch()
-        ids = uuid7_batch([ev[0] for ev in batch])
+        # Registered as held before the events leave the queue, so that stats() (and close()
+        # with a stuck writer) never miss a batch in transit.
+        ids: list[uuid.UUID] = []
+        batch: list[Captured] = []
         self._held.append((ids, batch))
+        self._take_batch(into=batch)
+        ids.extend(uuid7_batch([ev[0] for ev in batch]))
         return ids, batch, self._submit_prepare(ids, batch)
 
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:

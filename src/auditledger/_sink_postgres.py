@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from ._chain import CHAIN_COLUMNS, Sealed, link_batch, lock_keys, seal
@@ -125,7 +126,7 @@ class PostgresSink(Sink):
         replay: bool,
         sealed: list[Sealed] | None = None,
     ) -> tuple[int, int]:
-        try:
+        with self._mapped_errors():
             conn = self._connection()
             with conn.transaction():
                 if replay:
@@ -154,15 +155,9 @@ class PostgresSink(Sink):
                     )
             self.workspaces_committed()
             return len(rows), len(quarantined)
-        except psycopg.Error as exc:
-            self._drop_broken_connection()
-            raise SinkError(classify(exc), _code(exc)) from exc
-        except OSError as exc:
-            self._drop_broken_connection()
-            raise SinkError(ErrorKind.TRANSIENT, type(exc).__name__) from exc
 
     def write_checkpoint(self, signer: Signer) -> Checkpoint:
-        try:
+        with self._mapped_errors():
             conn = self._connection()
             with conn.transaction():
                 heads = [(r[0], r[1], r[2]) for r in conn.execute(ALL_HEADS_SQL)]
@@ -179,6 +174,12 @@ class PostgresSink(Sink):
                     ),
                 )
             return checkpoint
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """Driver and socket errors as SinkError, dropping a connection they broke."""
+        try:
+            yield
         except psycopg.Error as exc:
             self._drop_broken_connection()
             raise SinkError(classify(exc), _code(exc)) from exc

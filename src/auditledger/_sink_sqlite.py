@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 
 from ._chain import CHAIN_COLUMNS, Head, Sealed, link_batch, seal
 from ._checkpoint import Checkpoint, Signer, make_checkpoint
@@ -97,10 +99,7 @@ class SqliteSink(Sink):
     ) -> tuple[int, int]:
         try:
             conn = self._connection()
-            # IMMEDIATE takes the write lock up front: a read-then-write transaction started
-            # as DEFERRED can fail with BUSY when another process writes in between.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 if replay:
                     rows, quarantined = self.drop_stored(rows, quarantined)
                 if sealed is None:
@@ -128,13 +127,8 @@ class SqliteSink(Sink):
                         for q in quarantined
                     ],
                 )
-                conn.execute("COMMIT")
-                self.workspaces_committed()
-                return len(rows), len(quarantined)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            self.workspaces_committed()
+            return len(rows), len(quarantined)
         except sqlite3.Error as exc:
             raise SinkError(_classify(exc), type(exc).__name__) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
@@ -145,8 +139,7 @@ class SqliteSink(Sink):
     def write_checkpoint(self, signer: Signer) -> Checkpoint:
         try:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 chains = {uuid.UUID(r[0]) for r in conn.execute(_CHAINS_SQL)}
                 heads = chain_heads(conn, chains)
                 checkpoint = make_checkpoint(
@@ -163,12 +156,7 @@ class SqliteSink(Sink):
                         checkpoint.signature,
                     ),
                 )
-                conn.execute("COMMIT")
-                return checkpoint
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            return checkpoint
         except sqlite3.Error as exc:
             raise SinkError(_classify(exc), type(exc).__name__) from exc
 
@@ -224,6 +212,23 @@ class SqliteSink(Sink):
                 cur = conn.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)
                 found.update(uuid.UUID(r[0]) for r in cur)
         return found
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One transaction that commits, or rolls back on any exception.
+
+    IMMEDIATE takes the write lock up front: a read-then-write transaction started as
+    DEFERRED can fail with BUSY when another process writes in between.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")  # inside: a failed COMMIT (BUSY) must roll back too
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _classify(exc: sqlite3.Error) -> ErrorKind:

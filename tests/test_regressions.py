@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -45,10 +46,15 @@ class HostileRef(WorkspaceRef):
         raise RuntimeError("boom")
 
 
+# With batches of 40, the hostile event's batch is prepared while the one before it is
+# being written (PostgreSQL): its error must reach that batch, not the one being written.
+@pytest.mark.parametrize("batch_size", [2000, 40])
 def test_an_unexpected_error_costs_one_event_not_its_batch(
-    db_url: str, spool_dir: Path, internal_errors: object
+    db_url: str, spool_dir: Path, internal_errors: object, batch_size: int
 ) -> None:
-    with AuditLogger(db_url, spool_dir=spool_dir, flush_interval=5.0) as audit:
+    with AuditLogger(
+        db_url, spool_dir=spool_dir, flush_interval=5.0, batch_size=batch_size
+    ) as audit:
         for i in range(100):
             audit.log_audit_event("login", user_id=f"innocent{i}")
         audit.log_audit_event("login", user_id="hostile", workspace_id=HostileRef("T1"))

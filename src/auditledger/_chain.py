@@ -36,6 +36,8 @@ from typing import Any
 
 import orjson
 
+from ._jsonbytes import dumps_kept
+
 CANONICAL_VERSION = 1
 NO_WORKSPACE = uuid.UUID(int=0)
 SALT_BYTES = 16
@@ -90,22 +92,48 @@ def normalise_json(data: bytes | str) -> bytes:
     return _dumps(_loads(data), option=_SORT)
 
 
+_TAG_USER, _TAG_IP, _TAG_UA = (PERSONAL_TAGS[name] for _, name in PERSONAL)
+_chain_texts: dict[uuid.UUID, str] = {}
+
+
+def _uuid_text(value: uuid.UUID) -> str:
+    """``str(value)`` at two thirds of the cost (on the writer's path for every event)."""
+    h = value.int.to_bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _chain_text(chain_id: uuid.UUID) -> str:
+    text = _chain_texts.get(chain_id)
+    if text is None:
+        if len(_chain_texts) > 10_000:
+            _chain_texts.clear()
+        text = _chain_texts[chain_id] = _uuid_text(chain_id)
+    return text
+
+
 def canonical(row: tuple[Any, ...], salt: bytes | None) -> bytes:
     """The canonical bytes of a prepared row (``AUDIT_LOG_COLUMNS`` order, JSON as bytes)."""
     ws = row[2]
     user, ip, ua = row[1], row[3], row[4]
-    return _dumps(
+    # The commitments are commitment() inlined: three calls per event showed in profiles.
+    return dumps_kept(
         [
             CANONICAL_VERSION,
-            str(row[0]),
-            None if ws is None else str(ws),
+            _uuid_text(row[0]),
+            None if ws is None else _chain_text(ws),
             row[5],
             row[6],
             row[7],
             micros(row[11]),
-            None if user is None or salt is None else commitment(salt, "user_id", user),
-            None if ip is None or salt is None else commitment(salt, "ip_address", ip),
-            None if ua is None or salt is None else commitment(salt, "user_agent", ua),
+            None
+            if user is None or salt is None
+            else _sha256(salt + _TAG_USER + user.encode()).hexdigest(),
+            None
+            if ip is None or salt is None
+            else _sha256(salt + _TAG_IP + ip.encode()).hexdigest(),
+            None
+            if ua is None or salt is None
+            else _sha256(salt + _TAG_UA + ua.encode()).hexdigest(),
             None if row[8] is None else _Fragment(row[8]),
             None if row[9] is None else _Fragment(row[9]),
             None if row[10] is None else _Fragment(row[10]),

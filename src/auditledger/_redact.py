@@ -51,7 +51,9 @@ _VALUE_PATTERNS = (
 )
 VALUE_RE = re.compile("|".join(_VALUE_PATTERNS))
 # may_hold_secret looks for a substring of each pattern above, with the pattern's case rules
-# (lowercasing all of them made "Asia/Tokyo" look like an AWS key id).
+# (lowercasing all of them made "Asia/Tokyo" look like an AWS key id). These it finds in the
+# lowered, stripped text: Slack tokens (rotating ones too) and "Bearer".
+_LOWERCASE_VALUE_MARKERS = ("xox", "xapp", "xwfp", "bearer")
 _GITHUB_TOKEN = re.compile(r"gh[pousr]_")
 # Every byte but a-z and 0-9: what _normalise_key drops (UTF-8 bytes of non-ASCII included).
 _NOT_KEY = bytes(b for b in range(256) if not (0x61 <= b <= 0x7A or 0x30 <= b <= 0x39))
@@ -73,9 +75,10 @@ class Redactor:
         # Plain substring searches on the text lowered (and, for keys, stripped as
         # _normalise_key strips keys) cost ~2 µs per value.
         # A fragment containing another is found by the shorter one ("clientsecret").
-        self._scan_fragments = tuple(
-            f for f in self.fragments if not any(o != f and o in f for o in self.fragments)
-        )
+        # Lowercase value markers are searched there too (removing characters can only
+        # create matches, not break one made of letters alone), which spares a lowered copy.
+        scan = (*self.fragments, *_LOWERCASE_VALUE_MARKERS)
+        self._scan_fragments = tuple(f for f in scan if not any(o != f and o in f for o in scan))
 
     def key_is_secret(self, key: str) -> bool:
         norm = _normalise_key(key)
@@ -100,16 +103,12 @@ class Redactor:
             if fragment in stripped:
                 return True
         return (
-            "xox" in data  # Slack tokens, rotating ones included
-            or "xapp" in data
-            or "xwfp" in data
-            or "eyJ" in data  # JWT
+            "eyJ" in data  # JWT
             or "AKIA" in data
             or "ASIA" in data
             or "sk_" in data  # Stripe
-            or "//" in data  # user:password@ in a URL
+            or ("@" in data and "://" in data)  # user:password@ in a URL
             or ("gh" in data and _GITHUB_TOKEN.search(data) is not None)
-            or "bearer" in data.lower()
         )
 
     def redact_text(self, text: str) -> tuple[str, bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from enum import Enum
 
 import orjson
@@ -56,11 +57,18 @@ class Sink(ABC):
         *,
         replay: bool,
         sealed: list[Sealed] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[int, int]:
         """Store the batch atomically and return (events, quarantined) stored, or raise
         SinkError. With ``replay``, events already stored are left out, not stored twice.
         ``sealed``: rows already resolved from cache and their canonical forms (see
-        ``resolve_from_cache``); never given with ``replay``."""
+        ``resolve_from_cache``); never given with ``replay``.
+
+        ``meanwhile``: the writer's next piece of work (preparing the next batch). A sink that
+        waits on a database server calls it once the batch is sent, before it waits for the
+        server to finish, so both run at the same time; a sink that does not wait on a server
+        ignores it (the writer then runs it afterwards). It never raises.
+        """
 
     @abstractmethod
     def abort(self) -> None:
@@ -147,8 +155,8 @@ class Sink(ABC):
     def resolve_from_cache(self, rows: list[Row]) -> list[Row] | None:
         """The rows resolved from committed caches alone, or None when any needs the database.
 
-        Runs on the writer's prepare thread (reads only), so that the canonical form can be
-        built there, overlapping the previous batch's wait on the database.
+        Runs while the previous batch is being stored (``write``'s ``meanwhile``; reads
+        only), so that the canonical form is built while the database works.
         """
         keys, known = self._workspace_keys, self._known_workspaces
         out: list[Row] = []

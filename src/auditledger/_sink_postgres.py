@@ -7,7 +7,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._chain import CHAIN_COLUMNS, Sealed, link_batch, lock_keys, seal
@@ -125,6 +125,7 @@ class PostgresSink(Sink):
         *,
         replay: bool,
         sealed: list[Sealed] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[int, int]:
         with self._mapped_errors():
             conn = self._connection()
@@ -147,6 +148,10 @@ class PostgresSink(Sink):
                         copy.set_types(_COPY_TYPES)
                         for row, chained in zip(rows, links, strict=True):
                             copy.write_row(row + chained)
+                        # The rows are on their way (all but the last buffer): the server
+                        # works through them while the writer prepares the next batch.
+                        if meanwhile is not None:
+                            meanwhile()
                 if quarantined:
                     cur.executemany(
                         "INSERT INTO audit_quarantine (id, reason, payload, created_at)"

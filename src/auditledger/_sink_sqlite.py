@@ -6,7 +6,7 @@ import contextlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ._chain import CHAIN_COLUMNS, Head, Sealed, link_batch, seal
 from ._checkpoint import Checkpoint, Signer, make_checkpoint
@@ -96,6 +96,7 @@ class SqliteSink(Sink):
         *,
         replay: bool,
         sealed: list[Sealed] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[int, int]:
         try:
             conn = self._connection()

@@ -28,6 +28,7 @@ import orjson
 
 from ._capture import JSON_FIELDS, NOTES, WORKSPACE_ID, BadAction, Captured, SanitisedJson
 from ._events import WorkspaceRef
+from ._jsonbytes import dumps_kept
 
 MAGIC = b"AUDITLEDGER-SPOOL-1\n"
 SUFFIX = ".seg"
@@ -66,7 +67,7 @@ def encode_event(event_id: str, ev: Captured) -> bytes:
             value = value.data
         out[1 + index] = value
     out.append(notes or None)
-    return orjson.dumps(out)
+    return dumps_kept(out)
 
 
 def decode_event(payload: bytes) -> tuple[str, Captured]:

@@ -41,6 +41,20 @@ class Watchdog:
                 self._deadline = None
                 self._action = None
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Inside ``deadline``: the time spent in this block does not count against it."""
+        with self._cond:
+            remaining = None if self._deadline is None else self._deadline - time.monotonic()
+            self._deadline = None
+        try:
+            yield
+        finally:
+            with self._cond:
+                if remaining is not None and self._action is not None:
+                    self._deadline = time.monotonic() + remaining
+                    self._cond.notify()
+
     def _run(self) -> None:
         with self._cond:
             while True:

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -51,8 +50,38 @@ class State(Enum):
     CLOSED = "closed"
 
 
-# (rows, quarantined, rows resolved and sealed ahead or None): what the prepare thread hands on
+# (rows, quarantined, rows resolved and sealed ahead or None): a batch ready for the sink
 Ready = tuple[list[Row], list[QuarantineRow], list[Sealed] | None]
+
+
+class Preparation:
+    """A batch's preparation, run at most once: while the database stores the batch before
+    it (see ``Sink.write``'s ``meanwhile``), or when the writer needs it."""
+
+    __slots__ = ("_error", "_make", "_ready")
+
+    def __init__(self, make: Callable[[], Ready]) -> None:
+        self._make: Callable[[], Ready] | None = make
+        self._ready: Ready | None = None
+        self._error: Exception | None = None
+
+    def run(self) -> None:
+        """Never raises: an error is kept for ``result()``, whose caller handles it."""
+        make, self._make = self._make, None
+        if make is None:
+            return
+        try:
+            self._ready = make()
+        except Exception as exc:  # noqa: BLE001 - re-raised by result(), on the writer's path
+            self._error = exc
+
+    def result(self) -> Ready:
+        self.run()
+        if self._error is not None:
+            raise self._error
+        assert self._ready is not None
+        return self._ready
+
 
 # Typed as plain State: another thread's close() can change the state between two reads.
 _CLOSED: State = State.CLOSED
@@ -134,7 +163,6 @@ class Writer:
         # Batches taken from the queue and not yet stored or spooled: the one being stored
         # and the next, being prepared meanwhile. close() spools them if the writer is stuck.
         self._held: list[tuple[list[uuid.UUID], list[Captured]]] = []
-        self._prepare_pool: ThreadPoolExecutor | None = None
         # counters
         self._popped = 0
         self._outside_queue = 0  # calls that went straight to the spool (queue full)
@@ -292,15 +320,7 @@ class Writer:
         if self._replay_due(now):
             self._replay()
         # Only what is queued now: under a steady stream the loop must still reach the flushes.
-        # The next batch is prepared on a helper thread while this one is stored: storing
-        # mostly waits on the database, and preparing is pure Python that can run meanwhile.
-        pending = len(self._queue)
-        ahead = self._take_and_prepare() if pending > 0 else None
-        while ahead is not None:
-            current = ahead
-            pending -= len(current[1])
-            ahead = self._take_and_prepare() if pending > 0 and self._queue else None
-            self._handle_batch(*current)
+        self._drain(len(self._queue))
         with self._lock:
             self._overflow.flush()
         self._answer_flushes()
@@ -314,6 +334,27 @@ class Writer:
             except SinkError as exc:
                 self._failed(exc, 0)
 
+    def _drain(self, limit: int | None) -> None:
+        """Store queued batches (about ``limit`` events, or until the queue is empty).
+
+        The next batch is prepared while the database stores this one: the sink runs its
+        preparation once the rows are sent, before it waits for the database to finish
+        (``Sink.write``'s ``meanwhile``). On the writer's own thread, because a helper thread
+        competing for the GIL delays every resumption of the writer after a network wait by
+        up to the interpreter's switch interval (5 ms), several times per batch: measured, it
+        overlapped nothing. Every path that drains the queue goes through here.
+        """
+        pending = len(self._queue) if limit is None else limit
+        ahead = self._take_and_prepare() if pending > 0 and self._queue else None
+        while ahead is not None:
+            current = ahead
+            pending -= len(current[1])
+            more = self._queue and (limit is None or pending > 0)
+            ahead = self._take_and_prepare() if more else None
+            self._handle_batch(*current, meanwhile=None if ahead is None else ahead[2].run)
+            if limit is None and ahead is None and self._queue:
+                ahead = self._take_and_prepare()
+
     def _take_batch(self, into: list[Captured] | None = None) -> list[Captured]:
         queue = self._queue
         batch: list[Captured] = [] if into is None else into
@@ -325,7 +366,7 @@ class Writer:
         self._popped += len(batch)
         return batch
 
-    def _take_and_prepare(self) -> tuple[list[uuid.UUID], list[Captured], Future[Ready]]:
+    def _take_and_prepare(self) -> tuple[list[uuid.UUID], list[Captured], Preparation]:
         # Registered as held before the events leave the queue, so that stats() (and close()
         # with a stuck writer) never miss a batch in transit.
         ids: list[uuid.UUID] = []
@@ -333,7 +374,7 @@ class Writer:
         self._held.append((ids, batch))
         self._take_batch(into=batch)
         ids.extend(uuid7_batch([ev[0] for ev in batch]))
-        return ids, batch, self._submit_prepare(ids, batch)
+        return ids, batch, Preparation(lambda: self._ready(ids, batch))
 
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
         """Rows for the sink; when every workspace is in the sink's committed cache, also
@@ -345,22 +386,13 @@ class Writer:
             return rows, quarantined, None
         return resolved, quarantined, seal(resolved)
 
-    def _submit_prepare(self, ids: list[uuid.UUID], batch: list[Captured]) -> Future[Ready]:
-        if self._prepare_pool is None:
-            self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="auditledger-prepare")
-        try:
-            return self._prepare_pool.submit(self._ready, ids, batch)
-        except RuntimeError:
-            # The interpreter is shutting down and takes no new threads' work: prepare here.
-            future: Future[Ready] = Future()
-            try:
-                future.set_result(self._ready(ids, batch))
-            except Exception as exc:  # noqa: BLE001 - handed on to the caller of result()
-                future.set_exception(exc)
-            return future
-
     def _handle_batch(
-        self, ids: list[uuid.UUID], batch: list[Captured], prepared: Future[Ready]
+        self,
+        ids: list[uuid.UUID],
+        batch: list[Captured],
+        prepared: Preparation,
+        *,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         try:
             in_wal = self.options.write_ahead and self._to_spool(
@@ -375,7 +407,9 @@ class Writer:
                     self._wake.set()
                 return
             try:
-                self._prepare_and_store(ids, batch, replay=False, prepared=prepared)
+                self._prepare_and_store(
+                    ids, batch, replay=False, prepared=prepared, meanwhile=meanwhile
+                )
             except SinkError as exc:
                 self._failed(exc, len(batch))
                 self._leave_in_spool(ids, batch, in_wal=in_wal)
@@ -392,7 +426,8 @@ class Writer:
         batch: list[Captured],
         *,
         replay: bool,
-        prepared: Future[Ready] | None = None,
+        prepared: Preparation | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Store a batch; raises SinkError only when the database cannot take it now."""
         try:
@@ -401,7 +436,7 @@ class Writer:
                 rows, quarantined = self._preparer.prepare(ids, batch)
             else:
                 rows, quarantined, sealed = prepared.result()
-            self._store(rows, quarantined, replay=replay, sealed=sealed)
+            self._store(rows, quarantined, replay=replay, sealed=sealed, meanwhile=meanwhile)
         except SinkError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must cost one event, not a batch
@@ -450,18 +485,25 @@ class Writer:
         replay: bool,
         conflict_retry: bool = True,
         sealed: list[Sealed] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Store a prepared batch; a row the database refuses is quarantined, not the batch.
 
         ``sealed`` (rows resolved and sealed ahead) is used on this first attempt only: a
         retry, a replay and each half of a split batch resolve and seal again in the sink.
+        ``meanwhile`` is handed to the sink's write (see ``Sink.write``); the watchdog's
+        deadline is paused while it runs, since it is the writer's work, not the database's.
         """
         sink = self._get_sink()
         started = time.monotonic()
         try:
             with self._watchdog.deadline(self.options.write_timeout, sink.abort):
                 written, kept = sink.write(
-                    rows, quarantined, replay=replay, sealed=None if replay else sealed
+                    rows,
+                    quarantined,
+                    replay=replay,
+                    sealed=None if replay else sealed,
+                    meanwhile=None if meanwhile is None else self._paused(meanwhile),
                 )
         except SinkError as exc:
             if exc.kind is ErrorKind.CONFLICT and conflict_retry:
@@ -501,6 +543,13 @@ class Writer:
         self._healthy = True
         self._backoff = 0.0
         self._last_error = None
+
+    def _paused(self, work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with self._watchdog.paused():
+                work()
+
+        return run
 
     def _get_sink(self) -> Sink:
         if self._sink is None:
@@ -636,8 +685,7 @@ class Writer:
         clear = self._nothing_pending()
         if not clear and self._healthy:
             self._replay()
-            while self._queue:
-                self._handle_batch(*self._take_and_prepare())
+            self._drain(None)
             clear = self._nothing_pending()
         with self._lock:
             dropped = sum(self._dropped.values())
@@ -690,9 +738,6 @@ class Writer:
         if self._sink is not None:
             self._sink.close()
             self._sink = None
-        if self._prepare_pool is not None:
-            self._prepare_pool.shutdown(wait=False)
-            self._prepare_pool = None
         with self._requests_lock:
             for request in self._requests:
                 request.done.set()

@@ -17,7 +17,7 @@ import contextlib
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class _MemorySink(Sink):
         *,
         replay: bool,
         sealed: list[Sealed] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[int, int]:
         with self._lock:
             if replay:

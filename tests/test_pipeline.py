@@ -1,0 +1,104 @@
+"""The writer prepares the next batch while the database stores the current one.
+
+A regression here costs no events, only throughput (flush() once drained a backlog batch after
+batch with no overlap at all, at about half the speed), so these tests check the structure:
+which writes carried the next batch's preparation, and that it ran before their commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from auditledger import AuditLogger
+from auditledger._chain import NO_WORKSPACE, lock_keys
+from auditledger._sink_postgres import _LOCK_CLASS, PostgresSink
+from auditledger._watchdog import Watchdog
+
+
+class WriteLog:
+    """What each PostgresSink.write was given, and what its connection said meanwhile."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.with_meanwhile: list[bool] = []
+        self.status_meanwhile: list[psycopg.pq.TransactionStatus] = []
+
+
+@pytest.fixture
+def write_log(monkeypatch: pytest.MonkeyPatch) -> WriteLog:
+    log = WriteLog()
+    real_write = PostgresSink.write
+
+    def write(
+        self: PostgresSink,
+        rows: list[Any],
+        quarantined: list[Any],
+        *,
+        replay: bool,
+        sealed: Any = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> tuple[int, int]:
+        log.rows.append(len(rows))
+        log.with_meanwhile.append(meanwhile is not None)
+        inner = meanwhile
+        if inner is not None:
+
+            def observed() -> None:
+                assert self._conn is not None
+                log.status_meanwhile.append(self._conn.info.transaction_status)
+                inner()
+
+            meanwhile = observed
+        return real_write(
+            self, rows, quarantined, replay=replay, sealed=sealed, meanwhile=meanwhile
+        )
+
+    monkeypatch.setattr(PostgresSink, "write", write)
+    return log
+
+
+def test_a_backlog_is_prepared_batch_by_batch_inside_the_previous_write(
+    pg_url: str, spool_dir: Path, write_log: WriteLog
+) -> None:
+    # The writer's first batch (one event) waits on its chain's lock, held here, while 999
+    # events queue up behind it and a flush asks for them: once the lock is released, the
+    # flush drains them as a backlog.
+    (key,) = lock_keys([NO_WORKSPACE])
+    with psycopg.connect(pg_url, autocommit=True) as blocker:
+        blocker.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_CLASS, key))
+        with AuditLogger(pg_url, spool_dir=spool_dir, batch_size=100) as audit:
+            audit.log_audit_event("login", user_id="first")
+            assert not audit.flush(0.2)  # the writer takes it and waits for the lock
+            for i in range(999):
+                audit.log_audit_event("login", user_id=f"U{i}")
+            blocker.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, key))
+            assert audit.flush(30)
+            assert audit.stats().written == 1000
+    assert sum(write_log.rows) == 1000
+    # Every write but the first (its batch was alone when taken) and the last hands the
+    # sink the next batch's preparation; one more may miss it, depending on when the writer
+    # woke up.
+    assert sum(write_log.with_meanwhile) >= len(write_log.rows) - 3 >= 8
+    # ...and the sink ran it while its transaction was open, before the commit.
+    assert len(write_log.status_meanwhile) == sum(write_log.with_meanwhile)
+    assert all(s is not psycopg.pq.TransactionStatus.IDLE for s in write_log.status_meanwhile)
+
+
+def test_the_write_deadline_stops_while_the_writer_does_its_own_work() -> None:
+    watchdog = Watchdog()
+    fired = threading.Event()
+    working = threading.Event()
+    with watchdog.deadline(0.2, fired.set):
+        with watchdog.paused():
+            # Work that outlasts the deadline (the next batch's preparation, in the writer).
+            assert not working.wait(0.5)
+        assert not fired.is_set()
+        # Resumed with the time that was left: it fires now, not 0.2 s after the pause began.
+        assert fired.wait(5)
+    assert watchdog.fired == 1

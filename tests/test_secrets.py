@@ -121,8 +121,13 @@ def test_the_secret_pre_scan_is_a_superset_of_the_walk_and_not_much_more() -> No
         '{"a":"xoxb-12345678-abc"}', '{"a":"Bearer abcdefghij"}', '{"a":"BEARER abcdefghij"}',
         '{"a":"AKIAIOSFODNN7EXAMPLE"}', '{"a":"ASIAIOSFODNN7EXAMPLE"}', '{"pass.word":1}',
         '{"a":"https://u:p@host"}', '{"Api-Key":1}', '{"a":"ghp_' + "x" * 36 + '"}',
+        '{"a":"xoxe.xoxp-1-abcdefgh"}', '{"a":"xapp-1-A0123456"}', '{"a":"xwfp-abcdefgh"}',
+        '{"a":"sk_live_0123456789abcdef"}', '{"a":"eyJhbGciOi.eyJzdWIiOi.c2ln"}',
+        '{"api_\u212aey":1}', '{"API_\u212aEY":"x"}', '{"é":"Bearer abcdefghij"}',
     ):  # fmt: skip
         assert r.may_hold_secret(secret), secret
+        # ...and each of them is something the walk does redact.
+        assert r.redact_json(secret, "details")[1], secret
     # Ordinary text that once looked like a credential to the pre-scan.
     for clean in ('{"timezone":"Asia/Tokyo"}', '{"region":"akiak"}', '{"say":"eyjafjallajokull"}'):
         assert not r.may_hold_secret(clean), clean

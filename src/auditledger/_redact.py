@@ -96,7 +96,12 @@ class Redactor:
 
     def may_hold_secret(self, data: str) -> bool:
         """A cheap superset test: False means the redaction walk would change nothing."""
-        stripped = data.encode().lower().translate(None, _NOT_KEY).decode()
+        if data.isascii():
+            stripped = data.encode().lower().translate(None, _NOT_KEY).decode()
+        else:
+            # Unicode lowercasing, as the walk does: a key spelled with the Kelvin sign
+            # ("api_\u212aey") is "apikey" to it, and bytes.lower() leaves that sign alone.
+            stripped = _normalise_key(data)
         # Explicit loops and or-chains: any() over a generator costs ~60 ns per item, and
         # each substring search ~200 ns on this machine for a typical event's values.
         for fragment in self._scan_fragments:

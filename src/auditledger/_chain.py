@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -160,22 +160,26 @@ def seal(rows: list[tuple[Any, ...]]) -> list[Sealed]:
 Head = tuple[int, bytes]  # (seq, hash) of the newest event of a chain
 
 
-def link_batch(
-    sealed: list[Sealed], heads: dict[uuid.UUID, Head]
-) -> list[tuple[uuid.UUID, int, bytes, bytes, bytes | None]]:
+Linked = tuple[uuid.UUID, int, bytes, bytes, bytes | None]  # the CHAIN_COLUMNS of a row
+
+
+def link_each(sealed: list[Sealed], heads: dict[uuid.UUID, Head]) -> Iterator[Linked]:
     """Chain columns for each sealed row, continuing from ``heads`` (updated in place).
 
-    Called while the chains' locks are held, so it does nothing but hashing.
+    Called while the chains' locks are held, so it does nothing but hashing; lazily, so a
+    sink can send each row as soon as it is linked.
     """
-    out = []
     for chain_id, data, salt in sealed:
         head = heads.get(chain_id)
         seq, previous = head if head is not None else (0, genesis(chain_id))
         seq += 1
         digest = link(previous, seq, data)
         heads[chain_id] = (seq, digest)
-        out.append((chain_id, seq, digest, data, salt))
-    return out
+        yield chain_id, seq, digest, data, salt
+
+
+def link_batch(sealed: list[Sealed], heads: dict[uuid.UUID, Head]) -> list[Linked]:
+    return list(link_each(sealed, heads))
 
 
 def lock_keys(chains: Iterable[uuid.UUID]) -> list[int]:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._chain import CHAIN_COLUMNS, Sealed, link_batch, lock_keys, seal
+from ._chain import CHAIN_COLUMNS, Sealed, link_each, lock_keys, seal
 from ._checkpoint import Checkpoint, Signer, make_checkpoint
 from ._errors import MissingExtraError
 from ._events import WorkspaceRef
@@ -143,7 +143,8 @@ class PostgresSink(Sink):
                     cur.execute(_LOCK_SQL, (_LOCK_CLASS, lock_keys(chains)))
                     cur.execute(_HEADS_OF_SQL, (list(chains),))
                     heads = {r[0]: (r[1], r[2]) for r in cur}
-                    links = link_batch(sealed, heads)
+                    # Linked row by row as COPY sends them: the server starts sooner.
+                    links = link_each(sealed, heads)
                     with cur.copy(_COPY_SQL) as copy:
                         copy.set_types(_COPY_TYPES)
                         for row, chained in zip(rows, links, strict=True):

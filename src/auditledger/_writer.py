@@ -373,12 +373,22 @@ class Writer:
         batch: list[Captured] = []
         self._held.append((ids, batch))
         self._take_batch(into=batch)
-        ids.extend(uuid7_batch([ev[0] for ev in batch]))
         return ids, batch, Preparation(lambda: self._ready(ids, batch))
+
+    def _assign_ids(self, ids: list[uuid.UUID], batch: list[Captured]) -> None:
+        """Fill a held batch's ids, once: in its preparation (usually while the batch before
+        it is being stored), or before it is first spooled, whichever comes first. Under the
+        lock, because close() may spool a stuck writer's held batches from another thread."""
+        if len(ids) == len(batch):
+            return
+        with self._lock:
+            if len(ids) != len(batch):
+                ids[:] = uuid7_batch([ev[0] for ev in batch])
 
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
         """Rows for the sink; when every workspace is in the sink's committed cache, also
         resolved and sealed (canonical form), so the writer thread has less to do."""
+        self._assign_ids(ids, batch)
         rows, quarantined = self._preparer.prepare(ids, batch)
         sink = self._sink
         resolved = None if sink is None or not rows else sink.resolve_from_cache(rows)
@@ -395,6 +405,7 @@ class Writer:
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
         try:
+            self._assign_ids(ids, batch)
             in_wal = self.options.write_ahead and self._to_spool(
                 self._wal, ids, batch, fsync=True, count=False
             )
@@ -758,6 +769,7 @@ class Writer:
         with self._lock:
             try:
                 for ids, batch in held:
+                    self._assign_ids(ids, batch)
                     self._overflow.append(EVENT, _encode(ids, batch))
                 for event in leftovers:
                     event_id = str(uuid7_from_ns(event[0], os.urandom(10)))

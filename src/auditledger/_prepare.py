@@ -37,7 +37,7 @@ from ._capture import (
 )
 from ._events import WorkspaceRef
 from ._redact import REDACTED, Redactor
-from ._sanitise import Note, clean_text, safe_repr
+from ._sanitise import Note, clean_text, safe_repr, sanitise_json
 
 # (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,
 #  details, previous_value, new_value, created_at, sanitised): JSON values as text.
@@ -54,6 +54,12 @@ _ROW_TEXT_INDEX = {1: "user_id", 3: "ip_address", 4: "user_agent", 6: "resource"
 def datetime_from_ns(time_ns: int) -> datetime:
     """Exact to the microsecond (float seconds would round)."""
     return _EPOCH + timedelta(0, 0, time_ns // 1000)  # positional: a third cheaper
+
+
+def _nul_free(value: str | SanitisedJson | None, field: str) -> str | SanitisedJson | None:
+    if type(value) is not str or "\\u0000" not in value:
+        return value
+    return SanitisedJson(*sanitise_json(orjson.loads(value), field))
 
 
 @dataclass
@@ -120,16 +126,22 @@ class Preparer:
         details, previous, new = ev[DETAILS], ev[PREVIOUS], ev[NEW]
         # One pre-scan for the event's three values together (it costs per call more than
         # per byte); the redaction walk then runs only for an event that may hold a secret.
+        joined = None
         if (
-            type(details) is SanitisedJson
-            or type(previous) is SanitisedJson
-            or type(new) is SanitisedJson
+            type(details) is not SanitisedJson
+            and type(previous) is not SanitisedJson
+            and type(new) is not SanitisedJson
         ):
+            joined = (details or "") + (previous or "") + (new or "")
+        if joined is None or "\\u0000" in joined:
+            # The rare path: sanitised at the call, or holding a NUL (escaped by orjson;
+            # PostgreSQL refuses it). Always walked: sanitising changes keys the pre-scan saw.
+            details = _nul_free(details, "details")
+            previous = _nul_free(previous, "previous_value")
+            new = _nul_free(new, "new_value")
             scan = True
         else:
-            scan = self.limits.redactor.may_hold_secret(
-                (details or "") + (previous or "") + (new or "")
-            )
+            scan = self.limits.redactor.may_hold_secret(joined)
         for offset, (value, name) in enumerate(
             ((details, "details"), (previous, "previous_value"), (new, "new_value"))
         ):
@@ -277,7 +289,7 @@ class Preparer:
             text = safe_repr(ws) if isinstance(ws, WorkspaceRef) else str(ws)
             payload["workspace_id"] = self._text(text, "workspace_id", [])
         for index, name in JSON_FIELDS.items():
-            value = ev[index]
+            value = _nul_free(ev[index], name)
             if value is not None:
                 data = self._json(value, name, [])
                 payload[name] = orjson.Fragment(data)

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import reprlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
@@ -177,12 +177,32 @@ def sanitise_json(value: object, field: str) -> tuple[str, list[Note]]:
         return orjson.dumps(safe_repr(value)).decode(), [*walker.notes, note]
 
 
+# Exact types that never hold a float: most leaves of a JSON value, decided by one set lookup.
+_NO_FLOAT = frozenset({str, int, bool, type(None)})
+
+
 def has_nonfinite(value: object, depth: int = 0) -> bool:
-    """Whether a value orjson accepted holds NaN or an infinity (which orjson writes as null)."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
+    """Whether a value orjson accepted holds NaN or an infinity (which orjson writes as null).
+
+    Runs on the caller's thread for every JSON value whose text contains ``null``, so plain
+    dicts and lists take a fast path (ABC and dataclass checks on each leaf cost ~6 µs for a
+    small value); anything else takes the general one.
+    """
+    kind = type(value)
+    if kind in _NO_FLOAT:
+        return False
+    if kind is float:
+        return not math.isfinite(value)  # type: ignore[arg-type]
     if depth > MAX_DEPTH:
         return False
+    if kind is dict or kind is list or kind is tuple:
+        items: Iterable[object] = value.values() if kind is dict else value  # type: ignore[attr-defined, assignment]
+        for item in items:  # noqa: SIM110 - any() over a generator costs ~60 ns an item
+            if type(item) not in _NO_FLOAT and has_nonfinite(item, depth + 1):
+                return True
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value)
     if isinstance(value, Mapping):
         return any(has_nonfinite(v, depth + 1) for v in value.values())
     if isinstance(value, list | tuple):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from auditledger import DEFAULT_REDACT_KEYS, AuditLogger
+from auditledger import DEFAULT_REDACT_KEYS, AuditLogger, AuditStore
 from tests.helpers import stored
 from tests.tcp_proxy import TcpProxy
 
@@ -131,3 +131,22 @@ def test_the_secret_pre_scan_is_a_superset_of_the_walk_and_not_much_more() -> No
     # Ordinary text that once looked like a credential to the pre-scan.
     for clean in ('{"timezone":"Asia/Tokyo"}', '{"region":"akiak"}', '{"say":"eyjafjallajokull"}'):
         assert not r.may_hold_secret(clean), clean
+
+
+def test_a_key_with_a_nul_is_sanitised_then_redacted(db_url: str, spool_dir: Path) -> None:
+    # The NUL is replaced in the writer, which changes the key the pre-scan saw ("pass",
+    # escape, "word"): the walk must still run, and find "pass\ufffdword" is a password.
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.log_audit_event("login", details={"pass\x00word": "hunter2", "note": "a\x00b"})
+        audit.log_audit_event("Not An Action", details={"pass\x00word": "hunter2"})
+        assert audit.flush(30)
+        assert audit.stats().quarantined == 1
+    (event,) = stored(db_url)
+    assert event.details == {"pass\ufffdword": "[REDACTED]", "note": "a\ufffdb"}
+    changes = {(n["path"], n["change"]) for n in event.sanitised or []}
+    assert ("$.note", "NUL characters replaced") in changes
+    assert ("$.pass\ufffdword", "redacted (key)") in changes
+    assert "hunter2" not in repr(event)
+    with AuditStore(db_url) as store:
+        (quarantined,) = store.quarantined()
+    assert quarantined.payload["details"] == {"pass\ufffdword": "[REDACTED]"}

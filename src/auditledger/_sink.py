@@ -62,7 +62,7 @@ class Sink(ABC):
         """Store the batch atomically and return (events, quarantined) stored, or raise
         SinkError. With ``replay``, events already stored are left out, not stored twice.
         ``sealed``: rows already resolved from cache and their canonical forms (see
-        ``resolve_from_cache``); never given with ``replay``.
+        ``resolve_from_cache``).
 
         ``meanwhile``: the writer's next piece of work (preparing the next batch). A sink that
         waits on a database server calls it once the batch is sent, before it waits for the
@@ -184,9 +184,10 @@ class Sink(ABC):
         self._pending_known = set()
 
     def drop_stored(
-        self, rows: list[Row], quarantined: list[QuarantineRow]
-    ) -> tuple[list[Row], list[QuarantineRow]]:
-        """For replays: leave out events already stored, and repeats within the batch.
+        self, rows: list[Row], quarantined: list[QuarantineRow], sealed: list[Sealed] | None
+    ) -> tuple[list[Row], list[QuarantineRow], list[Sealed] | None]:
+        """For replays: leave out events already stored, and repeats within the batch
+        (``sealed``, when given, is the rows' canonical forms: kept alongside).
 
         A batch whose outcome was unknown can reach the spool twice (the writer spools it
         after its deadline, ``close()`` spools what the stuck writer held), so one replay
@@ -194,19 +195,22 @@ class Sink(ABC):
         """
         ids = [r[ROW_ID] for r in rows] + [q[0] for q in quarantined]
         if not ids:
-            return rows, quarantined
+            return rows, quarantined, sealed
         seen = self._existing_event_ids(ids)
         kept_rows: list[Row] = []
-        for r in rows:
+        kept_sealed: list[Sealed] | None = None if sealed is None else []
+        for index, r in enumerate(rows):
             if r[ROW_ID] not in seen:
                 seen.add(r[ROW_ID])
                 kept_rows.append(r)
+                if kept_sealed is not None and sealed is not None:
+                    kept_sealed.append(sealed[index])
         kept_quarantined: list[QuarantineRow] = []
         for q in quarantined:
             if q[0] not in seen:
                 seen.add(q[0])
                 kept_quarantined.append(q)
-        return kept_rows, kept_quarantined
+        return kept_rows, kept_quarantined, kept_sealed
 
 
 def _merge(earlier: WorkspaceRef, later: WorkspaceRef) -> WorkspaceRef:

@@ -131,7 +131,7 @@ class PostgresSink(Sink):
             conn = self._connection()
             with conn.transaction():
                 if replay:
-                    rows, quarantined = self.drop_stored(rows, quarantined)
+                    rows, quarantined, sealed = self.drop_stored(rows, quarantined, sealed)
                 if sealed is None:
                     rows = self.resolve_workspaces(rows)
                 else:

@@ -102,7 +102,7 @@ class SqliteSink(Sink):
             conn = self._connection()
             with _immediate(conn):
                 if replay:
-                    rows, quarantined = self.drop_stored(rows, quarantined)
+                    rows, quarantined, sealed = self.drop_stored(rows, quarantined, sealed)
                 if sealed is None:
                     rows = self.resolve_workspaces(rows)
                 else:

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -501,7 +501,7 @@ class Writer:
         """Store a prepared batch; a row the database refuses is quarantined, not the batch.
 
         ``sealed`` (rows resolved and sealed ahead) is used on this first attempt only: a
-        retry, a replay and each half of a split batch resolve and seal again in the sink.
+        retry and each half of a split batch resolve and seal again in the sink.
         ``meanwhile`` is handed to the sink's write (see ``Sink.write``); the watchdog's
         deadline is paused while it runs, since it is the writer's work, not the database's.
         """
@@ -513,7 +513,7 @@ class Writer:
                     rows,
                     quarantined,
                     replay=replay,
-                    sealed=None if replay else sealed,
+                    sealed=sealed,
                     meanwhile=None if meanwhile is None else self._paused(meanwhile),
                 )
         except SinkError as exc:
@@ -648,18 +648,8 @@ class Writer:
             else:
                 self._wal.seal()
         for segment in claim_segments(self.spool_dir):
-            stored = 0
             try:
-                batch_ids: list[uuid.UUID] = []
-                batch: list[Captured] = []
-                for event_id, event in segment.events():
-                    batch_ids.append(uuid.UUID(event_id))
-                    batch.append(event)
-                    if len(batch) >= self.options.batch_size:
-                        stored += self._replay_batch(batch_ids, batch)
-                        batch_ids, batch = [], []
-                if batch:
-                    stored += self._replay_batch(batch_ids, batch)
+                stored = self._replay_segment(segment.events())
             except SinkError as exc:
                 segment.release()
                 self._failed(exc, 0)
@@ -684,9 +674,52 @@ class Writer:
             writer.sealed = {n for n in writer.sealed if (self.spool_dir / n).exists()}
         return True
 
-    def _replay_batch(self, ids: list[uuid.UUID], batch: list[Captured]) -> int:
-        self._prepare_and_store(ids, batch, replay=True)
-        return len(batch)
+    def _replay_segment(self, events: Iterator[tuple[str, Captured]]) -> int:
+        """Store a segment's events batch by batch; returns how many. As in ``_drain``, each
+        batch is prepared while the one before it is stored. A record that cannot be read
+        raises, but only after the batches read before it are stored."""
+        batches = self._batches_of(events)
+        current = next(batches, None)
+        prepared = None if current is None else self._replay_preparation(*current)
+        stored = 0
+        while current is not None and prepared is not None:
+            try:
+                following = next(batches, None)
+            except Exception:
+                self._prepare_and_store(*current, replay=True, prepared=prepared)
+                raise
+            ahead = None if following is None else self._replay_preparation(*following)
+            self._prepare_and_store(
+                *current,
+                replay=True,
+                prepared=prepared,
+                meanwhile=None if ahead is None else ahead.run,
+            )
+            stored += len(current[1])
+            current, prepared = following, ahead
+        return stored
+
+    def _batches_of(
+        self, events: Iterator[tuple[str, Captured]]
+    ) -> Iterator[tuple[list[uuid.UUID], list[Captured]]]:
+        ids: list[uuid.UUID] = []
+        batch: list[Captured] = []
+        try:
+            for event_id, event in events:
+                ids.append(uuid.UUID(event_id))
+                batch.append(event)
+                if len(batch) >= self.options.batch_size:
+                    yield ids, batch
+                    ids, batch = [], []
+        except Exception:
+            if batch:  # the events read before an unreadable record are stored first
+                yield ids, batch
+            raise
+        if batch:
+            yield ids, batch
+
+    def _replay_preparation(self, ids: list[uuid.UUID], batch: list[Captured]) -> Preparation:
+        return Preparation(lambda: self._ready(ids, batch))
 
     def _answer_flushes(self) -> None:
         with self._requests_lock:

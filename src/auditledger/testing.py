@@ -57,7 +57,7 @@ class _MemorySink(Sink):
     ) -> tuple[int, int]:
         with self._lock:
             if replay:
-                rows, quarantined = self.drop_stored(rows, quarantined)
+                rows, quarantined, sealed = self.drop_stored(rows, quarantined, sealed)
             if sealed is None:
                 rows = self.resolve_workspaces(rows)
             else:

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import orjson
 import psycopg
 import pytest
 
-from auditledger import AuditLogger
+from auditledger import AuditLogger, _verify
 from auditledger._chain import commitment, link
 from auditledger._checkpoint import generate_keys, read_checkpoint_file
 from auditledger._sink_sqlite import SqliteSink
@@ -61,11 +62,21 @@ class Log:
         return self.pg.create(template=_name(self.url))
 
     def verify(self, url: str, *, external: bool = True) -> VerifyReport:
-        return verify_log(
-            url,
-            public_keys=[self.public_key],
-            checkpoints_file=self.checkpoints if external else None,
+        """The report, which two processes sharing the chains must find identical."""
+        reports = [
+            verify_log(
+                url,
+                public_keys=[self.public_key],
+                checkpoints_file=self.checkpoints if external else None,
+                workers=workers,
+            )
+            for workers in (1, 2)
+        ]
+        one, two = (
+            (r.events, r.chains, r.erased, sorted(map(repr, r.problems)), r.notes) for r in reports
         )
+        assert one == two
+        return reports[0]
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +188,25 @@ def test_concurrent_writers_build_unbroken_chains(log: Log) -> None:
     # The processes really did append to one chain in turn, not one after the other.
     switches = sum(1 for a, b in itertools.pairwise(writers) if a != b)
     assert switches > WRITERS
+
+
+def test_verify_shares_the_chains_between_processes_from_a_threaded_program(log: Log) -> None:
+    # With another thread running, fork could copy a lock that thread holds: the workers are
+    # spawned instead. Their reports must still add up to the single-process one.
+    from auditledger import _verify_parallel
+
+    release = threading.Event()
+    waiter = threading.Thread(target=release.wait, daemon=True)
+    waiter.start()
+    try:
+        assert _verify_parallel._context().get_start_method() == "spawn"
+        assert _verify_parallel._partition(_verify._Source(log.url), 2) is not None
+        report = log.verify(log.url)
+    finally:
+        release.set()
+        waiter.join()
+    assert report.ok
+    assert report.events == WRITERS * PER_WRITER
 
 
 def test_writer_role_may_not_change_rows(log: Log) -> None:

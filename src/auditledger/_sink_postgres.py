@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._chain import CHAIN_COLUMNS, Sealed, link_each, lock_keys, seal
+from ._chain import CHAIN_COLUMNS, Sealed, grouped_by_chain, link_each, lock_keys, seal
 from ._checkpoint import Checkpoint, Signer, make_checkpoint
 from ._errors import MissingExtraError
 from ._events import WorkspaceRef
@@ -139,6 +139,7 @@ class PostgresSink(Sink):
                 cur = conn.cursor()
                 if rows:
                     sealed = seal(rows) if sealed is None else sealed
+                    rows, sealed = grouped_by_chain(rows, sealed)
                     chains = {s[0] for s in sealed}
                     cur.execute(_LOCK_SQL, (_LOCK_CLASS, lock_keys(chains)))
                     cur.execute(_HEADS_OF_SQL, (list(chains),))

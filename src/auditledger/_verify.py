@@ -57,6 +57,12 @@ _Fragment = orjson.Fragment
 #  canonical, pii_salt): ids as canonical UUID text, JSON as text, and the three personal
 #  values as their commitments (hex) computed with the row's salt.
 _Row = tuple[Any, ...]
+# A share of the log for one verifying process: chain ids (text), and whether it also takes
+# the rows that belong to no chain.
+Part = tuple[list[str], bool]
+# What a share's walk leaves for the checkpoint comparison: each chain's head position and the
+# stored hashes at the positions checkpoints name.
+ChainEnds = dict[uuid.UUID, tuple[int, dict[int, tuple[bytes, uuid.UUID]]]]
 R_ID, R_USER, R_WS, R_IP, R_UA, R_ACTION, R_RESOURCE, R_RESOURCE_ID = range(8)
 R_DETAILS, R_PREVIOUS, R_NEW, R_CREATED, R_SANITISED = range(8, 13)
 R_CHAIN, R_SEQ, R_HASH, R_CANONICAL, R_SALT = range(13, 18)
@@ -153,6 +159,18 @@ class _Source:
         self.postgres = is_postgres(url)
         self._url = url
 
+    def url_text(self) -> str:
+        return self._url.render_as_string(hide_password=False)
+
+    def chain_sizes(self) -> list[tuple[str | None, int]]:
+        """Rows per chain (None: rows in no chain), from the chain index alone."""
+        import psycopg
+
+        with psycopg.connect(libpq_conninfo(self._url)) as conn:
+            conn.read_only = True
+            cur = conn.execute("SELECT chain_id::text, count(*) FROM audit_logs GROUP BY 1")
+            return [(r[0], int(r[1])) for r in cur]
+
     def count(self) -> int:
         engine = make_engine(self._url.render_as_string(hide_password=False))
         try:
@@ -168,48 +186,66 @@ class _Source:
         finally:
             engine.dispose()
 
-    def rows(self, workspace: uuid.UUID | None) -> Iterator[_Row]:
+    def rows(self, workspace: uuid.UUID | None, part: Part | None = None) -> Iterator[_Row]:
         if self.postgres:
-            yield from self._pg_rows(workspace)
+            yield from self._pg_rows(workspace, part=part)
         else:
             yield from self._sqlite_rows(workspace)
 
-    def _pg_rows(self, workspace: uuid.UUID | None, chunked: bool | None = None) -> Iterator[_Row]:
+    def _pg_rows(
+        self, workspace: uuid.UUID | None, chunked: bool | None = None, part: Part | None = None
+    ) -> Iterator[_Row]:
         """Rows as PostgreSQL stores them: personal values in clear, ``created_at`` as
         microseconds since 2000-01-01 (see ``_check_pg_columns``, which compares them).
         ``chunked``: stream rows in chunks (libpq >= 17; the default where available) rather
-        than with COPY."""
+        than with COPY. ``part``: only these chains (and, with its flag, unchained rows)."""
         import psycopg
         from psycopg import sql
         from psycopg.types.numeric import Int8BinaryLoader
 
-        where: sql.Composable = sql.SQL("")
+        wheres: list[sql.Composable] = [sql.SQL("")]
         if workspace is not None:
-            where = sql.SQL(" WHERE chain_id = {0} OR workspace_id = {0}").format(
-                sql.Literal(str(workspace))
-            )
+            wheres = [
+                sql.SQL(" WHERE chain_id = {0} OR workspace_id = {0}").format(
+                    sql.Literal(str(workspace))
+                )
+            ]
+        elif part is not None:
+            chains, unchained = part
+            # Two queries rather than one with OR: the OR would take the rows out of the
+            # chain index's order, and PostgreSQL would sort them all.
+            wheres = [sql.SQL(" WHERE chain_id = ANY({0}::uuid[])").format(sql.Literal(chains))]
+            if unchained:
+                wheres.append(sql.SQL(" WHERE chain_id IS NULL"))
         # The qualified ORDER BY uses the chain index (the output column chain_id is text and
         # would sort instead).
-        query = sql.SQL("{}{} ORDER BY audit_logs.chain_id, audit_logs.chain_seq").format(
-            sql.SQL(_PG_SELECT), where
-        )
+        queries = [
+            sql.SQL("{}{} ORDER BY audit_logs.chain_id, audit_logs.chain_seq").format(
+                sql.SQL(_PG_SELECT), where
+            )
+            for where in wheres
+        ]
         conninfo = libpq_conninfo(self._url)
         with psycopg.connect(conninfo, application_name="auditledger-verify") as conn:
             conn.read_only = True
+            # Rows in the chain index's order, read as they come: for a share of the chains
+            # the planner would otherwise pick a (parallel) scan and sort everything first.
+            conn.execute("SET enable_sort = off; SET max_parallel_workers_per_gather = 0")
             # A timestamptz in binary is its int8 of microseconds since 2000-01-01 UTC: exact,
             # and free for the server to send (extract(epoch ...) computes in numeric).
             conn.adapters.register_loader("timestamptz", Int8BinaryLoader)
             if chunked is None:
                 chunked = psycopg.capabilities.has_stream_chunked()
-            if chunked:
-                # Rows in chunks, each parsed in one call: no per-row round trip through
-                # Python as COPY has, and the server keeps sending while we work.
-                yield from conn.cursor().stream(query, binary=True, size=_CHUNK)
-            else:  # libpq < 17
-                copy_query = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
-                with conn.cursor().copy(copy_query) as copy:
-                    copy.set_types(_PG_TYPES)
-                    yield from copy.rows()
+            for query in queries:
+                if chunked:
+                    # Rows in chunks, each parsed in one call: no per-row round trip through
+                    # Python as COPY has, and the server keeps sending while we work.
+                    yield from conn.cursor().stream(query, binary=True, size=_CHUNK)
+                else:  # libpq < 17
+                    copy_query = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
+                    with conn.cursor().copy(copy_query) as copy:
+                        copy.set_types(_PG_TYPES)
+                        yield from copy.rows()
 
     def _sqlite_rows(self, workspace: uuid.UUID | None) -> Iterator[_Row]:
         from datetime import UTC, datetime
@@ -495,14 +531,19 @@ def verify_log(
     checkpoints_file: str | os.PathLike[str] | None = None,
     workspace_id: uuid.UUID | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> VerifyReport:
     """Check the whole log (or one workspace's chain) and return every problem found.
 
     ``public_keys``: PEM files of the keys checkpoints may be signed with (several when keys
     were rotated). ``checkpoints_file``: the copy written by ``auditledger checkpoint --out``.
     ``progress(done, total)`` is called after each block of events (``total`` is an estimate).
+    ``workers``: processes sharing the chains of a PostgreSQL log (the checks are CPU-bound
+    Python; one chain is never split, and SQLite or one workspace always takes one).
     Raises ``VerifyError`` when it cannot run at all.
     """
+    from ._verify_parallel import walk_log
+
     report = VerifyReport()
     workspace = _workspace(workspace_id)
     try:
@@ -527,47 +568,14 @@ def verify_log(
         for chain_id, seq, _digest in checkpoint.heads:
             wanted.setdefault(chain_id, set()).add(seq)
 
-    chains: dict[uuid.UUID, _ChainCheck] = {}
-    done = 0
     try:
-        by_text: dict[str, _ChainCheck | None] = {}
-        check_columns = _check_pg_columns if source.postgres else _check_columns
-        # Millions of short-lived tuples would trigger the cycle collector over and over.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for row in source.rows(workspace):
-                check_columns(row, report)
-                done += 1
-                if progress is not None and done % 20_000 == 0:
-                    progress(done, max(total, done))
-                chain_text = row[R_CHAIN]
-                if chain_text is None:
-                    _unchained(row, report)
-                    continue
-                chain = by_text.get(chain_text, _UNSEEN)
-                if chain is _UNSEEN:
-                    chain_id = uuid.UUID(chain_text)
-                    if workspace is not None and chain_id != workspace:
-                        chain = None  # a row of another chain naming this workspace
-                    else:
-                        chain = _ChainCheck(chain_id, report, wanted.get(chain_id, set()))
-                        chains[chain_id] = chain
-                    by_text[chain_text] = chain
-                if chain is not None:
-                    chain.offer(row)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        if progress is not None:
-            progress(done, done)
-        for chain in chains.values():
-            chain.drain()
+        ends = walk_log(source, wanted, workspace, report, progress, total, workers=workers)
+    except VerifyError:
+        raise
     except Exception as exc:
         raise VerifyError(f"cannot read the events ({type(exc).__name__})") from exc
-    report.events = done
-    report.chains = len(chains)
-    _check_heads(good, chains, workspace, report)
+    report.chains = len(ends)
+    _check_heads(good, ends, workspace, report)
     if not stored and not external:
         report.notes.append(
             "no checkpoints: deleting the newest events, or rewriting a whole chain, would not"
@@ -579,6 +587,55 @@ def verify_log(
             " checkpoints would not be detected"
         )
     return report
+
+
+def walk_part(
+    rows: Iterator[_Row],
+    postgres: bool,
+    report: VerifyReport,
+    wanted: dict[uuid.UUID, set[int]],
+    workspace: uuid.UUID | None,
+    tick: Callable[[int], None] | None = None,
+) -> ChainEnds:
+    """Check every row's columns and walk every chain in ``rows``; problems go to ``report``
+    (and ``report.events`` grows by the rows seen). ``tick(n)`` is called every 20,000 rows."""
+    chains: dict[uuid.UUID, _ChainCheck] = {}
+    done = 0
+    by_text: dict[str, _ChainCheck | None] = {}
+    check_columns = _check_pg_columns if postgres else _check_columns
+    # Millions of short-lived tuples would trigger the cycle collector over and over.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for row in rows:
+            check_columns(row, report)
+            done += 1
+            if tick is not None and done % 20_000 == 0:
+                tick(20_000)
+            chain_text = row[R_CHAIN]
+            if chain_text is None:
+                _unchained(row, report)
+                continue
+            chain = by_text.get(chain_text, _UNSEEN)
+            if chain is _UNSEEN:
+                chain_id = uuid.UUID(chain_text)
+                if workspace is not None and chain_id != workspace:
+                    chain = None  # a row of another chain naming this workspace
+                else:
+                    chain = _ChainCheck(chain_id, report, wanted.get(chain_id, set()))
+                    chains[chain_id] = chain
+                by_text[chain_text] = chain
+            if chain is not None:
+                chain.offer(row)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    for chain in chains.values():
+        chain.drain()
+    if tick is not None:
+        tick(done % 20_000)
+    report.events += done
+    return {chain_id: (chain.head, chain.hashes) for chain_id, chain in chains.items()}
 
 
 def _workspace(value: uuid.UUID | str | None) -> uuid.UUID | None:
@@ -754,7 +811,7 @@ def _check_signatures(
 
 def _check_heads(
     good: list[tuple[str, Checkpoint]],
-    chains: dict[uuid.UUID, _ChainCheck],
+    chains: ChainEnds,
     workspace: uuid.UUID | None,
     report: VerifyReport,
 ) -> None:
@@ -765,7 +822,7 @@ def _check_heads(
                 continue
             ws = None if chain_id == NO_WORKSPACE else chain_id
             chain = chains.get(chain_id)
-            head = chain.head if chain is not None else 0
+            head = chain[0] if chain is not None else 0
             if head < seq:
                 if (chain_id, -seq) in seen:
                     continue
@@ -782,7 +839,7 @@ def _check_heads(
                 )
                 continue
             assert chain is not None
-            found = chain.hashes.get(seq)
+            found = chain[1].get(seq)
             if found is None or found[0] == digest or (chain_id, seq) in seen:
                 continue  # a missing position is reported by the chain walk
             seen.add((chain_id, seq))

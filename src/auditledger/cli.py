@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -277,6 +278,14 @@ def verify(
     ] = None,
     workspace: Annotated[str | None, typer.Option(help="Only this workspace's chain.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes sharing the chains of a PostgreSQL log (default: CPUs, at most 4).",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Recompute every chain and check every checkpoint: exit 0 intact, 1 tampered, 2 error."""
@@ -292,11 +301,14 @@ def verify(
         console=err_console,
         transient=True,
         disable=as_json or not err_console.is_terminal,
+        # Refreshed by progress() below, without a thread of its own: verify can then start
+        # its worker processes with fork (see _verify_parallel).
+        auto_refresh=False,
     )
     task = bar.add_task("events", total=None)
 
     def progress(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        bar.update(task, completed=done, total=total, refresh=True)
 
     try:
         with bar:
@@ -306,6 +318,7 @@ def verify(
                 checkpoints_file=checkpoints,
                 workspace_id=workspace,
                 progress=progress,
+                workers=workers if workers is not None else min(os.cpu_count() or 1, 4),
             )
     except VerifyError as exc:
         raise _fail(str(exc)) from exc

@@ -548,6 +548,33 @@ def test_workspace_filter_checks_one_chain(log: Log) -> None:
     assert report.chains == 1
 
 
+def test_cli_verify_names_a_workspace_as_events_does(log: Log, tmp_path: Path) -> None:
+    with psycopg.connect(log.url) as conn:
+        chain = _busiest_chain(conn)
+        found = conn.execute("SELECT team_id FROM workspaces WHERE id = %s", (chain,)).fetchone()
+    assert found is not None
+    key = ("--public-key", str(log.public_key), "--database-url", log.url)
+    for name in (found[0], str(chain)[:8], str(chain)):
+        done = _cli("verify", *key, "--workspace", name, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["chains"] == 1
+    # A typo must not read as an intact chain of 0 events.
+    typo = _cli("verify", *key, "--workspace", str(uuid.UUID(int=7)))
+    assert typo.returncode == 2
+    assert "no workspace has the id" in typo.stderr
+    alone = _cli("verify", *key, "--workspace", str(uuid.UUID(int=0)))
+    assert alone.returncode == 0, alone.stderr
+    # Before `auditledger db upgrade`, both commands say so.
+    empty = log.pg.create()
+    for command in (
+        ("verify", *key[:2], "--database-url", empty),
+        ("checkpoint", "--signing-key", str(log.private_key), "--database-url", empty),
+    ):
+        done = _cli(*command)
+        assert done.returncode == 2
+        assert "run `auditledger db upgrade`" in done.stderr, done.stderr
+
+
 def test_a_bad_signing_key_fails_at_start_up(tmp_path: Path) -> None:
     from auditledger import ConfigurationError
 

@@ -32,3 +32,18 @@ class MissingExtraError(AuditLedgerError, ImportError):
 
 class SchemaError(AuditLedgerError):
     """The database does not have the schema this version of auditledger expects."""
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """What went wrong reading the database, with what to do about it (never the URL)."""
+    if isinstance(exc, AuditLedgerError):
+        return str(exc)
+    text = str(exc).lower()
+    if ("does not exist" in text and "relation" in text) or "no such table" in text:
+        return "the audit tables are missing: run `auditledger db upgrade`"
+    if "connection" in text or "could not connect" in text or "unable to open" in text:
+        return (
+            f"cannot connect to the database ({type(exc).__name__}): check the host, port, "
+            "user, password and database name in --database-url"
+        )
+    return f"could not read the database ({type(exc).__name__})"

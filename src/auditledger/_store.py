@@ -84,6 +84,11 @@ class AuditStore:
             raise LookupError(f"no workspace id starts with {text!r}")
         raise LookupError(f"{len(matches)} workspace ids start with {text!r}: give more of it")
 
+    def has_workspace(self, workspace_id: uuid.UUID) -> bool:
+        with self._engine.connect() as conn:
+            query = select(workspaces.c.id).where(workspaces.c.id == workspace_id)
+            return conn.execute(query).first() is not None
+
     def get(self, event_id: uuid.UUID) -> AuditEvent | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(audit_logs).where(audit_logs.c.id == event_id)).first()

@@ -36,7 +36,7 @@ from ._chain import (
 )
 from ._checkpoint import Checkpoint, load_public_keys, read_checkpoint_file
 from ._db import make_engine
-from ._errors import AuditLedgerError
+from ._errors import AuditLedgerError, describe_database_error
 from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
 
 # Kinds of problem.
@@ -560,7 +560,7 @@ def verify_log(
     except AuditLedgerError as exc:
         raise VerifyError(str(exc)) from exc
     except Exception as exc:
-        raise VerifyError(f"cannot read the database ({type(exc).__name__})") from exc
+        raise VerifyError(describe_database_error(exc)) from exc
 
     good = _check_signatures(stored, external, keys, report, checkpoints_file)
     wanted: dict[uuid.UUID, set[int]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._errors import AuditLedgerError
+from ._errors import AuditLedgerError, describe_database_error
 from ._urls import ENV_DATABASE_URL
 
 app = typer.Typer(
@@ -48,21 +49,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     # Escaped: messages hold text like "auditledger[postgres]" that Rich would eat as markup.
     err_console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
-
-
-def _database_problem(exc: BaseException) -> str:
-    """What went wrong reading the database, with what to do about it (never the URL)."""
-    if isinstance(exc, AuditLedgerError):
-        return str(exc)
-    text = str(exc).lower()
-    if ("does not exist" in text and "relation" in text) or "no such table" in text:
-        return "the audit tables are missing: run `auditledger db upgrade`"
-    if "connection" in text or "could not connect" in text or "unable to open" in text:
-        return (
-            f"cannot connect to the database ({type(exc).__name__}): check the host, port, "
-            "user, password and database name in --database-url"
-        )
-    return f"could not read the database ({type(exc).__name__})"
 
 
 @db_app.command("upgrade")
@@ -126,7 +112,7 @@ def events(
     except LookupError as exc:
         raise _fail(f"--workspace: {exc.args[0]}") from exc
     except Exception as exc:
-        raise _fail(_database_problem(exc)) from exc
+        raise _fail(describe_database_error(exc)) from exc
     if as_json:
         for e in found:
             sys.stdout.write(json.dumps(_event_json(e), default=_json_default) + "\n")
@@ -237,6 +223,9 @@ def checkpoint(
     try:
         made = sink.write_checkpoint(signer)
     except SinkError as exc:
+        missing = "no such table" in str(exc.__cause__)  # SQLite says it in words
+        if exc.code == "42P01" or missing:
+            raise _fail("the audit tables are missing: run `auditledger db upgrade`") from exc
         raise _fail(f"could not store the checkpoint ({exc.code})") from exc
     finally:
         sink.close()
@@ -276,7 +265,13 @@ def verify(
     checkpoints: Annotated[
         Path | None, typer.Option(help="The checkpoint file kept outside the database.")
     ] = None,
-    workspace: Annotated[str | None, typer.Option(help="Only this workspace's chain.")] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this workspace's chain: its id, a unique prefix of it, or a Slack team id"
+            " (00000000-0000-0000-0000-000000000000: the chain of events without one)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
     workers: Annotated[
         int | None,
@@ -293,6 +288,7 @@ def verify(
 
     from ._verify import VerifyError, verify_log
 
+    workspace_id = None if workspace is None else _verify_workspace(workspace, database_url)
     bar = Progress(
         "verifying",
         BarColumn(),
@@ -316,7 +312,7 @@ def verify(
                 database_url,
                 public_keys=list(public_key),
                 checkpoints_file=checkpoints,
-                workspace_id=workspace,
+                workspace_id=workspace_id,
                 progress=progress,
                 workers=workers if workers is not None else min(os.cpu_count() or 1, 4),
             )
@@ -328,6 +324,29 @@ def verify(
         _print_report(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _verify_workspace(text: str, database_url: str | None) -> uuid.UUID:
+    """The chain ``--workspace`` names. Through the workspaces table, which is not chained:
+    the report names the id it checked. An id that is neither a workspace nor the chain of
+    events without one is an error, not an intact chain of 0 events (a typo would pass)."""
+    from ._chain import NO_WORKSPACE
+    from ._store import AuditStore
+
+    try:
+        with AuditStore(database_url) as store:
+            found = store.resolve_workspace(text)
+            if (
+                found != NO_WORKSPACE
+                and not store.has_workspace(found)
+                and not store.events(workspace_id=found, limit=1)
+            ):
+                raise LookupError(f"no workspace has the id {found}, and no event names it")
+    except LookupError as exc:
+        raise _fail(f"--workspace: {exc.args[0]}") from exc
+    except Exception as exc:
+        raise _fail(describe_database_error(exc)) from exc
+    return found
 
 
 def _print_report(report: Any) -> None:

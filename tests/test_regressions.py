@@ -145,3 +145,24 @@ def test_write_ahead_without_room_in_the_spool_still_writes_and_drops_nothing(
         assert audit.flush(30)
         stats = audit.stats()
     assert (stats.written, stats.dropped) == (10, {})
+
+
+def test_text_json_cannot_carry_still_reaches_the_spool_and_the_database(
+    db_url: str, spool_dir: Path
+) -> None:
+    # With write_ahead every batch is spooled first: a lone surrogate in a text field, or an
+    # object in a workspace ref, made the spool record raise and the whole batch vanished
+    # while flush() said True.
+    with AuditLogger(db_url, spool_dir=spool_dir, write_ahead=True) as audit:
+        audit.audit_login("U\ud800", WorkspaceRef("T\ud800"), ip_address="192.0.2.1")
+        audit.audit_login("U2", WorkspaceRef({"not": "a string"}))  # type: ignore[arg-type]
+        for i in range(5):
+            audit.audit_login(f"fine{i}", None)
+        assert audit.flush(30)
+        stats = audit.stats()
+    assert (stats.written, stats.quarantined, stats.dropped) == (7, 0, {})
+    events = {e.user_id: e for e in stored(db_url)}
+    assert set(events) == {"U\ufffd", "U2", *(f"fine{i}" for i in range(5))}
+    changes = {(n["field"], n["change"]) for n in events["U\ufffd"].sanitised or []}
+    assert ("user_id", "invalid characters (lone surrogates) replaced") in changes
+    assert list(spool_dir.glob("*.seg")) == []

@@ -124,6 +124,7 @@ def test_the_secret_pre_scan_is_a_superset_of_the_walk_and_not_much_more() -> No
         '{"a":"xoxe.xoxp-1-abcdefgh"}', '{"a":"xapp-1-A0123456"}', '{"a":"xwfp-abcdefgh"}',
         '{"a":"sk_live_0123456789abcdef"}', '{"a":"eyJhbGciOi.eyJzdWIiOi.c2ln"}',
         '{"api_\u212aey":1}', '{"API_\u212aEY":"x"}', '{"é":"Bearer abcdefghij"}',
+        '{"api\\tkey":"x"}', '{"pass\\nword":"x"}', '{"to\\u006ben":"x"}',
     ):  # fmt: skip
         assert r.may_hold_secret(secret), secret
         # ...and each of them is something the walk does redact.
@@ -150,3 +151,12 @@ def test_a_key_with_a_nul_is_sanitised_then_redacted(db_url: str, spool_dir: Pat
     with AuditStore(db_url) as store:
         (quarantined,) = store.quarantined()
     assert quarantined.payload["details"] == {"pass\ufffdword": "[REDACTED]"}
+
+
+def test_a_key_spelled_with_an_escape_is_redacted(db_url: str, spool_dir: Path) -> None:
+    # In the JSON text the key reads "api\tkey" (backslash, t): the redaction walk decodes it.
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.log_audit_event("login", details={"api\tkey": "AbC123xyz", "pass\nword": "hunter2"})
+        assert audit.flush(30)
+    (event,) = stored(db_url)
+    assert event.details == {"api\tkey": "[REDACTED]", "pass\nword": "[REDACTED]"}

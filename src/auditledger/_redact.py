@@ -96,6 +96,10 @@ class Redactor:
 
     def may_hold_secret(self, data: str) -> bool:
         """A cheap superset test: False means the redaction walk would change nothing."""
+        if "\\" in data:
+            # A JSON escape in a key hides it from this scan of the text ("api\tkey" reads
+            # "apitkey", "to\u006ben" "tou006ben") but not from the walk, which decodes it.
+            return True
         if data.isascii():
             stripped = data.encode().lower().translate(None, _NOT_KEY).decode()
         else:

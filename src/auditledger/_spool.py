@@ -26,9 +26,20 @@ from typing import IO, Any
 
 import orjson
 
-from ._capture import JSON_FIELDS, NOTES, WORKSPACE_ID, BadAction, Captured, SanitisedJson
+from ._capture import (
+    ACTION,
+    JSON_FIELDS,
+    NOTES,
+    T_NS,
+    TEXT_FIELDS,
+    WORKSPACE_ID,
+    BadAction,
+    Captured,
+    SanitisedJson,
+)
 from ._events import WorkspaceRef
 from ._jsonbytes import dumps_kept
+from ._sanitise import Note, clean_text, safe_repr
 
 MAGIC = b"AUDITLEDGER-SPOOL-1\n"
 SUFFIX = ".seg"
@@ -44,7 +55,65 @@ def default_spool_dir(fingerprint: str) -> Path:
 
 
 def encode_event(event_id: str, ev: Captured) -> bytes:
-    """One spool record payload: the captured event and its id, as JSON."""
+    """One spool record payload: the captured event and its id, as JSON. Never raises: a
+    value JSON cannot carry (a lone surrogate in a text field, an object in a workspace ref)
+    is made storable here, as the writer would have made it, and the notes say so."""
+    with contextlib.suppress(Exception):  # the event must reach the spool whatever it holds
+        return _record(event_id, ev)
+    try:
+        return _record(event_id, _storable(ev))
+    except Exception:  # noqa: BLE001 - last resort: replay quarantines it, with this repr
+        return dumps_kept([event_id, time.time_ns(), {"bad_action": safe_repr(ev)}, *_EMPTY])
+
+
+_EMPTY = [None] * (NOTES - 1)
+
+
+def _storable(ev: Captured) -> Captured:
+    """The event with every text storable and every workspace ref field text or None."""
+    notes: list[Note] = []
+    for note in ev[NOTES] or []:
+        try:
+            orjson.dumps(note)
+            notes.append(note)
+        except Exception:  # noqa: BLE001 - a note made of unstorable text
+            notes.append({"field": "?", "change": safe_repr(note)})
+    out = list(ev)
+    if not isinstance(out[T_NS], int):
+        out[T_NS] = time.time_ns()
+    for index, name in (*TEXT_FIELDS.items(), (ACTION, "action")):
+        if isinstance(out[index], str):
+            out[index] = _text(out[index], name, notes)
+    ws = out[WORKSPACE_ID]
+    if isinstance(ws, WorkspaceRef):
+        fields: dict[str, Any] = {}
+        for name in ("team_id", "enterprise_id", "name"):
+            try:
+                value = getattr(ws, name)
+            except Exception:  # noqa: BLE001 - a hostile subclass
+                value = None
+                notes.append({"field": f"workspace.{name}", "change": "unreadable, dropped"})
+            if value is not None and not isinstance(value, str):
+                notes.append({"field": f"workspace.{name}", "change": "stored as text"})
+                value = safe_repr(value)
+            fields[name] = None if value is None else _text(value, f"workspace.{name}", notes)
+        active = getattr(ws, "is_active", None)
+        fields["is_active"] = active if active is None or isinstance(active, bool) else None
+        out[WORKSPACE_ID] = WorkspaceRef(**fields)
+    elif isinstance(ws, str):
+        out[WORKSPACE_ID] = _text(ws, "workspace_id", notes)
+    out[NOTES] = notes or None
+    return tuple(out)
+
+
+def _text(value: str, field: str, notes: list[Note]) -> str:
+    text, change = clean_text(value)
+    if change:
+        notes.append({"field": field, "change": change})
+    return text
+
+
+def _record(event_id: str, ev: Captured) -> bytes:
     notes = list(ev[NOTES]) if ev[NOTES] else []
     out: list[Any] = [event_id, *ev[:NOTES]]
     action = ev[1]

@@ -8,6 +8,8 @@ which writes carried the next batch's preparation, and that it ran before their 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import psycopg
 import pytest
 
 from auditledger import AuditLogger
+from auditledger._capture import capture_event
 from auditledger._chain import NO_WORKSPACE, lock_keys
 from auditledger._sink_postgres import _LOCK_CLASS, PostgresSink
 from auditledger._watchdog import Watchdog
@@ -102,3 +105,19 @@ def test_the_write_deadline_stops_while_the_writer_does_its_own_work() -> None:
         # Resumed with the time that was left: it fires now, not 0.2 s after the pause began.
         assert fired.wait(5)
     assert watchdog.fired == 1
+
+
+def test_an_event_id_once_given_never_changes(sqlite_url: str, spool_dir: Path) -> None:
+    # close() may spool a held batch while the writer is still filling it: the ids it gave
+    # the first events must be the ones the writer stores them under (replay de-duplicates
+    # by id), so the writer only gives ids to the events added since.
+    with AuditLogger(sqlite_url, spool_dir=spool_dir) as audit:
+        writer = audit._writer
+        batch = [capture_event(time.time_ns(), "login", f"U{i}", *[None] * 8) for i in range(2)]
+        ids: list[uuid.UUID] = []
+        writer._assign_ids(ids, batch)
+        first = list(ids)
+        batch.append(capture_event(time.time_ns(), "login", "U2", *[None] * 8))
+        writer._assign_ids(ids, batch)
+        assert ids[:2] == first
+        assert len(set(ids)) == 3

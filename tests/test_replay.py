@@ -84,6 +84,7 @@ def test_an_unreadable_record_sets_the_segment_aside_after_storing_what_came_bef
         assert not audit.flush(30)  # the flush says something went missing
         stats = audit.stats()
     assert sorted(e.id for e in stored(db_url)) == sorted(ids)
+    assert stats.replayed == 7
     assert stats.dropped == {"corrupt_segment": 1}
     assert [p.suffix for p in spool_dir.iterdir() if p.is_file()] == [".corrupt"]
     internal_errors.records.clear()  # type: ignore[attr-defined]  # reported at ERROR: expected

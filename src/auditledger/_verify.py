@@ -228,9 +228,11 @@ class _Source:
         conninfo = libpq_conninfo(self._url)
         with psycopg.connect(conninfo, application_name="auditledger-verify") as conn:
             conn.read_only = True
-            # Rows in the chain index's order, read as they come: for a share of the chains
-            # the planner would otherwise pick a (parallel) scan and sort everything first.
-            conn.execute("SET enable_sort = off; SET max_parallel_workers_per_gather = 0")
+            if part is not None:
+                # A share of the chains in the chain index's order, read as they come: the
+                # planner would otherwise pick a (parallel) scan and sort the share first.
+                # Not for the other queries: one workspace is best found by bitmap and sorted.
+                conn.execute("SET enable_sort = off; SET max_parallel_workers_per_gather = 0")
             # A timestamptz in binary is its int8 of microseconds since 2000-01-01 UTC: exact,
             # and free for the server to send (extract(epoch ...) computes in numeric).
             conn.adapters.register_loader("timestamptz", Int8BinaryLoader)

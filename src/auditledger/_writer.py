@@ -163,6 +163,7 @@ class Writer:
         # Batches taken from the queue and not yet stored or spooled: the one being stored
         # and the next, being prepared meanwhile. close() spools them if the writer is stuck.
         self._held: list[tuple[list[uuid.UUID], list[Captured]]] = []
+        self._own_work = 0.0  # seconds of the current write spent on the writer's own work
         # counters
         self._popped = 0
         self._outside_queue = 0  # calls that went straight to the spool (queue full)
@@ -382,8 +383,11 @@ class Writer:
         if len(ids) == len(batch):
             return
         with self._lock:
-            if len(ids) != len(batch):
-                ids[:] = uuid7_batch([ev[0] for ev in batch])
+            # Only the events without one yet: close() may have spooled the first ones under
+            # their ids while the writer was still filling the batch.
+            given = len(ids)
+            if given < len(batch):
+                ids.extend(uuid7_batch([ev[0] for ev in batch[given:]]))
 
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
         """Rows for the sink; when every workspace is in the sink's committed cache, also
@@ -507,6 +511,7 @@ class Writer:
         """
         sink = self._get_sink()
         started = time.monotonic()
+        self._own_work = 0.0
         try:
             with self._watchdog.deadline(self.options.write_timeout, sink.abort):
                 written, kept = sink.write(
@@ -544,7 +549,8 @@ class Writer:
                 self._store([], quarantined[:half], replay=replay)
                 self._store([], quarantined[half:], replay=replay)
             return
-        elapsed = time.monotonic() - started
+        # The database's time: the next batch's preparation, done meanwhile, is not its.
+        elapsed = time.monotonic() - started - self._own_work
         self._latency = elapsed
         self._latency_max = max(elapsed, self._latency_max or 0.0)
         self._written += written
@@ -557,8 +563,10 @@ class Writer:
 
     def _paused(self, work: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
+            started = time.monotonic()
             with self._watchdog.paused():
                 work()
+            self._own_work += time.monotonic() - started
 
         return run
 
@@ -687,6 +695,8 @@ class Writer:
                 following = next(batches, None)
             except Exception:
                 self._prepare_and_store(*current, replay=True, prepared=prepared)
+                # Counted here: the segment is set aside, so _replay never counts it.
+                self._replayed += stored + len(current[1])
                 raise
             ahead = None if following is None else self._replay_preparation(*following)
             self._prepare_and_store(
@@ -799,11 +809,14 @@ class Writer:
         held = list(self._held) if include_inflight else []
         if not leftovers and not held:
             return
+        held_spooled = 0
         with self._lock:
             try:
                 for ids, batch in held:
                     self._assign_ids(ids, batch)
-                    self._overflow.append(EVENT, _encode(ids, batch))
+                    # The writer may still be appending to it: what has an id is spooled.
+                    self._overflow.append(EVENT, _encode(ids, batch[: len(ids)]))
+                    held_spooled += len(ids)
                 for event in leftovers:
                     event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
                     self._overflow.append(EVENT, [encode_event(event_id, event)])
@@ -815,7 +828,7 @@ class Writer:
                 self._popped += len(leftovers)
             # The batch a stuck writer holds counts as spooled too: it is in the spool now, and
             # if its write does commit later, the replay de-duplicates it.
-            self._spooled += len(leftovers) + sum(len(batch) for _, batch in held)
+            self._spooled += len(leftovers) + held_spooled
 
     # ---- shared helpers ----------------------------------------------------------------
 

@@ -155,3 +155,22 @@ def test_status_reports_the_spool_and_the_database(sqlite_url: str, spool_dir: P
     )  # fmt: skip
     assert broken.returncode == 1
     assert "unreachable" in broken.stdout
+
+
+def test_commands_that_read_leave_no_empty_database_behind(tmp_path: Path) -> None:
+    # Connecting to a SQLite path creates the file: a mistyped --database-url (or running in
+    # the wrong folder) used to leave an empty auditledger.db there.
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (
+        ("events",),
+        ("status", "--spool-dir", str(tmp_path / "spool")),
+        ("verify", "--public-key", str(tmp_path / "k.pub")),
+        ("checkpoint", "--signing-key", str(tmp_path / "k.key")),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "auditledger.cli", *command, "--database-url", url],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode in (1, 2), command
+        assert "no database file at" in done.stdout + done.stderr, command
+    assert not (tmp_path / "typo.db").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._spool import claim_segments, default_spool_dir, segment_count, spool_bytes
-from ._urls import normalise_url, resolve_url, sqlite_path
+from ._urls import missing_sqlite_file, normalise_url, resolve_url, sqlite_path
 
 
 def default_spool_for(database_url: str | None) -> Path:
@@ -37,6 +37,10 @@ def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str
     report["spooled_events_replayable"] = waiting
     report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory)
     report["spool_segments_set_aside"] = len(list(directory.glob("*.corrupt")))
+    missing = missing_sqlite_file(database_url)
+    if missing is not None:
+        report["database"] = missing
+        return report
     try:
         schema = check(database_url)
     except Exception as exc:  # noqa: BLE001 - status reports, it does not fail

@@ -54,6 +54,17 @@ def libpq_conninfo(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def missing_sqlite_file(database_url: str | None) -> str | None:
+    """For commands that only read: the message to give when the URL names a SQLite file
+    that does not exist (connecting would create an empty one and leave it behind)."""
+    url = normalise_url(resolve_url(database_url))
+    if is_postgres(url) or not url.database or url.database == ":memory:":
+        return None
+    if os.path.exists(url.database):
+        return None
+    return f"no database file at {url.database}: create it with `auditledger db upgrade`"
+
+
 def sqlite_path(url: URL) -> str:
     """The file path of a SQLite URL (``:memory:`` is refused: a writer thread needs a file)."""
     path = url.database

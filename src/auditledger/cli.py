@@ -103,6 +103,7 @@ def events(
     """Show the newest events."""
     from ._store import AuditStore
 
+    _require_database_file(database_url)
     try:
         with AuditStore(database_url) as store:
             workspace_id = None if workspace is None else store.resolve_workspace(workspace)
@@ -215,6 +216,7 @@ def checkpoint(
     from ._checkpoint import Signer, append_checkpoint_file
     from ._sink import SinkError
 
+    _require_database_file(database_url)
     try:
         signer = Signer.from_file(signing_key)
         sink = _open_sink(database_url)
@@ -288,6 +290,7 @@ def verify(
 
     from ._verify import VerifyError, verify_log
 
+    _require_database_file(database_url)
     workspace_id = None if workspace is None else _verify_workspace(workspace, database_url)
     bar = Progress(
         "verifying",
@@ -324,6 +327,17 @@ def verify(
         _print_report(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _require_database_file(database_url: str | None) -> None:
+    from ._urls import missing_sqlite_file
+
+    try:
+        missing = missing_sqlite_file(database_url)
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    if missing is not None:
+        raise _fail(missing)
 
 
 def _verify_workspace(text: str, database_url: str | None) -> uuid.UUID:

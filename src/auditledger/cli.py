@@ -376,12 +376,14 @@ def _print_report(report: Any) -> None:
         console.print(f"[green]intact[/green]: {summary}")
         return
     table = Table(title=f"{len(report.problems)} problem(s): {summary}")
-    for column in ("kind", "event", "workspace", "seq", "detail"):
+    for column in ("kind", "event or checkpoint", "workspace", "seq", "detail"):
         table.add_column(column, overflow="fold")
     for p in report.problems:
+        # A checkpoint's problem names the checkpoint: two bad signatures read alike otherwise.
+        what = p.event_id or (f"checkpoint {p.checkpoint_id}" if p.checkpoint_id else "")
         table.add_row(
             p.kind,
-            str(p.event_id or ""),
+            str(what),
             str(p.workspace_id or "(none)"),
             "" if p.seq is None else str(p.seq),
             p.detail,

@@ -55,6 +55,9 @@ def serve(module: str, port_var: str, **env: str) -> Iterator[str]:
         **os.environ,
         "AUDITLEDGER_DATABASE_URL": DATABASE_URL,
         "SLACK_BACKEND_DATA_DIR": str(DATA / "slack"),
+        # The apps' spool (per-user state by default) goes with the demo's data, so that
+        # `make clean` leaves nothing of the demo behind.
+        "XDG_STATE_HOME": str(DATA / "state"),
         port_var: str(port),
         **env,
     }

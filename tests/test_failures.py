@@ -155,6 +155,15 @@ def test_status_reports_the_spool_and_the_database(sqlite_url: str, spool_dir: P
     )  # fmt: skip
     assert broken.returncode == 1
     assert "unreachable" in broken.stdout
+    unsupported = subprocess.run(
+        [sys.executable, "-m", "auditledger.cli", "status", "--database-url",
+         "mysql://someone:secret@db/app", "--spool-dir", str(spool_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert unsupported.returncode == 1
+    assert "unreachable (ConfigurationError)" in unsupported.stdout
+    assert "Traceback" not in unsupported.stderr
+    assert "secret" not in unsupported.stdout + unsupported.stderr
 
 
 def test_commands_that_read_leave_no_empty_database_behind(tmp_path: Path) -> None:
@@ -162,6 +171,7 @@ def test_commands_that_read_leave_no_empty_database_behind(tmp_path: Path) -> No
     # the wrong folder) used to leave an empty auditledger.db there.
     url = f"sqlite:///{tmp_path / 'typo.db'}"
     for command in (
+        ("db", "check"),
         ("events",),
         ("status", "--spool-dir", str(tmp_path / "spool")),
         ("verify", "--public-key", str(tmp_path / "k.pub")),

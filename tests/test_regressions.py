@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from enum import Enum
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,42 @@ def test_text_json_cannot_carry_still_reaches_the_spool_and_the_database(
     changes = {(n["field"], n["change"]) for n in events["U\ufffd"].sanitised or []}
     assert ("user_id", "invalid characters (lone surrogates) replaced") in changes
     assert list(spool_dir.glob("*.seg")) == []
+
+
+class Team(Enum):
+    ACME = "T0ACME"
+
+
+def test_an_event_stored_through_the_spool_is_stored_as_it_would_be_directly(
+    db_url: str, spool_dir: Path
+) -> None:
+    # A logger used after close() spools every call (on the caller's thread); a new logger
+    # replays the spool. Values JSON cannot carry, and workspace refs holding other types,
+    # must come out as the same rows, notes included, as without the spool.
+    odd: list[tuple[str, object]] = [
+        ("U\ud800", WorkspaceRef("T\ud800")),
+        ("U1", WorkspaceRef(Team.ACME)),  # type: ignore[arg-type]
+        ("U2", WorkspaceRef(("T9",), name=object())),  # type: ignore[arg-type]
+        ("U3", WorkspaceRef("T5", is_active="yes")),  # type: ignore[arg-type]
+    ]
+
+    def log_all(audit: AuditLogger, path: str) -> None:
+        for n, (user, ws) in enumerate(odd):
+            audit.log_audit_event(
+                "login", user_id=user, workspace_id=ws, resource=path, resource_id=str(n)
+            )
+
+    with AuditLogger(db_url, spool_dir=spool_dir / "direct") as direct:
+        log_all(direct, "direct")
+        assert direct.flush(30)
+    closed = AuditLogger(db_url, spool_dir=spool_dir / "spool")
+    closed.close()
+    log_all(closed, "spool")
+    with AuditLogger(db_url, spool_dir=spool_dir / "spool") as replayer:
+        assert replayer.flush(30)
+        assert replayer.stats().replayed == len(odd)
+    rows = {(e.resource, e.resource_id): e for e in stored(db_url)}
+    for n in range(len(odd)):
+        a, b = rows["direct", str(n)], rows["spool", str(n)]
+        assert (a.user_id, a.workspace_id) == (b.user_id, b.workspace_id)
+        assert sorted(map(repr, a.sanitised or [])) == sorted(map(repr, b.sanitised or []))

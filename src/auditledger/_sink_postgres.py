@@ -54,7 +54,8 @@ ALL_HEADS_SQL = (
     " WHERE chain_id = c.id ORDER BY chain_seq DESC LIMIT 1) AS h"
 )
 
-# Waiting longer than this for the chains' advisory locks means another writer holds them.
+# Waiting this much longer for the chains' advisory locks than for a plain round trip means
+# another writer holds them.
 _CONTENDED = 0.005
 
 # SQLSTATE classes and codes that no retry will cure.
@@ -146,8 +147,10 @@ class PostgresSink(Sink):
                     chains = {s[0] for s in sealed}
                     asked = time.monotonic()
                     cur.execute(_LOCK_SQL, (_LOCK_CLASS, lock_keys(chains)))
-                    contended = time.monotonic() - asked > _CONTENDED
+                    locked = time.monotonic()
                     cur.execute(_HEADS_OF_SQL, (list(chains),))
+                    # The lock statement took longer than this one round trip: it waited.
+                    contended = (locked - asked) - (time.monotonic() - locked) > _CONTENDED
                     heads = {r[0]: (r[1], r[2]) for r in cur}
                     # Linked row by row as COPY sends them: the server starts sooner.
                     links = link_each(sealed, heads)

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import time
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,21 +57,28 @@ def default_spool_dir(fingerprint: str) -> Path:
 
 def encode_event(event_id: str, ev: Captured) -> bytes:
     """One spool record payload: the captured event and its id, as JSON. Never raises: a
-    value JSON cannot carry (a lone surrogate in a text field, an object in a workspace ref)
-    is made storable here, as the writer would have made it, and the notes say so."""
+    value JSON cannot carry (a lone surrogate in a text field) is made storable here, as the
+    writer would have made it, and the notes say so."""
     with contextlib.suppress(Exception):  # the event must reach the spool whatever it holds
         return _record(event_id, ev)
-    try:
+    with contextlib.suppress(Exception):
         return _record(event_id, _storable(ev))
-    except Exception:  # noqa: BLE001 - last resort: replay quarantines it, with this repr
-        return dumps_kept([event_id, time.time_ns(), {"bad_action": safe_repr(ev)}, *_EMPTY])
-
-
-_EMPTY = [None] * (NOTES - 1)
+    # Last resort, for what nobody foresaw: each part that JSON takes is kept as it is (the
+    # JSON values are text already), the others as their repr; replay stores or quarantines.
+    parts: list[Any] = [event_id]
+    for value in ev:
+        try:
+            orjson.dumps(value)
+            parts.append(value)
+        except Exception:  # noqa: BLE001 - this part is the one JSON cannot carry
+            parts.append(safe_repr(value))
+    if not isinstance(parts[1 + T_NS], int):
+        parts[1 + T_NS] = time.time_ns()
+    return dumps_kept(parts)
 
 
 def _storable(ev: Captured) -> Captured:
-    """The event with every text storable and every workspace ref field text or None."""
+    """The event with every text storable (lone surrogates and NUL replaced, with notes)."""
     notes: list[Note] = []
     for note in ev[NOTES] or []:
         try:
@@ -79,31 +87,40 @@ def _storable(ev: Captured) -> Captured:
         except Exception:  # noqa: BLE001 - a note made of unstorable text
             notes.append({"field": "?", "change": safe_repr(note)})
     out = list(ev)
-    if not isinstance(out[T_NS], int):
-        out[T_NS] = time.time_ns()
     for index, name in (*TEXT_FIELDS.items(), (ACTION, "action")):
         if isinstance(out[index], str):
             out[index] = _text(out[index], name, notes)
     ws = out[WORKSPACE_ID]
     if isinstance(ws, WorkspaceRef):
-        fields: dict[str, Any] = {}
-        for name in ("team_id", "enterprise_id", "name"):
-            try:
-                value = getattr(ws, name)
-            except Exception:  # noqa: BLE001 - a hostile subclass
-                value = None
-                notes.append({"field": f"workspace.{name}", "change": "unreadable, dropped"})
-            if value is not None and not isinstance(value, str):
-                notes.append({"field": f"workspace.{name}", "change": "stored as text"})
-                value = safe_repr(value)
-            fields[name] = None if value is None else _text(value, f"workspace.{name}", notes)
-        active = getattr(ws, "is_active", None)
-        fields["is_active"] = active if active is None or isinstance(active, bool) else None
-        out[WORKSPACE_ID] = WorkspaceRef(**fields)
+        out[WORKSPACE_ID] = WorkspaceRef(**_ref_fields(ws, notes, clean=True))
     elif isinstance(ws, str):
         out[WORKSPACE_ID] = _text(ws, "workspace_id", notes)
     out[NOTES] = notes or None
     return tuple(out)
+
+
+def _ref_fields(ref: WorkspaceRef, notes: list[Note], *, clean: bool) -> dict[str, Any]:
+    """A workspace ref's fields as the writer stores them (see Preparer._clean_ref): text or
+    None, and a bool or None, so that a replayed event names the same workspace row."""
+    fields: dict[str, Any] = {}
+    for name in ("team_id", "enterprise_id", "name"):
+        try:
+            value = getattr(ref, name)
+        except Exception:  # noqa: BLE001 - a hostile subclass
+            value = None
+            notes.append({"field": f"workspace.{name}", "change": "unreadable, dropped"})
+        if value is not None and not isinstance(value, str):
+            notes.append({"field": f"workspace.{name}", "change": "stored as text"})
+            value = safe_repr(value)
+        if clean and value is not None:
+            value = _text(value, f"workspace.{name}", notes)
+        fields[name] = value
+    active = getattr(ref, "is_active", None)
+    if active is not None and not isinstance(active, bool):
+        notes.append({"field": "workspace.is_active", "change": "not a bool, ignored"})
+        active = None
+    fields["is_active"] = active
+    return fields
 
 
 def _text(value: str, field: str, notes: list[Note]) -> str:
@@ -121,12 +138,9 @@ def _record(event_id: str, ev: Captured) -> bytes:
         out[2] = {"bad_action": action.text}
     ws = ev[WORKSPACE_ID]
     if isinstance(ws, WorkspaceRef):
-        out[1 + WORKSPACE_ID] = {
-            "team_id": ws.team_id,
-            "enterprise_id": ws.enterprise_id,
-            "name": ws.name,
-            "is_active": ws.is_active,
-        }
+        out[1 + WORKSPACE_ID] = _ref_fields(ws, notes, clean=False)
+    elif isinstance(ws, uuid.UUID):
+        out[1 + WORKSPACE_ID] = str(uuid.UUID(int=ws.int))  # a subclass's __str__ may lie
     elif ws is not None:
         out[1 + WORKSPACE_ID] = str(ws)
     for index in JSON_FIELDS:

@@ -37,11 +37,11 @@ def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str
     report["spooled_events_replayable"] = waiting
     report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory)
     report["spool_segments_set_aside"] = len(list(directory.glob("*.corrupt")))
-    missing = missing_sqlite_file(database_url)
-    if missing is not None:
-        report["database"] = missing
-        return report
     try:
+        missing = missing_sqlite_file(database_url)
+        if missing is not None:
+            report["database"] = missing
+            return report
         schema = check(database_url)
     except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
         report["database"] = f"unreachable ({type(exc).__name__})"

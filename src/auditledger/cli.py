@@ -69,7 +69,15 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
 def db_check(database_url: DatabaseUrl = None) -> None:
     """Exit 0 when the schema is current, 1 when it is behind, 2 when it cannot tell."""
     from ._migrate import check
+    from ._urls import missing_sqlite_file
 
+    try:
+        missing = missing_sqlite_file(database_url)
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    if missing is not None:  # nothing there yet: as behind as it gets (and no file made)
+        err_console.print(f"schema is behind: {missing}")
+        raise typer.Exit(1)
     try:
         status = check(database_url)
     except AuditLedgerError as exc:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditEvent, AuditStore
@@ -24,3 +28,18 @@ def by_action(events: list[AuditEvent]) -> dict[str, list[AuditEvent]]:
     for e in events:
         out.setdefault(e.action, []).append(e)
     return out
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``auditledger ARGS`` in a child process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "auditledger.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+        check=False,
+    )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from auditledger import AuditLogger
 from auditledger._migrate import upgrade
 from tests.children import child, run_child, wait_for_line
 from tests.conftest import PgDatabases
-from tests.helpers import stored
+from tests.helpers import cli, stored
 from tests.tcp_proxy import TcpProxy
 
 
@@ -137,29 +135,18 @@ def test_status_reports_the_spool_and_the_database(sqlite_url: str, spool_dir: P
     closed = AuditLogger(sqlite_url, spool_dir=spool_dir)
     closed.close()
     closed.audit_login("waiting", None)  # after close: spooled for the next process
-    result = subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", "status", "--database-url", sqlite_url,
-         "--spool-dir", str(spool_dir), "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = cli("status", "--database-url", sqlite_url, "--spool-dir", str(spool_dir), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["database"] == "reachable"
     assert report["schema"] == "current"
     assert report["events_stored"] == 1
     assert report["spooled_events_replayable"] == 1
-    broken = subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", "status", "--database-url",
-         "postgresql://nobody@127.0.0.1:1/none", "--spool-dir", str(spool_dir)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    spool = ("--spool-dir", str(spool_dir))
+    broken = cli("status", "--database-url", "postgresql://nobody@127.0.0.1:1/none", *spool)
     assert broken.returncode == 1
     assert "unreachable" in broken.stdout
-    unsupported = subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", "status", "--database-url",
-         "mysql://someone:secret@db/app", "--spool-dir", str(spool_dir)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    unsupported = cli("status", "--database-url", "mysql://someone:secret@db/app", *spool)
     assert unsupported.returncode == 1
     assert "unreachable (ConfigurationError)" in unsupported.stdout
     assert "Traceback" not in unsupported.stderr
@@ -177,10 +164,7 @@ def test_commands_that_read_leave_no_empty_database_behind(tmp_path: Path) -> No
         ("verify", "--public-key", str(tmp_path / "k.pub")),
         ("checkpoint", "--signing-key", str(tmp_path / "k.key")),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "auditledger.cli", *command, "--database-url", url],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        done = cli(*command, "--database-url", url)
         assert done.returncode in (1, 2), command
         assert "no database file at" in done.stdout + done.stderr, command
     assert not (tmp_path / "typo.db").exists()

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from auditledger._db import make_engine
 from auditledger._schema import metadata
+from tests.helpers import cli
 
 SEED_INDEXES = {
     "audit_logs_workspace_idx": ["workspace_id"],
@@ -82,29 +81,15 @@ def test_sqlite_enforces_foreign_keys(sqlite_url: str) -> None:
     engine.dispose()
 
 
-def _cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_db_upgrade_is_idempotent_and_check_reports(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    behind = _cli("db", "check", "--database-url", url)
+    behind = cli("db", "check", "--database-url", url)
     assert behind.returncode == 1, behind.stderr
     assert "behind" in behind.stderr
     for _ in range(2):
-        done = _cli("db", "upgrade", "--database-url", url)
+        done = cli("db", "upgrade", "--database-url", url)
         assert done.returncode == 0, done.stderr
-    ok = _cli("db", "check", "--database-url", url)
+    ok = cli("db", "check", "--database-url", url)
     assert ok.returncode == 0
     assert "current" in ok.stdout
 
@@ -113,7 +98,7 @@ def test_db_upgrade_defaults_to_auditledger_db_in_the_current_folder(tmp_path: P
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "AUDITLEDGER_DATABASE_URL"}
-    done = _cli("db", "upgrade", cwd=tmp_path, env=env)
+    done = cli("db", "upgrade", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "auditledger.db").exists()
 
@@ -128,12 +113,12 @@ def test_db_upgrade_accepts_postgres_urls_as_users_write_them(
     url = pg_databases.create()
     url = scheme + url[len("postgresql") :]
     for _ in range(2):
-        done = _cli("db", "upgrade", "--database-url", url)
+        done = cli("db", "upgrade", "--database-url", url)
         assert done.returncode == 0, done.stderr
-    assert _cli("db", "check", "--database-url", url).returncode == 0
+    assert cli("db", "check", "--database-url", url).returncode == 0
 
 
 def test_db_check_exits_2_when_the_database_cannot_be_read(tmp_path: Path) -> None:
-    done = _cli("db", "check", "--database-url", "mysql://x@localhost/db")
+    done = cli("db", "check", "--database-url", "mysql://x@localhost/db")
     assert done.returncode == 2
     assert "unsupported database" in done.stderr

@@ -27,19 +27,10 @@ from auditledger._checkpoint import generate_keys, read_checkpoint_file
 from auditledger._sink_sqlite import SqliteSink
 from auditledger._verify import VerifyReport, _Source, verify_log
 from tests.conftest import RUN_ID, PgDatabases
+from tests.helpers import cli
 
 WRITERS = 4
 PER_WRITER = 400
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _name(url: str) -> str:
@@ -115,7 +106,7 @@ def log(pg_databases: PgDatabases, tmp_path_factory: pytest.TempPathFactory) -> 
         _, err = child.communicate(timeout=240)
         assert child.returncode == 0, err
     checkpoints = tmp / "checkpoints.jsonl"
-    done = _cli(
+    done = cli(
         "checkpoint", "--signing-key", str(keys / "signing.key"), "--out", str(checkpoints),
         "--database-url", owner_url,
     )  # fmt: skip
@@ -219,7 +210,7 @@ def test_writer_role_may_not_change_rows(log: Log) -> None:
 
 
 def test_cli_verify_exit_codes(log: Log, tmp_path: Path) -> None:
-    intact = _cli("verify", "--public-key", str(log.public_key), "--checkpoints",
+    intact = cli("verify", "--public-key", str(log.public_key), "--checkpoints",
                   str(log.checkpoints), "--database-url", log.url)  # fmt: skip
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "intact" in intact.stdout
@@ -230,16 +221,16 @@ def test_cli_verify_exit_codes(log: Log, tmp_path: Path) -> None:
         return uuid.UUID(str(target))
 
     url, target = _attack(log, edit)
-    tampered = _cli("verify", "--public-key", str(log.public_key), "--json", "--database-url", url)
+    tampered = cli("verify", "--public-key", str(log.public_key), "--json", "--database-url", url)
     assert tampered.returncode == 1, tampered.stderr
     report = json.loads(tampered.stdout)
     assert report["ok"] is False
     assert [p["event_id"] for p in report["problems"]] == [str(target)]
     assert "resource" in report["problems"][0]["detail"]
 
-    missing_key = _cli("verify", "--public-key", str(tmp_path / "nope.pub"), "--database-url", url)
+    missing_key = cli("verify", "--public-key", str(tmp_path / "nope.pub"), "--database-url", url)
     assert missing_key.returncode == 2
-    unreachable = _cli("verify", "--public-key", str(log.public_key), "--database-url",
+    unreachable = cli("verify", "--public-key", str(log.public_key), "--database-url",
                        "postgresql://nobody@127.0.0.1:1/none")  # fmt: skip
     assert unreachable.returncode == 2
 
@@ -478,7 +469,7 @@ def test_forged_or_altered_checkpoints_have_bad_signatures(log: Log) -> None:
 
     stranger = log.tmp / "stranger"
     generate_keys(stranger)
-    foreign = _cli("checkpoint", "--signing-key", str(stranger / "signing.key"),
+    foreign = cli("checkpoint", "--signing-key", str(stranger / "signing.key"),
                    "--database-url", url)  # fmt: skip
     assert foreign.returncode == 0, foreign.stderr
     problems = log.verify(url).problems
@@ -495,13 +486,13 @@ def test_the_external_file_holds_what_the_database_holds(log: Log) -> None:
 
 
 def test_keys_generate_writes_a_private_key_only_its_owner_can_read(tmp_path: Path) -> None:
-    done = _cli("keys", "generate", str(tmp_path / "k"))
+    done = cli("keys", "generate", str(tmp_path / "k"))
     assert done.returncode == 0, done.stderr
     private = tmp_path / "k" / "signing.key"
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
     assert b"PRIVATE KEY" in private.read_bytes()
     assert b"PUBLIC KEY" in (tmp_path / "k" / "signing.pub").read_bytes()
-    again = _cli("keys", "generate", str(tmp_path / "k"))
+    again = cli("keys", "generate", str(tmp_path / "k"))
     assert again.returncode == 2
     assert "refusing" in again.stderr
 
@@ -555,14 +546,14 @@ def test_cli_verify_names_a_workspace_as_events_does(log: Log, tmp_path: Path) -
     assert found is not None
     key = ("--public-key", str(log.public_key), "--database-url", log.url)
     for name in (found[0], str(chain)[:8], str(chain)):
-        done = _cli("verify", *key, "--workspace", name, "--json")
+        done = cli("verify", *key, "--workspace", name, "--json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["chains"] == 1
     # A typo must not read as an intact chain of 0 events.
-    typo = _cli("verify", *key, "--workspace", str(uuid.UUID(int=7)))
+    typo = cli("verify", *key, "--workspace", str(uuid.UUID(int=7)))
     assert typo.returncode == 2
     assert "no workspace has the id" in typo.stderr
-    alone = _cli("verify", *key, "--workspace", str(uuid.UUID(int=0)))
+    alone = cli("verify", *key, "--workspace", str(uuid.UUID(int=0)))
     assert alone.returncode == 0, alone.stderr
     # Before `auditledger db upgrade`, both commands say so.
     empty = log.pg.create()
@@ -570,7 +561,7 @@ def test_cli_verify_names_a_workspace_as_events_does(log: Log, tmp_path: Path) -
         ("verify", *key[:2], "--database-url", empty),
         ("checkpoint", "--signing-key", str(log.private_key), "--database-url", empty),
     ):
-        done = _cli(*command)
+        done = cli(*command)
         assert done.returncode == 2
         assert "run `auditledger db upgrade`" in done.stderr, done.stderr
 
@@ -616,7 +607,7 @@ def test_ordinary_changes_are_refused(
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
         conn.close()
         return
-    done = _cli("checkpoint", "--signing-key", str(tmp_path / "k" / "signing.key"),
+    done = cli("checkpoint", "--signing-key", str(tmp_path / "k" / "signing.key"),
                 "--database-url", db_url)  # fmt: skip
     assert done.returncode == 0, done.stderr
     with psycopg.connect(db_url, autocommit=True) as pg:

@@ -38,3 +38,22 @@ def wait_for_line(proc: subprocess.Popen[str], expected: str) -> str:
             return line.strip()
     _, err = proc.communicate(timeout=10)
     raise AssertionError(f"child ended before {expected!r}: {err}")
+
+
+# Logs N events, waits until the writer holds them all in one batch that cannot complete (the
+# test hangs or locks the database), says "in-flight <queued>", then waits to be killed.
+KILLED_IN_FLIGHT = """
+import sys
+from auditledger import AuditLogger
+url, spool, n, wal = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+audit = AuditLogger(url, spool_dir=spool, write_ahead=wal, write_timeout=60.0,
+                    flush_interval=0.05, batch_size=5000)
+for i in range(n):
+    audit.log_audit_event("admin_action", user_id=f"kill-{i}", details={"i": i})
+# The batch is now in flight, waiting on a database that does not answer.
+for _ in range(200):
+    if audit.flush(0.1) or audit.stats().queue_depth == 0:
+        break
+print("in-flight", audit.stats().queue_depth, flush=True)
+sys.stdin.read()
+"""

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger
 from auditledger._migrate import upgrade
-from tests.children import child, run_child, wait_for_line
+from tests.children import KILLED_IN_FLIGHT, child, run_child, wait_for_line
 from tests.conftest import PgDatabases
 from tests.helpers import cli, stored
 from tests.tcp_proxy import TcpProxy
@@ -66,29 +66,13 @@ def test_a_locked_sqlite_database_spools_and_recovers(sqlite_url: str, spool_dir
     assert len({e.user_id for e in stored(sqlite_url)}) == 1000
 
 
-SQLITE_KILL_CHILD = """
-import sys
-from auditledger import AuditLogger
-url, spool, wal = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-audit = AuditLogger(url, spool_dir=spool, write_ahead=wal, write_timeout=60.0,
-                    flush_interval=0.05, batch_size=5000)
-for i in range(1500):
-    audit.log_audit_event("admin_action", user_id=f"kill-{i}")
-for _ in range(200):
-    if audit.flush(0.1) or audit.stats().queue_depth == 0:
-        break
-print("in-flight", audit.stats().queue_depth, flush=True)
-sys.stdin.read()
-"""
-
-
 @pytest.mark.parametrize("write_ahead", [True, False])
 def test_sigkill_on_sqlite_while_the_batch_waits_for_the_lock(
     write_ahead: bool, sqlite_url: str, spool_dir: Path
 ) -> None:
     blocker = sqlite3.connect(make_url(sqlite_url).database or "", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
-    proc = child(SQLITE_KILL_CHILD, sqlite_url, str(spool_dir), "1" if write_ahead else "0")
+    proc = child(KILLED_IN_FLIGHT, sqlite_url, str(spool_dir), "1500", "1" if write_ahead else "0")
     assert wait_for_line(proc, "in-flight") == "in-flight 0"
     proc.kill()
     proc.communicate(timeout=30)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from auditledger import AuditLogger, AuditStore
-from tests.children import child, run_child, wait_for_line
+from tests.children import KILLED_IN_FLIGHT, child, run_child, wait_for_line
 from tests.helpers import via
 from tests.tcp_proxy import TcpProxy
 
@@ -79,30 +79,13 @@ def test_sigterm_handler_flushes_before_the_process_ends(
     assert count(db_url) == (2000 if handle else 0)
 
 
-SIGKILL_CHILD = """
-import sys
-from auditledger import AuditLogger
-url, spool, n, wal = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-audit = AuditLogger(url, spool_dir=spool, write_ahead=wal, write_timeout=60.0,
-                    flush_interval=0.05, batch_size=5000)
-for i in range(n):
-    audit.log_audit_event("admin_action", user_id=f"kill-{i}", details={"i": i})
-# The database hangs: the batch is now in flight, waiting on a connection that never answers.
-for _ in range(200):
-    if audit.flush(0.1) or audit.stats().queue_depth == 0:
-        break
-print("in-flight", audit.stats().queue_depth, flush=True)
-sys.stdin.read()
-"""
-
-
 @pytest.mark.parametrize("write_ahead", [True, False])
 def test_sigkill_loses_at_most_the_batch_in_flight_and_write_ahead_keeps_it(
     write_ahead: bool, proxy: TcpProxy, pg_url: str, spool_dir: Path
 ) -> None:
     proxy.hang()
     proc = child(
-        SIGKILL_CHILD, via(proxy, pg_url), str(spool_dir), "3000", "1" if write_ahead else "0"
+        KILLED_IN_FLIGHT, via(proxy, pg_url), str(spool_dir), "3000", "1" if write_ahead else "0"
     )
     line = wait_for_line(proc, "in-flight")
     assert line == "in-flight 0"

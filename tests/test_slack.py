@@ -118,6 +118,18 @@ class Scenario:
         self.exported.set()
 
 
+def oauth_options(store: SignallingStore, tmp: Path, client_secret: str) -> dict[str, Any]:
+    """What the sync and async apps' OAuth settings share."""
+    return {
+        "client_id": CLIENT_ID,
+        "client_secret": client_secret,
+        "scopes": ["commands", "chat:write"],
+        "user_scopes": ["users:read"],
+        "installation_store": store,
+        "state_store": FileOAuthStateStore(expiration_seconds=600, base_dir=str(tmp / "states")),
+    }
+
+
 def build_sync(
     api: FakeSlackApi,
     logger: AuditLogger,
@@ -133,12 +145,7 @@ def build_sync(
         client=WebClient(base_url=api.url),
         installation_store=store,
         oauth_settings=OAuthSettings(
-            client_id=CLIENT_ID,
-            client_secret=client_secret,
-            scopes=["commands", "chat:write"],
-            user_scopes=["users:read"],
-            installation_store=store,
-            state_store=FileOAuthStateStore(expiration_seconds=600, base_dir=str(tmp / "states")),
+            **oauth_options(store, tmp, client_secret),
             callback_options=callback_options(logger),
         ),
         **kw,
@@ -186,12 +193,7 @@ def build_async(
         client=AsyncWebClient(base_url=api.url),
         installation_store=store,
         oauth_settings=AsyncOAuthSettings(
-            client_id=CLIENT_ID,
-            client_secret=client_secret,
-            scopes=["commands", "chat:write"],
-            user_scopes=["users:read"],
-            installation_store=store,
-            state_store=FileOAuthStateStore(expiration_seconds=600, base_dir=str(tmp / "states")),
+            **oauth_options(store, tmp, client_secret),
             callback_options=async_callback_options(logger),
         ),
         **kw,

@@ -169,6 +169,19 @@ audit_checkpoints = Table(
     Index("audit_checkpoints_created_at_idx", "created_at"),
 )
 
+# API tokens of the viewer's pull API (``auditledger tokens``): only a SHA-256 of each token is
+# kept. Not append-only: revoking sets revoked_at.
+audit_api_tokens = Table(
+    "audit_api_tokens",
+    metadata,
+    Column("id", Uuid(as_uuid=True), primary_key=True),
+    Column("workspace_id", Uuid(as_uuid=True), ForeignKey("workspaces.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
 # Column order of audit_logs rows as the writer produces them.
 AUDIT_LOG_COLUMNS: tuple[str, ...] = (
     "id",
@@ -188,6 +201,7 @@ AUDIT_LOG_COLUMNS: tuple[str, ...] = (
 
 __all__ = [
     "AUDIT_LOG_COLUMNS",
+    "audit_api_tokens",
     "audit_checkpoints",
     "audit_logs",
     "audit_quarantine",

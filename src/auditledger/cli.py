@@ -404,5 +404,10 @@ def main() -> None:
     app()
 
 
+from ._viewer.cli import register as _register_viewer  # noqa: E402 - after this module's commands
+
+_register_viewer(app)
+
+
 if __name__ == "__main__":
     main()

@@ -40,11 +40,18 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("web", "starlette") from exc
 
+from ._viewer.access import ViewerAccess
+from ._viewer.app import AuditViewer
+from ._viewer.factory import audit_viewer
+
 __all__ = [
     "AuditMiddleware",
+    "AuditViewer",
     "TrustedProxies",
+    "ViewerAccess",
     "aget_audit",
     "audit_lifespan",
+    "audit_viewer",
     "client_ip",
     "get_audit",
 ]

@@ -1,0 +1,130 @@
+"""The chain badge: a verify of each workspace run in the background and cached.
+
+Verifying reads a whole chain; a page must never wait for that. Pages only read the cache
+(a workspace seen for the first time shows "checking"); one thread re-verifies the workspaces
+that pages asked about, at most every ``interval`` seconds. ``refresh()`` checks them now.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+
+from .._schema import audit_logs
+
+log = logging.getLogger("auditledger")
+
+# None is the key of the whole log (the operator's view of every workspace).
+BadgeKey = uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class Badge:
+    state: str  # "intact", "problems" or "failed"
+    problems: int = 0
+    up_to: datetime | None = None  # the newest event the check covered
+    signatures_checked: bool = False
+    first_problem: str = ""
+    checked_at: float = 0.0
+
+
+class BadgeCache:
+    def __init__(
+        self,
+        database_url: str,
+        engine: Engine,
+        public_keys: Sequence[str | os.PathLike[str]] = (),
+        interval: float = 60.0,
+    ) -> None:
+        self._url = database_url
+        self._engine = engine
+        self._keys = list(public_keys)
+        self._interval = interval
+        self._badges: dict[BadgeKey, Badge] = {}
+        self._wanted: set[BadgeKey] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, key: BadgeKey) -> Badge | None:
+        """The cached badge (None until the first check); asks the thread to check ``key``."""
+        with self._lock:
+            badge = self._badges.get(key)
+            new = key not in self._wanted
+            if new:
+                self._wanted.add(key)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="auditledger-viewer-badge", daemon=True
+                )
+                self._thread.start()
+        if new:
+            self._wake.set()
+        return badge
+
+    def refresh(self) -> None:
+        """Check every workspace a page asked about, now, in the caller's thread."""
+        with self._lock:
+            keys = list(self._wanted)
+        for key in keys:
+            self._check(key)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                due = [
+                    k
+                    for k in self._wanted
+                    if k not in self._badges
+                    or time.monotonic() - self._badges[k].checked_at >= self._interval
+                ]
+            for key in due:
+                if self._stop.is_set():
+                    return
+                self._check(key)
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def _check(self, key: BadgeKey) -> None:
+        from .._verify import BAD_SIGNATURE, verify_log
+
+        try:
+            # Read before verifying: every event up to this time is in the chain walked next.
+            query = select(func.max(audit_logs.c.created_at))
+            if key is not None:
+                query = query.where(audit_logs.c.chain_id == key)
+            with self._engine.connect() as conn:
+                newest = conn.execute(query).scalar()
+            report = verify_log(self._url, public_keys=self._keys, workspace_id=key, workers=1)
+        except Exception as exc:  # noqa: BLE001 - a badge, never a crash
+            log.warning("auditledger viewer: chain check failed (%s)", type(exc).__name__)
+            badge = Badge("failed", checked_at=time.monotonic())
+        else:
+            # Without keys no signature can hold: that is "not checked", not tampering.
+            problems = [p for p in report.problems if self._keys or p.kind != BAD_SIGNATURE]
+            badge = Badge(
+                "problems" if problems else "intact",
+                problems=len(problems),
+                up_to=newest,
+                signatures_checked=bool(self._keys),
+                first_problem=problems[0].detail if problems else "",
+                checked_at=time.monotonic(),
+            )
+        with self._lock:
+            self._badges[key] = badge

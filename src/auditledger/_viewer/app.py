@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from .._errors import InvalidCursor
 from .._schema import audit_logs
+from .._store import AuditStore
 from .access import Authorize, ViewerAccess, call_authorize
 from .badge import Badge, BadgeCache
 from .filters import FilterError, Filters
@@ -206,27 +207,21 @@ class AuditViewer:
 
     def _record(
         self,
-        request: Request,
+        who: tuple[str | None, str | None],
         action: str,
         grant: Grant,
         workspace: uuid.UUID | None,
         details: dict[str, Any],
     ) -> None:
-        bound = request.scope.get(_BOUND_AUDIT)
-        ip = getattr(bound, "ip_address", None)
-        agent = getattr(bound, "user_agent", None)
-        if bound is None:
-            client = request.client
-            ip = client.host if client else None
-            agent = request.headers.get("user-agent")
-        # Never raises: the write path swallows and counts its own failures.
+        # Never raises and never waits: the writer stores it in the background.
         self._audit.log_audit_event(
             action,
             user_id=grant.actor,
             workspace_id=workspace,
-            ip_address=ip,
-            user_agent=agent,
+            ip_address=who[0],
+            user_agent=who[1],
             resource="audit_log",
+            resource_id=None if workspace is None else str(workspace),
             details=details,
         )
 
@@ -270,11 +265,11 @@ class AuditViewer:
             return _not_found()
         if status == 200:
             self._record(
-                request,
+                _who(request),
                 "audit_log.viewed",
                 grant,
                 workspace,
-                {"via": "page", "filters": view.filters.describe(), "count": len(view.events)},
+                {"via": "page", "filters": view.filters.describe(), "events": len(view.events)},
             )
         return HTMLResponse(render_page(view), status_code=status)
 
@@ -338,11 +333,11 @@ class AuditViewer:
         except FilterError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         self._record(
-            request,
+            _who(request),
             "audit_log.viewed",
             grant,
             workspace,
-            {"via": "api", "filters": filters.describe(), "count": len(page.items)},
+            {"via": "api", "filters": filters.describe(), "events": len(page.items)},
         )
         return JSONResponse(
             {"events": [event_json(e) for e in page.items], "next_cursor": page.next_cursor}
@@ -361,7 +356,7 @@ class AuditViewer:
 
         def run() -> tuple[uuid.UUID | None, Any]:
             workspace = self._scope(grant, request.query_params.get("workspace"), required=False)
-            event = self.reader.get(event_id) if hasattr(self.reader, "get") else None
+            event = AuditStore(engine=self._engine).get(event_id)
             if event is None or (workspace is not None and event.workspace_id != workspace):
                 raise NotFound
             if workspace is None and not grant.everything:
@@ -373,11 +368,11 @@ class AuditViewer:
         except (NotFound, FilterError):
             return _not_found(json=True)
         self._record(
-            request,
+            _who(request),
             "audit_log.viewed",
             grant,
             workspace or event.workspace_id,
-            {"via": "record", "event_id": str(event.id), "count": 1},
+            {"via": "record", "event_id": str(event.id), "events": 1},
         )
         return JSONResponse(
             {
@@ -387,8 +382,6 @@ class AuditViewer:
         )
 
     async def _export(self, request: Request) -> Response:
-        from .exports import export_response
-
         try:
             grant = await self._grant(request, api=False)
         except Refused as exc:
@@ -407,7 +400,19 @@ class AuditViewer:
         except FilterError as exc:
             return _plain_error(str(exc), 400)
         assert workspace is not None  # required=True
-        return await export_response(self, grant.actor, workspace, filters, fmt)
+        who = _who(request)
+
+        def record(details: dict[str, Any]) -> None:
+            self._record(who, "audit_log.exported", grant, workspace, details)
+
+        if fmt == "bundle":
+            return await self._bundle(workspace, filters, record)
+        from .exports import export_response
+
+        return export_response(self, workspace, filters, fmt, record)
+
+    async def _bundle(self, workspace: uuid.UUID, filters: Filters, record: Any) -> Response:
+        return _plain_error("bundle: not available yet", 501)
 
     async def _static_file(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -418,6 +423,15 @@ class AuditViewer:
 
     def badge(self, workspace: uuid.UUID | None) -> Badge | None:
         return self.badges.get(workspace)
+
+
+def _who(request: Request) -> tuple[str | None, str | None]:
+    """The looker's address and user agent: the host's AuditMiddleware knows them best."""
+    bound = request.scope.get(_BOUND_AUDIT)
+    if bound is not None:
+        return getattr(bound, "ip_address", None), getattr(bound, "user_agent", None)
+    client = request.client
+    return (client.host if client else None), request.headers.get("user-agent")
 
 
 def _bearer(request: Request) -> str | None:

@@ -91,16 +91,46 @@ def viewer_over(url: str, spool: Path, **options: Any) -> Iterator[AuditViewer]:
 class Client:
     """A synchronous client for an ASGI app (httpx's ASGI transport, on a loop of its own)."""
 
-    def __init__(self, app: Any, client: tuple[str, int] = ("127.0.0.1", 50000)) -> None:
+    def __init__(
+        self, app: Any, client: tuple[str, int] = ("127.0.0.1", 50000), *, lifespan: bool = False
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=client), base_url="http://viewer.test"
         )
+        self._lifespan: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        if lifespan:
+            self._lifespan = self._loop.create_task(
+                app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                    self._inbox.get, self._outbox.put)
+            )  # fmt: skip
+            self._exchange("lifespan.startup")
+
+    def _exchange(self, message: str) -> None:
+        self._inbox.put_nowait({"type": message})
+        answer = self._loop.run_until_complete(self._outbox.get())
+        assert answer["type"] == f"{message}.complete", answer
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._loop.run_until_complete(self._client.get(url, **kwargs))
+        answer = self._loop.run_until_complete(self._client.get(url, **kwargs))
+        self._client.cookies.clear()
+        return answer
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        answer = self._loop.run_until_complete(self._client.request(method, url, **kwargs))
+        # Sessions are sent by each call's headers: the jar would mix up the users.
+        self._client.cookies.clear()
+        return answer
 
     def close(self) -> None:
+        if self._lifespan is not None:
+            self._exchange("lifespan.shutdown")
+            self._loop.run_until_complete(self._lifespan)
         self._loop.run_until_complete(self._client.aclose())
         self._loop.close()
 

@@ -2,7 +2,8 @@
 
 Environment: ``AUDITLEDGER_DATABASE_URL`` (default ``sqlite:///demo-data/audit.db``),
 ``PORTAL_HOST`` / ``PORTAL_PORT`` (127.0.0.1 / 8000), ``PORTAL_TRUSTED_PROXIES`` (the proxies
-whose X-Forwarded-For is believed; default ``127.0.0.1,::1``).
+whose X-Forwarded-For is believed; default ``127.0.0.1,::1``). Workspace admins see their
+workspace's audit trail at /audit/.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main() -> None:
     app = create_app(
         AuditLogger(url),
         trusted_proxies=os.environ.get("PORTAL_TRUSTED_PROXIES", "127.0.0.1,::1"),
+        viewer_database_url=url,
     )
     uvicorn.run(
         app,

@@ -8,9 +8,12 @@ happened. Users and settings live in memory: this is a demonstration, not a user
 
 # No "from __future__ import annotations": FastAPI resolves the dependency annotations of the
 # routes below at runtime, and some of them are local to create_app.
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -18,7 +21,14 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from auditledger import AuditLogger, BoundAuditLogger, WorkspaceRef
-from auditledger.web import AuditMiddleware, TrustedProxies, audit_lifespan, get_audit
+from auditledger.web import (
+    AuditMiddleware,
+    TrustedProxies,
+    ViewerAccess,
+    audit_lifespan,
+    audit_viewer,
+    get_audit,
+)
 
 SESSION_COOKIE = "portal_session"
 _SALT = secrets.token_bytes(16)
@@ -79,10 +89,41 @@ def create_app(
     *,
     trusted_proxies: TrustedProxies = ("127.0.0.1", "::1"),
     users: dict[str, User] | None = None,
+    viewer_database_url: str | None = None,
 ) -> FastAPI:
-    """The portal; ``logger=None`` audits through auditledger's default logger."""
+    """The portal; ``logger=None`` audits through auditledger's default logger.
+
+    With ``viewer_database_url``, workspace admins find their workspace's audit trail at
+    /audit/ (auditledger's viewer, reading that database); anyone else gets 404 there.
+    """
     state = PortalState(users if users is not None else demo_users())
-    app = FastAPI(title="Portal", lifespan=audit_lifespan(logger))
+
+    def viewer_access(request: Request) -> ViewerAccess | None:
+        user = state.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        if user is None or user.user_id in state.suspended:
+            return None
+        # A member is granted no workspace: every viewer URL is then a 404, as if it did
+        # not exist, rather than a 403 that confirms there is something to see.
+        return ViewerAccess(actor=user.user_id, workspaces=[user.team_id] if user.is_admin else [])
+
+    viewer = (
+        None
+        if viewer_database_url is None
+        else audit_viewer(viewer_database_url, authorize=viewer_access, logger=logger)
+    )
+
+    @contextlib.asynccontextmanager
+    async def close_viewer(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if viewer is not None:
+                # Mounted apps get no lifespan of their own: the host closes the viewer.
+                await asyncio.to_thread(viewer.close)
+
+    app = FastAPI(title="Portal", lifespan=audit_lifespan(logger, lifespan=close_viewer))
+    if viewer is not None:
+        app.mount("/audit", viewer)
     # Pure ASGI middleware, so it runs for every request, routing errors included.
     app.add_middleware(AuditMiddleware, logger=logger, trusted_proxies=trusted_proxies)
 

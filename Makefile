@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CODE := $(wildcard src tests bench examples)
 export AUDITLEDGER_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo viewer test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 demo: install
 	$(PY) examples/demo.py
+
+# The audit-trail viewer over the demo's data (run `make demo` first); prints the URL to open.
+viewer: install
+	$(VENV)/bin/auditledger serve --database-url sqlite:///demo-data/audit.db
 
 lint: install
 	$(PY) -m ruff check $(CODE)

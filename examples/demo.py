@@ -183,6 +183,9 @@ def drive_portal(base: str) -> None:
     assert gina.post("/gdpr/delete").status_code == 202
     assert bob.post("/admin/users/U0ALICE/suspend").status_code == 403
     assert alice.post("/admin/users/U0MALLORY/suspend").status_code == 200
+    # The audit trail in the portal: an admin looks (and that look is audited), a member may not.
+    assert alice.get("/audit/", params={"action": "settings_changed"}).status_code == 200
+    assert bob.get("/audit/").status_code == 404
     for b in sessions.values():
         assert b.post("/logout").status_code == 200
         b.close()
@@ -204,6 +207,12 @@ def main() -> None:
         [sys.executable, "-m", "auditledger.cli", *events],
         check=True,
         env=env,
+    )
+    shown = os.path.relpath(DATA / "audit.db")
+    print(
+        "\nTo look at this data in the audit-trail viewer, run `make viewer` (the same as"
+        f" `auditledger serve --database-url sqlite:///{shown}`) and open the URL it prints.",
+        flush=True,
     )
 
 

@@ -26,7 +26,7 @@ from .._errors import InvalidCursor
 from .._schema import audit_logs
 from .._store import AuditStore
 from .access import Authorize, ViewerAccess, call_authorize
-from .badge import Badge, BadgeCache
+from .badge import BadgeCache
 from .filters import FilterError, Filters
 from .headers import SecurityHeaders
 from .page import MAX_BACK, PageView, render_page
@@ -80,6 +80,7 @@ class AuditViewer:
         audit: Any,
         owns: Sequence[Any] = (),
         badge_interval: float = 60.0,
+        chain_badge: bool = True,
     ) -> None:
         self.reader = reader
         self._engine = engine
@@ -87,7 +88,11 @@ class AuditViewer:
         self._audit = audit
         self._owns = list(owns)
         self._catalog = WorkspaceCatalog(engine)
-        self.badges = BadgeCache(database_url, engine, public_keys, interval=badge_interval)
+        self.badges = (
+            BadgeCache(database_url, engine, public_keys, interval=badge_interval)
+            if chain_badge
+            else None
+        )
         self._static = _static()
         router = Starlette(
             routes=[
@@ -126,10 +131,12 @@ class AuditViewer:
 
     def refresh_badges(self) -> None:
         """Verify, now, every workspace a page has shown (the badge thread does it anyway)."""
-        self.badges.refresh()
+        if self.badges is not None:
+            self.badges.refresh()
 
     def close(self) -> None:
-        self.badges.close()
+        if self.badges is not None:
+            self.badges.close()
         for owned in self._owns:
             owned.close()
         self._owns.clear()
@@ -284,7 +291,8 @@ class AuditViewer:
             view.workspace = next(
                 (w for w in view.choices if w.id == workspace), None
             ) or Workspace(workspace)
-        view.badge = self.badges.get(workspace)
+        view.badge = None if self.badges is None else self.badges.get(workspace)
+        view.show_badge = self.badges is not None
         if not query:
             return
         try:
@@ -420,9 +428,6 @@ class AuditViewer:
         if body is None:
             return _not_found()
         return Response(body, media_type=_STATIC_TYPES[name])
-
-    def badge(self, workspace: uuid.UUID | None) -> Badge | None:
-        return self.badges.get(workspace)
 
 
 def _who(request: Request) -> tuple[str | None, str | None]:

@@ -3,11 +3,15 @@
 Verifying reads a whole chain; a page must never wait for that. Pages only read the cache
 (a workspace seen for the first time shows "checking"); one thread re-verifies the workspaces
 that pages asked about, at most every ``interval`` seconds. ``refresh()`` checks them now.
+
+Each verify runs in a child process: it is CPU-bound Python, and in a thread of the server it
+would hold the GIL against every request for as long as a big chain takes to walk.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -15,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
@@ -54,6 +59,7 @@ class BadgeCache:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._children: set[Any] = set()
 
     def get(self, key: BadgeKey) -> Badge | None:
         """The cached badge (None until the first check); asks the thread to check ``key``."""
@@ -81,6 +87,10 @@ class BadgeCache:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        with self._lock:
+            children = list(self._children)
+        for child in children:  # a verify of a big chain is not worth waiting for at shutdown
+            child.terminate()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=30)
@@ -102,8 +112,6 @@ class BadgeCache:
             self._wake.clear()
 
     def _check(self, key: BadgeKey) -> None:
-        from .._verify import BAD_SIGNATURE, verify_log
-
         try:
             # Read before verifying: every event up to this time is in the chain walked next.
             query = select(func.max(audit_logs.c.created_at))
@@ -111,20 +119,64 @@ class BadgeCache:
                 query = query.where(audit_logs.c.chain_id == key)
             with self._engine.connect() as conn:
                 newest = conn.execute(query).scalar()
-            report = verify_log(self._url, public_keys=self._keys, workspace_id=key, workers=1)
+            result = self._verify_in_child(key)
         except Exception as exc:  # noqa: BLE001 - a badge, never a crash
             log.warning("auditledger viewer: chain check failed (%s)", type(exc).__name__)
+            result = None
+        if result is None:
             badge = Badge("failed", checked_at=time.monotonic())
         else:
-            # Without keys no signature can hold: that is "not checked", not tampering.
-            problems = [p for p in report.problems if self._keys or p.kind != BAD_SIGNATURE]
+            count, first = result
             badge = Badge(
-                "problems" if problems else "intact",
-                problems=len(problems),
+                "problems" if count else "intact",
+                problems=count,
                 up_to=newest,
                 signatures_checked=bool(self._keys),
-                first_problem=problems[0].detail if problems else "",
+                first_problem=first,
                 checked_at=time.monotonic(),
             )
         with self._lock:
             self._badges[key] = badge
+
+    def _verify_in_child(self, key: BadgeKey) -> tuple[int, str] | None:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe with threads running
+        receiver, sender = context.Pipe(duplex=False)
+        # The URL travels through the pipe, never the command line (it may hold a password).
+        child = context.Process(
+            target=verify_child,
+            args=(self._url, self._keys, key, sender),
+            name="auditledger-viewer-verify",
+            daemon=True,
+        )
+        with self._lock:
+            if self._stop.is_set():
+                return None
+            child.start()
+            self._children.add(child)
+        sender.close()
+        try:
+            result: tuple[int, str] | None = receiver.recv()
+        except EOFError:  # terminated by close(), or died
+            result = None
+        finally:
+            receiver.close()
+            child.join()
+            with self._lock:
+                self._children.discard(child)
+        return result
+
+
+def verify_child(url: str, keys: list[str], key: BadgeKey, sender: Any) -> None:
+    """In the child: verify one chain, send (number of problems, the first one's detail)."""
+    from .._verify import BAD_SIGNATURE, verify_log
+
+    try:
+        report = verify_log(url, public_keys=keys, workspace_id=key, workers=1)
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check
+        log.warning("auditledger viewer: chain check failed (%s)", type(exc).__name__)
+        sender.send(None)
+        return
+    # Without keys no signature can hold: that is "not checked", not tampering.
+    problems = [p for p in report.problems if keys or p.kind != BAD_SIGNATURE]
+    sender.send((len(problems), problems[0].detail if problems else ""))
+    sender.close()

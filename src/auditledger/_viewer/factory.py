@@ -18,6 +18,7 @@ def audit_viewer(
     public_keys: Sequence[str | os.PathLike[str]] = (),
     logger: Any = None,
     badge_interval: float = 60.0,
+    chain_badge: bool = True,
 ) -> AuditViewer:
     """The viewer as an ASGI app: ``app.mount("/audit", audit_viewer(url, authorize=...))``.
 
@@ -26,7 +27,9 @@ def audit_viewer(
     workspaces they may see, or None to refuse (403). ``public_keys``: the Ed25519 keys the
     chain badge checks checkpoint signatures with (without them it checks the chains only and
     says so). ``logger``: the ``AuditLogger`` that records each view and export (default: one
-    of the viewer's own on the same database). Call ``close()`` when the host shuts down.
+    of the viewer's own on the same database). ``badge_interval``: seconds between two verifies
+    of a workspace shown; ``chain_badge=False`` leaves the badge out (no verify at all). Call
+    ``close()`` when the host shuts down.
     """
     from .._logger import AuditLogger
     from .._reader import AuditReader
@@ -56,4 +59,5 @@ def audit_viewer(
         audit=logger,
         owns=owns,
         badge_interval=badge_interval,
+        chain_badge=chain_badge,
     )

@@ -7,7 +7,6 @@ scheme: only in text and in quoted attributes, escaped. The page works without J
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -46,6 +45,7 @@ class PageView:
     next_cursor: str | None = None
     back: list[str] = field(default_factory=list)
     badge: Badge | None = None
+    show_badge: bool = True
     error: str | None = None
     limit: int = 50
 
@@ -91,7 +91,7 @@ def render_page(view: PageView) -> str:
         '<a class="skip" href="#events">Skip to the events</a>',
         "<header>",
         f"<h1>{_a(title)}</h1>",
-        _badge(view.badge),
+        _badge(view.badge) if view.show_badge else "",
         "</header>",
         "<main>",
         _form(view),
@@ -235,7 +235,3 @@ def _pager(view: PageView) -> str:
     else:
         links.append('<span class="disabled" aria-disabled="true">Older →</span>')
     return '<nav class="pager" aria-label="Pages">' + " ".join(links) + "</nav>"
-
-
-def workspace_id_text(ws: uuid.UUID | None) -> str:
-    return "" if ws is None else str(ws)

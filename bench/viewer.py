@@ -173,7 +173,7 @@ def main() -> None:
                             ms = p50_ms(http, f"{base}{path}", params, args.repeat)
                             verdict = "ok" if ms <= GOAL_MS else "MISSED"
                             print(
-                                f"{name + ', ' + route + ', ' + label:36} {ms:7.1f} ms"
+                                f"{name + ', ' + route + ', ' + label:50} {ms:7.1f} ms"
                                 f" {GOAL_MS / ms:8.1f}x {verdict}"
                             )
         finally:

@@ -80,18 +80,9 @@ def test_tail_follow_prints_each_event_of_several_writers_once(
         assert first["action"] == "before"
         collect = threading.Thread(target=lambda: lines.extend(tail.stdout or []))
         collect.start()
+        script = [sys.executable, "-c", _WRITER, db_url]
         procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _WRITER,
-                    db_url,
-                    str(tmp_path / f"s{n}"),
-                    f"W{n}",
-                    str(per_writer),
-                ],
-            )  # fmt: skip
+            subprocess.Popen([*script, str(tmp_path / f"s{n}"), f"W{n}", str(per_writer)])
             for n in range(writers)
         ]
         for p in procs:

@@ -10,11 +10,12 @@ import ipaddress
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from ._chain import micros
 from ._db import make_engine
 from ._events import AuditEvent
 from ._read import cursor as cursors
@@ -31,6 +32,7 @@ WorkspaceArg = uuid.UUID | str | None
 IpArg = str | ipaddress.IPv4Network | ipaddress.IPv6Network | None
 
 VIEWED = "audit_log.viewed"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXPORTED = "audit_log.exported"
 
 
@@ -139,16 +141,22 @@ class AuditReader:
         after = Position() if cursor is None else cursors.decode(key, fingerprint, cursor)
         with self._engine.connect() as conn:
             items, more = query.fetch(conn, filters, after, limit)
-        if filters.oldest_first:
+        times = tuple(None if t is None else micros(t) for t in (filters.since, filters.until))
+        next_cursor: str | None = None
+        if filters.oldest_first or more:
             end = query.position_of(filters, items[-1]) if items else after
-            next_cursor: str | None = cursors.encode(key, fingerprint, end)
-        elif more:
-            next_cursor = cursors.encode(key, fingerprint, query.position_of(filters, items[-1]))
-        else:
-            next_cursor = None
+            next_cursor = cursors.encode(key, fingerprint, end, times)  # type: ignore[arg-type]
         if self.actor is not None:
             self._record_view(filters, len(items), cursor is not None)
         return Page(items, next_cursor)
+
+    def cursor_times(self, cursor: str) -> tuple[datetime | None, datetime | None]:
+        """The since and until of the query that issued ``cursor`` (raises InvalidCursor).
+        The command line pages on with these when given a relative time such as ``2h``."""
+        since, until = cursors.issued_times(self._cursor_key(), cursor)
+        return tuple(  # type: ignore[return-value]
+            None if t is None else _EPOCH + timedelta(microseconds=t) for t in (since, until)
+        )
 
     def iter_events(self, **filters: Any) -> Iterator[AuditEvent]:
         """Every matching event, in chunks: memory stays flat however many there are.

@@ -53,14 +53,19 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def encode(key: bytes, fingerprint: str, position: Position) -> str:
-    payload = orjson.dumps({"v": _VERSION, "f": fingerprint, "p": position.as_json()})
+Times = tuple[int | None, int | None]
+
+
+def encode(key: bytes, fingerprint: str, position: Position, times: Times = (None, None)) -> str:
+    """``times``: the query's since and until (Unix microseconds), carried so that a command
+    line given ``--since 2h`` again can page on with the times of its first page."""
+    data = {"v": _VERSION, "f": fingerprint, "p": position.as_json(), "t": list(times)}
+    payload = orjson.dumps(data)
     tag = hmac.new(key, payload, sha256).digest()[:_TAG_BYTES]
     return f"{_b64(payload)}.{_b64(tag)}"
 
 
-def decode(key: bytes, fingerprint: str, cursor: str) -> Position:
-    """The position in ``cursor``; raises InvalidCursor saying why it cannot be used."""
+def _authentic(key: bytes, cursor: str) -> bytes:
     if not isinstance(cursor, str) or cursor.count(".") != 1 or len(cursor) > 512:
         raise InvalidCursor("the cursor is malformed")
     head, _, tail = cursor.partition(".")
@@ -71,6 +76,21 @@ def decode(key: bytes, fingerprint: str, cursor: str) -> Position:
     expected = hmac.new(key, payload, sha256).digest()[:_TAG_BYTES]
     if not hmac.compare_digest(tag, expected):
         raise InvalidCursor("the cursor was not issued by this database, or it was edited")
+    return payload
+
+
+def issued_times(key: bytes, cursor: str) -> Times:
+    """The since and until of the query that issued ``cursor`` (after checking its tag)."""
+    try:
+        since, until = orjson.loads(_authentic(key, cursor))["t"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidCursor("the cursor is malformed") from exc
+    return since, until
+
+
+def decode(key: bytes, fingerprint: str, cursor: str) -> Position:
+    """The position in ``cursor``; raises InvalidCursor saying why it cannot be used."""
+    payload = _authentic(key, cursor)
     try:
         data = orjson.loads(payload)
         if data["v"] != _VERSION:

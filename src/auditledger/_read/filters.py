@@ -83,6 +83,10 @@ def aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def is_relative(value: str) -> bool:
+    return _RELATIVE.match(value) is not None
+
+
 def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     """``2026-11-01``, ``2026-11-01T09:30``, ``...Z``/``+02:00``, or a span back from now:
     ``90s``, ``15m``, ``2h``, ``7d``, ``1w``. Raises ValueError naming the value otherwise."""

@@ -70,7 +70,7 @@ def _like(text: str) -> str:
     return escaped
 
 
-def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
+def conditions(filters: Filters) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
     if filters.workspace is not None:
         # chain_id, not workspace_id: the chain index then gives the order for free.
@@ -100,7 +100,7 @@ def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
 
 def build(filters: Filters, after: Position, size: int) -> Select[Any]:
     """The next ``size`` rows strictly after ``after`` in the query's order."""
-    where = _conditions(filters)
+    where = conditions(filters)
     newest_first = not filters.oldest_first
     if filters.workspace is not None:
         if after.seq is not None:
@@ -119,7 +119,7 @@ def build(filters: Filters, after: Position, size: int) -> Select[Any]:
     return select(*EVENT_COLUMNS).where(*where).order_by(*order).limit(size)
 
 
-def _post_filter(filters: Filters) -> Callable[[AuditEvent], bool] | None:
+def post_filter(filters: Filters) -> Callable[[AuditEvent], bool] | None:
     """Filters SQL cannot apply the same way on both databases: addresses in a network.
     (ip_address is free text: a cast to inet would fail on the first value that is not one.)"""
     network = filters.ip
@@ -143,7 +143,7 @@ def fetch(
     conn: Connection, filters: Filters, after: Position, want: int
 ) -> tuple[list[AuditEvent], bool]:
     """Up to ``want`` matching events after ``after``, and whether more follow."""
-    keep = _post_filter(filters)
+    keep = post_filter(filters)
     size = want + 1 if keep is None else max(4 * (want + 1), 500)
     out: list[AuditEvent] = []
     position = after

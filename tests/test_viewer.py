@@ -239,6 +239,12 @@ def test_exports_are_exactly_the_filtered_events_and_recorded(
     assert len(table) == 1 + len(XSS)
     # A cell that a spreadsheet would run as a formula is neutralised in the CSV.
     assert all(not cell.startswith(("=", "+", "-", "@")) for row in table for cell in row)
+    bundle = client.get("/export", headers=ALICE, params={"format": "bundle"})
+    assert bundle.status_code == 200
+    assert bundle.content.startswith(b"PK")
+    refused = client.get("/export", headers=ALICE, params={"format": "bundle", "user_id": "U2"})
+    assert refused.status_code == 400
+    assert "only since and until" in refused.text
     assert viewer.flush()
     with AuditStore(tenants.url) as store:
         exports = store.events(workspace_id=tenants.acme, action="audit_log.exported")
@@ -247,6 +253,8 @@ def test_exports_are_exactly_the_filtered_events_and_recorded(
     assert by_format["jsonl"]["sha256"] == hashlib.sha256(jsonl.content).hexdigest()
     assert by_format["jsonl"]["complete"] is True
     assert by_format["csv"]["filters"] == {"ip": "198.51.100.1"}
+    assert by_format["bundle"]["sha256"] == hashlib.sha256(bundle.content).hexdigest()
+    assert {e.user_id for e in exports} == {"alice"}
 
 
 def test_several_workspaces_get_a_picker(client: Client) -> None:

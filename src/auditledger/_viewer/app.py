@@ -8,6 +8,9 @@ tenant's, or a cursor bound to another tenant, is the same 404 with the same bod
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +20,9 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy import Engine, select
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -94,6 +98,7 @@ class AuditViewer:
             else None
         )
         self._static = _static()
+        self._public_keys = list(public_keys)
         router = Starlette(
             routes=[
                 Route("/", self._page, methods=["GET"]),
@@ -414,13 +419,53 @@ class AuditViewer:
             self._record(who, "audit_log.exported", grant, workspace, details)
 
         if fmt == "bundle":
-            return await self._bundle(workspace, filters, record)
+            return await self._bundle(grant, workspace, filters)
         from .exports import export_response
 
-        return export_response(self, workspace, filters, fmt, record)
+        return export_response(self, workspace, filters, fmt, record, grant.actor)
 
-    async def _bundle(self, workspace: uuid.UUID, filters: Filters, record: Any) -> Response:
-        return _plain_error("bundle: not available yet", 501)
+    async def _bundle(self, grant: Grant, workspace: uuid.UUID, filters: Filters) -> Response:
+        """The self-verifying ZIP of the chain over since/until, written to a temporary file
+        (a ZIP's directory comes last) and sent from there."""
+        from .._exports import export_bundle
+        from .._reader import AuditReader
+
+        others = set(filters.reader_kwargs()) - {"since", "until"}
+        if others:
+            return _plain_error(
+                "bundle: a bundle holds a whole stretch of the chain, so only since and until"
+                f" apply (not {', '.join(sorted(others))})",
+                400,
+            )
+        folder = tempfile.mkdtemp(prefix="auditledger-bundle-")
+        path = os.path.join(folder, f"audit-{workspace}.zip")
+        # The bundle is recorded (audit_log.exported) as this actor, through our recorder.
+        reader = AuditReader(engine=self._engine, actor=grant.actor, recorder=self._audit)
+
+        def run() -> None:
+            export_bundle(
+                reader,
+                path,
+                workspace=workspace,
+                since=filters.since,
+                until=filters.until,
+                public_keys=list(self._public_keys),
+            )
+
+        try:
+            await anyio.to_thread.run_sync(run)
+        except LookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _plain_error("bundle: no events in that range", 404)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return FileResponse(
+            path,
+            media_type="application/zip",
+            filename=os.path.basename(path),
+            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+        )
 
     async def _static_file(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -1,10 +1,10 @@
 """Downloads of exactly what the filters select, streamed, and recorded when they end.
 
 The rows come from ``AuditReader.stream`` one chunk at a time (memory stays flat) and are
-formatted by the read side's own exporters (``_read``), so a download from the page is the same
-file ``auditledger export`` writes. The ``audit_log.exported`` record is appended when the
-stream ends, with the number of events sent and the SHA-256 of the bytes sent; a download the
-client broke off is recorded too, as incomplete.
+formatted by the read side's own row and CSV code (``_read``), so a download from the page has
+the lines and cells ``auditledger export`` writes. The ``audit_log.exported`` record is
+appended when the stream ends, with the number of events sent and the SHA-256 of the bytes
+sent; a download the client broke off is recorded too, as incomplete.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def export_stream(
     filters: Filters,
     fmt: str,
     record: Callable[[dict[str, Any]], None],
+    actor: str,
 ) -> Iterator[bytes]:
     """The file's bytes in chunks; ``record(details)`` runs once, when the stream ends."""
     query = viewer.reader.filters(workspace=workspace, **filters.reader_kwargs())
@@ -84,6 +85,7 @@ def export_stream(
     finally:
         record(
             {
+                "actor": actor,
                 "via": "viewer",
                 "format": fmt,
                 "filters": filters.describe(),
@@ -100,10 +102,11 @@ def export_response(
     filters: Filters,
     fmt: str,
     record: Callable[[dict[str, Any]], None],
+    actor: str,
 ) -> Response:
     name = f"audit-{workspace}.{fmt}"
     return StreamingResponse(
-        export_stream(viewer, workspace, filters, fmt, record),
+        export_stream(viewer, workspace, filters, fmt, record, actor),
         media_type=_MEDIA[fmt],
         headers={"content-disposition": f'attachment; filename="{name}"'},
     )

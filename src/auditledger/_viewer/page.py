@@ -170,8 +170,18 @@ def _toolbar(view: PageView) -> str:
         links = [
             f'<a class="export" href="{_a(_href(view, "export", {"format": fmt}))}"'
             f" download>{label}</a>"
-            for fmt, label in (("jsonl", "JSONL"), ("csv", "CSV"), ("bundle", "Bundle (ZIP)"))
+            for fmt, label in (("jsonl", "JSONL"), ("csv", "CSV"))
         ]
+        # A bundle is a stretch of the chain that verifies offline: only the time range applies.
+        span = {k: v for k, v in view.filters.as_params().items() if k in ("since", "until")}
+        bundle = f"{view.root}/export?" + urlencode(
+            {**_workspace_param(view), **span, "format": "bundle"}
+        )
+        links.append(
+            f'<a class="export" href="{_a(bundle)}" download'
+            ' title="Every event of the time range, with what verifies it offline">'
+            "Bundle (ZIP)</a>"
+        )
         exports = (
             '<span class="exports" role="group" aria-label="Export what the filters select">'
             "Export: " + " ".join(links) + "</span>"

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,10 +17,26 @@ from sqlalchemy.engine import make_url
 
 from auditledger import AuditStore
 from auditledger._viewer.serve import OperatorGate
-from tests.helpers import cli
 from tests.viewer_helpers import Client, seed, viewer_over
 
 ALICE = {"x-test-user": "alice:T0ACME"}
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> Ran:
+    """``auditledger ARGS`` in this process (a child process costs seconds of imports each)."""
+    from typer.testing import CliRunner
+
+    from auditledger.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 def free_port() -> int:

@@ -84,6 +84,7 @@ def base(viewer: AuditViewer) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/audit"
     finally:
         server.should_exit = True
+        server.force_exit = True  # the browser's keep-alive connections need not be waited for
         thread.join(timeout=30)
 
 

@@ -139,7 +139,7 @@ class BadgeCache:
             self._badges[key] = badge
 
     def _verify_in_child(self, key: BadgeKey) -> tuple[int, str] | None:
-        context = multiprocessing.get_context("spawn")  # fork is unsafe with threads running
+        context = _context()
         receiver, sender = context.Pipe(duplex=False)
         # The URL travels through the pipe, never the command line (it may hold a password).
         child = context.Process(
@@ -164,6 +164,16 @@ class BadgeCache:
             with self._lock:
                 self._children.discard(child)
         return result
+
+
+def _context() -> Any:
+    """A fork server: fork is unsafe with threads running, and spawn would re-import the
+    library for every check; the server forks each verify from a clean, preloaded process."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["auditledger._verify"])
+    return context
 
 
 def verify_child(url: str, keys: list[str], key: BadgeKey, sender: Any) -> None:

@@ -18,6 +18,8 @@ tokens_app = typer.Typer(
     help="API tokens of the viewer's pull API (/api/events).", no_args_is_help=True
 )
 console = Console()
+if not console.is_terminal:
+    console = Console(width=150)  # piped: Rich would assume 80 columns
 err_console = Console(stderr=True)
 
 DatabaseUrl = Annotated[

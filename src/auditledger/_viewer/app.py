@@ -1,68 +1,43 @@
-"""The mountable viewer: routes, who may see what, and the record of every look.
+"""The mountable viewer: its routes, and the record of every look.
 
-Every route resolves the workspace the same way (``_scope``): only workspaces granted by
-``authorize`` (or by an API token) exist for the request; anything else, whether unknown, another
-tenant's, or a cursor bound to another tenant, is the same 404 with the same body.
+Every route first asks the gate (``gate.py``) who is looking and which workspace they may read;
+anything else is the same 404. Database work runs in worker threads, never on the event loop.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import anyio.to_thread
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .._errors import InvalidCursor
-from .._schema import audit_logs
 from .._store import AuditStore
-from .access import Authorize, ViewerAccess, call_authorize
+from .access import Authorize
 from .badge import BadgeCache
 from .filters import FilterError, Filters
+from .gate import ACCESS_KEY, Gate, Grant, NotFound, Refused
 from .headers import SecurityHeaders
 from .page import MAX_BACK, PageView, render_page
 from .records import diff, event_json
-from .tokens import check_token
+from .responses import flag, limit, not_found, plain_error, refused, who
 from .workspaces import Workspace, WorkspaceCatalog
 
 log = logging.getLogger("auditledger")
 
-# Set by a front (``auditledger serve``) that has already authenticated the request.
-ACCESS_KEY = "auditledger.viewer.access"
-_BOUND_AUDIT = "auditledger.audit"  # the request's helper, when the host has AuditMiddleware
+__all__ = ["ACCESS_KEY", "AuditViewer"]
+
 _STATIC_TYPES = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
 _PAGE_SIZE = 50
-
-
-class NotFound(Exception):
-    """Anything the request may not know about: answered 404 with one fixed body."""
-
-
-class Refused(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Grant:
-    actor: str
-    allowed: frozenset[uuid.UUID]
-    order: tuple[uuid.UUID, ...]
-    everything: bool
-    via_token: bool = False
 
 
 def _static() -> dict[str, bytes]:
@@ -88,10 +63,10 @@ class AuditViewer:
     ) -> None:
         self.reader = reader
         self._engine = engine
-        self._authorize = authorize
         self._audit = audit
         self._owns = list(owns)
         self._catalog = WorkspaceCatalog(engine)
+        self._gate = Gate(engine, self._catalog, authorize)
         self.badges = (
             BadgeCache(database_url, engine, public_keys, interval=badge_interval)
             if chain_badge
@@ -146,75 +121,6 @@ class AuditViewer:
             owned.close()
         self._owns.clear()
 
-    # ---- access --------------------------------------------------------------------------
-
-    async def _grant(self, request: Request, *, api: bool) -> Grant:
-        preset = request.scope.get(ACCESS_KEY)
-        access: ViewerAccess | None
-        if isinstance(preset, ViewerAccess):
-            access = preset
-        else:
-            bearer = _bearer(request)
-            if bearer is not None:
-                # A pull client's token: the API only, and only its own workspace.
-                if not api:
-                    raise Refused(401)
-                token = await anyio.to_thread.run_sync(check_token, self._engine, bearer)
-                if token is None:
-                    raise Refused(401)
-                return Grant(
-                    f"token:{token.name}",
-                    frozenset([token.workspace_id]),
-                    (token.workspace_id,),
-                    everything=False,
-                    via_token=True,
-                )
-            access = await call_authorize(self._authorize, request)
-        if access is None:
-            raise Refused(403)
-        if access.all_workspaces:
-            return Grant(access.actor, frozenset(), (), everything=True)
-        ids = await anyio.to_thread.run_sync(self._resolve_all, list(access.workspaces))
-        return Grant(access.actor, frozenset(ids), tuple(ids), everything=False)
-
-    def _resolve_all(self, names: list[str | uuid.UUID]) -> list[uuid.UUID]:
-        out: list[uuid.UUID] = []
-        for name in names:
-            found = self._catalog.resolve(name)
-            if found is not None and found not in out:
-                out.append(found)
-        return out
-
-    def _scope(self, grant: Grant, asked: str | None, *, required: bool) -> uuid.UUID | None:
-        """The workspace this request reads: one the grant holds, or 404."""
-        if asked:
-            found = self._catalog.resolve(asked.strip())
-            if found is None:
-                raise NotFound
-            if grant.everything:
-                if not self._exists(found):
-                    raise NotFound
-                return found
-            if found not in grant.allowed:
-                raise NotFound
-            return found
-        if grant.everything:
-            if required:
-                raise FilterError("workspace: pick one workspace")
-            return None
-        if not grant.order:
-            raise NotFound
-        if len(grant.order) > 1 and required:
-            raise FilterError("workspace: pick one of your workspaces")
-        return grant.order[0]
-
-    def _exists(self, workspace: uuid.UUID) -> bool:
-        with self._engine.connect() as conn:
-            query = select(audit_logs.c.id).where(audit_logs.c.chain_id == workspace).limit(1)
-            return conn.execute(query).first() is not None or bool(
-                self._catalog.describe([workspace])[0].team_id
-            )
-
     # ---- the record of each look ---------------------------------------------------------
 
     def _record(
@@ -241,19 +147,19 @@ class AuditViewer:
 
     async def _page(self, request: Request) -> Response:
         try:
-            grant = await self._grant(request, api=False)
+            grant = await self._gate.grant(request, api=False)
         except Refused as exc:
-            return _refused(exc.status)
+            return refused(exc.status)
         q = request.query_params
         root = request.scope.get("root_path", "").rstrip("/")
         try:
             workspace = await anyio.to_thread.run_sync(
-                lambda: self._scope(grant, q.get("workspace"), required=False)
+                lambda: self._gate.scope(grant, q.get("workspace"), required=False)
             )
         except NotFound:
-            return _not_found()
+            return not_found()
         except FilterError as exc:
-            return _plain_error(str(exc), 400)
+            return plain_error(str(exc), 400)
         back = [b for b in q.getlist("back") if b][-MAX_BACK:]
         cursor = q.get("cursor") or None
         view = PageView(
@@ -268,16 +174,16 @@ class AuditViewer:
         status = 200
         try:
             view.filters = Filters.parse(q)
-            view.limit = _limit(q.get("limit"), _PAGE_SIZE, 200)
+            view.limit = limit(q.get("limit"), _PAGE_SIZE, 200)
         except FilterError as exc:
             view.error, status, view.cursor, view.back = str(exc), 400, None, []
         try:
             await anyio.to_thread.run_sync(self._fill_page, view, grant, workspace, status == 200)
         except NotFound:
-            return _not_found()
+            return not_found()
         if status == 200:
             self._record(
-                _who(request),
+                who(request),
                 "audit_log.viewed",
                 grant,
                 workspace,
@@ -314,23 +220,23 @@ class AuditViewer:
 
     async def _api_events(self, request: Request) -> Response:
         try:
-            grant = await self._grant(request, api=True)
+            grant = await self._gate.grant(request, api=True)
         except Refused as exc:
-            return _refused(exc.status)
+            return refused(exc.status)
         q = request.query_params
         try:
             filters = Filters.parse(q)
-            limit = _limit(q.get("limit"), _PAGE_SIZE, 1000)
-            oldest_first = _flag(q.get("oldest_first"))
+            size = limit(q.get("limit"), _PAGE_SIZE, 1000)
+            oldest_first = flag(q.get("oldest_first"))
         except FilterError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
         def run() -> tuple[uuid.UUID | None, Any]:
-            workspace = self._scope(grant, q.get("workspace"), required=not grant.everything)
+            workspace = self._gate.scope(grant, q.get("workspace"), required=not grant.everything)
             try:
                 page = self.reader.events(
                     workspace=workspace,
-                    limit=limit,
+                    limit=size,
                     cursor=q.get("cursor") or None,
                     oldest_first=oldest_first,
                     **filters.reader_kwargs(),
@@ -342,11 +248,11 @@ class AuditViewer:
         try:
             workspace, page = await anyio.to_thread.run_sync(run)
         except NotFound:
-            return _not_found(json=True)
+            return not_found(json=True)
         except FilterError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         self._record(
-            _who(request),
+            who(request),
             "audit_log.viewed",
             grant,
             workspace,
@@ -359,16 +265,18 @@ class AuditViewer:
     async def _api_event(self, request: Request) -> Response:
         """One full record with its previous → new diff: what opening a row shows."""
         try:
-            grant = await self._grant(request, api=False)
+            grant = await self._gate.grant(request, api=False)
         except Refused as exc:
-            return _refused(exc.status)
+            return refused(exc.status)
         try:
             event_id = uuid.UUID(request.path_params["event_id"])
         except ValueError:
-            return _not_found(json=True)
+            return not_found(json=True)
 
         def run() -> tuple[uuid.UUID | None, Any]:
-            workspace = self._scope(grant, request.query_params.get("workspace"), required=False)
+            workspace = self._gate.scope(
+                grant, request.query_params.get("workspace"), required=False
+            )
             event = AuditStore(engine=self._engine).get(event_id)
             if event is None or (workspace is not None and event.workspace_id != workspace):
                 raise NotFound
@@ -379,9 +287,9 @@ class AuditViewer:
         try:
             workspace, event = await anyio.to_thread.run_sync(run)
         except (NotFound, FilterError):
-            return _not_found(json=True)
+            return not_found(json=True)
         self._record(
-            _who(request),
+            who(request),
             "audit_log.viewed",
             grant,
             workspace or event.workspace_id,
@@ -396,9 +304,9 @@ class AuditViewer:
 
     async def _export(self, request: Request) -> Response:
         try:
-            grant = await self._grant(request, api=False)
+            grant = await self._gate.grant(request, api=False)
         except Refused as exc:
-            return _refused(exc.status)
+            return refused(exc.status)
         q = request.query_params
         fmt = q.get("format", "jsonl")
         try:
@@ -406,130 +314,31 @@ class AuditViewer:
             if fmt not in ("jsonl", "csv", "bundle"):
                 raise FilterError("format: jsonl, csv or bundle")
             workspace = await anyio.to_thread.run_sync(
-                lambda: self._scope(grant, q.get("workspace"), required=True)
+                lambda: self._gate.scope(grant, q.get("workspace"), required=True)
             )
         except NotFound:
-            return _not_found()
+            return not_found()
         except FilterError as exc:
-            return _plain_error(str(exc), 400)
+            return plain_error(str(exc), 400)
         assert workspace is not None  # required=True
-        who = _who(request)
+        looker = who(request)
 
         def record(details: dict[str, Any]) -> None:
-            self._record(who, "audit_log.exported", grant, workspace, details)
+            self._record(looker, "audit_log.exported", grant, workspace, details)
 
         if fmt == "bundle":
-            return await self._bundle(grant, workspace, filters)
+            from .exports import bundle_response
+
+            return await bundle_response(
+                self._engine, self._audit, self._public_keys, grant.actor, workspace, filters
+            )
         from .exports import export_response
 
         return export_response(self, workspace, filters, fmt, record, grant.actor)
-
-    async def _bundle(self, grant: Grant, workspace: uuid.UUID, filters: Filters) -> Response:
-        """The self-verifying ZIP of the chain over since/until, written to a temporary file
-        (a ZIP's directory comes last) and sent from there."""
-        from .._exports import export_bundle
-        from .._reader import AuditReader
-
-        others = set(filters.reader_kwargs()) - {"since", "until"}
-        if others:
-            return _plain_error(
-                "bundle: a bundle holds a whole stretch of the chain, so only since and until"
-                f" apply (not {', '.join(sorted(others))})",
-                400,
-            )
-        folder = tempfile.mkdtemp(prefix="auditledger-bundle-")
-        path = os.path.join(folder, f"audit-{workspace}.zip")
-        # The bundle is recorded (audit_log.exported) as this actor, through our recorder.
-        reader = AuditReader(engine=self._engine, actor=grant.actor, recorder=self._audit)
-
-        def run() -> None:
-            export_bundle(
-                reader,
-                path,
-                workspace=workspace,
-                since=filters.since,
-                until=filters.until,
-                public_keys=list(self._public_keys),
-            )
-
-        try:
-            await anyio.to_thread.run_sync(run)
-        except LookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-            return _plain_error("bundle: no events in that range", 404)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return FileResponse(
-            path,
-            media_type="application/zip",
-            filename=os.path.basename(path),
-            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
-        )
 
     async def _static_file(self, request: Request) -> Response:
         name = request.path_params["name"]
         body = self._static.get(name)
         if body is None:
-            return _not_found()
+            return not_found()
         return Response(body, media_type=_STATIC_TYPES[name])
-
-
-def _who(request: Request) -> tuple[str | None, str | None]:
-    """The looker's address and user agent: the host's AuditMiddleware knows them best."""
-    bound = request.scope.get(_BOUND_AUDIT)
-    if bound is not None:
-        return getattr(bound, "ip_address", None), getattr(bound, "user_agent", None)
-    client = request.client
-    return (client.host if client else None), request.headers.get("user-agent")
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
-
-
-def _limit(raw: str | None, default: int, most: int) -> int:
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise FilterError(f"limit: a number from 1 to {most}") from exc
-    if not 1 <= value <= most:
-        raise FilterError(f"limit: a number from 1 to {most}")
-    return value
-
-
-def _flag(raw: str | None) -> bool:
-    if raw is None or raw == "":
-        return False
-    if raw.lower() in ("1", "true", "yes"):
-        return True
-    if raw.lower() in ("0", "false", "no"):
-        return False
-    raise FilterError("oldest_first: true or false")
-
-
-def _plain_error(message: str, status: int) -> Response:
-    return Response(message + "\n", status_code=status, media_type="text/plain")
-
-
-def _not_found(*, json: bool = False) -> Response:
-    if json:
-        return JSONResponse({"error": "not found"}, status_code=404)
-    return Response("Not found\n", status_code=404, media_type="text/plain")
-
-
-def _refused(status: int) -> Response:
-    if status == 401:
-        return Response(
-            "Unauthorized\n",
-            status_code=401,
-            media_type="text/plain",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return Response("Forbidden\n", status_code=403, media_type="text/plain")

@@ -12,16 +12,23 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import orjson
-from starlette.responses import Response, StreamingResponse
+from sqlalchemy import Engine
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from .._read.csvsafe import csv_cells
 from .._read.rows import SEED_COLUMNS, event_record
 from .filters import Filters
+from .responses import plain_error
 
 if TYPE_CHECKING:
     from .app import AuditViewer
@@ -109,4 +116,55 @@ def export_response(
         export_stream(viewer, workspace, filters, fmt, record, actor),
         media_type=_MEDIA[fmt],
         headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def bundle_response(
+    engine: Engine,
+    audit: Any,
+    public_keys: list[str],
+    actor: str,
+    workspace: uuid.UUID,
+    filters: Filters,
+) -> Response:
+    """The self-verifying ZIP of the chain over since/until, written to a temporary file
+    (a ZIP's directory comes last) and sent from there."""
+    from .._exports import export_bundle
+    from .._reader import AuditReader
+
+    others = set(filters.reader_kwargs()) - {"since", "until"}
+    if others:
+        return plain_error(
+            "bundle: a bundle holds a whole stretch of the chain, so only since and until"
+            f" apply (not {', '.join(sorted(others))})",
+            400,
+        )
+    folder = tempfile.mkdtemp(prefix="auditledger-bundle-")
+    path = os.path.join(folder, f"audit-{workspace}.zip")
+    # The bundle is recorded (audit_log.exported) as this actor, through our recorder.
+    reader = AuditReader(engine=engine, actor=actor, recorder=audit)
+
+    def run() -> None:
+        export_bundle(
+            reader,
+            path,
+            workspace=workspace,
+            since=filters.since,
+            until=filters.until,
+            public_keys=list(public_keys),
+        )
+
+    try:
+        await anyio.to_thread.run_sync(run)
+    except LookupError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return plain_error("bundle: no events in that range", 404)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        filename=os.path.basename(path),
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
     )

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .access import ViewerAccess
-from .app import ACCESS_KEY
+from .gate import ACCESS_KEY
 from .headers import SECURITY_HEADERS
 
 

@@ -268,3 +268,25 @@ def test_several_workspaces_get_a_picker(client: Client) -> None:
     # The API wants to be told which one.
     assert client.get("/api/events", headers=both).status_code == 400
     assert json.loads(client.get("/api/events", headers=both).text)["error"].startswith("workspace")
+
+
+def test_a_download_in_progress_never_blocks_the_writer(db_url: str, tmp_path: Path) -> None:
+    from auditledger._viewer.exports import export_stream
+    from auditledger._viewer.filters import Filters
+
+    tenants = seed(db_url, tmp_path / "seed", acme_events=1200)
+    recorded: list[dict[str, object]] = []
+    with viewer_over(db_url, tmp_path / "viewer-spool") as viewer:
+        chunks = export_stream(viewer, tenants.acme, Filters(), "jsonl", recorded.append, "t")
+        first = next(chunks)  # paused mid-stream: its read is open on the database
+        with AuditLogger(db_url, spool_dir=tmp_path / "writer", write_timeout=5) as audit:
+            for i in range(20):
+                audit.audit_login(f"W{i}", WorkspaceRef("T0ACME"))
+            assert audit.flush(timeout=10)
+            assert audit.stats().spooled == 0  # stored, not spooled around a lock
+        rest = b"".join(chunks)
+    lines = (first + rest).splitlines()
+    # The reader had fetched its chunk (up to 2,000 rows) before the writes: exactly the seed.
+    assert len(lines) == 1200 + 1 + len(XSS)
+    assert recorded[0]["events"] == len(lines)
+    assert recorded[0]["complete"] is True

@@ -38,4 +38,4 @@ bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache demo-data
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache demo-data test-artifacts

@@ -312,7 +312,8 @@ def export(
             signed = ", last event signed" if made.signed else ""
             console.print(
                 f"{made.events} events (positions {made.first_seq}-{made.last_seq}{signed})"
-                f" -> {made.path}  sha256 {made.sha256}"
+                f" -> {made.path}  sha256 {made.sha256}",
+                soft_wrap=True,
             )
             return
         if out is None:  # excluded above; this tells the type checker
@@ -329,7 +330,9 @@ def export(
             resource_id=resource_id, ip=ip, since=_time("--since", since),
             until=_time("--until", until), text=text,
         )  # fmt: skip
-        console.print(f"{result.events} events -> {result.path}  sha256 {result.sha256}")
+        console.print(
+            f"{result.events} events -> {result.path}  sha256 {result.sha256}", soft_wrap=True
+        )
 
 
 @contextmanager

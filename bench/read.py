@@ -81,12 +81,13 @@ def load(conninfo: str, total: int) -> tuple[uuid.UUID, uuid.UUID]:
             "INSERT INTO audit_logs (id, user_id, workspace_id, ip_address, user_agent, action,"
             " resource, resource_id, details, created_at, chain_id, chain_seq, chain_hash,"
             " canonical)"
-            " SELECT gen_random_uuid(), 'U' || (g * 7919 %% 1000), ws, '10.' || (g %% 200) || '.'"
-            "|| (g %% 250) || '.' || (g %% 199), 'Mozilla/5.0', (%(actions)s::text[])[g %% 20 + 1],"
+            " SELECT gen_random_uuid(), 'U' || (g * 7919 %% 1000), ws,"
+            " '10.' || (g %% 200) || '.' || (g %% 250) || '.' || (g %% 199), 'Mozilla/5.0',"
+            " (%(actions)s::text[])[(g %% 20)::int + 1],"
             " 'settings', 'r' || g, jsonb_build_object('n', g, 'note', 'bench'),"
             " %(start)s::timestamptz + make_interval(secs => %(span)s::float8 * g / %(n)s"
             "   + (g * 13 %% 7)), ws, g, sha256(int8send(g)), int8send(g)"
-            " FROM (SELECT g, %(ws)s::uuid AS ws FROM generate_series(1, %(n)s) g) s"
+            " FROM (SELECT g, %(ws)s::uuid AS ws FROM generate_series(1::int8, %(n)s::int8) g) s"
         )
         for ws, n in ((big, n_big), (small, n_small)):
             conn.execute(
@@ -98,8 +99,8 @@ def load(conninfo: str, total: int) -> tuple[uuid.UUID, uuid.UUID]:
             " SELECT gen_random_uuid(), 'V' || (g %% 500), ws, 'login',"
             " %(start)s::timestamptz + make_interval(secs => %(span)s::float8 * g / %(n)s), ws,"
             " row_number() OVER (PARTITION BY ws ORDER BY g), sha256(int8send(g)), int8send(g)"
-            " FROM (SELECT g, (%(others)s::uuid[])[g %% 200 + 1] AS ws"
-            "       FROM generate_series(1, %(n)s) g) s",
+            " FROM (SELECT g, (%(others)s::uuid[])[(g %% 200)::int + 1] AS ws"
+            "       FROM generate_series(1::int8, %(n)s::int8) g) s",
             {"start": START, "span": span, "n": n_other, "others": others},
         )
         conn.execute("VACUUM ANALYZE audit_logs")

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 
 from ._chain import micros
 from ._db import make_engine
@@ -25,6 +26,7 @@ from ._read.cursor import Position
 from ._read.filters import Filters, aware, check_limit, parse_ip
 from ._read.keys import cursor_key
 from ._store import AuditStore
+from ._urls import is_postgres, normalise_url, resolve_url
 
 if TYPE_CHECKING:
     from ._logger import AuditLogger
@@ -35,6 +37,16 @@ IpArg = str | ipaddress.IPv4Network | ipaddress.IPv6Network | None
 VIEWED = "audit_log.viewed"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXPORTED = "audit_log.exported"
+
+
+def _read_engine(database_url: str | None) -> Engine:
+    """The writer-side engine's settings, minus the pre-ping: a page must cost one round trip,
+    not two. A connection found dead instead is replaced and the page retried once."""
+    url = normalise_url(resolve_url(database_url))
+    if not is_postgres(url):
+        return make_engine(database_url)
+    make_engine(database_url).dispose()  # the same checks (the psycopg extra is installed)
+    return create_engine(url, pool_reset_on_return=None)
 
 
 def _fast_json(dbapi_connection: Any, _record: Any) -> None:
@@ -74,7 +86,7 @@ class AuditReader:
         engine: Engine | None = None,
     ) -> None:
         self._url = database_url
-        self._base_engine = engine or make_engine(database_url)
+        self._base_engine = engine or _read_engine(database_url)
         self._owns_engine = engine is None
         # Reads need no transaction: without one a page is one round trip, not BEGIN, the
         # query and a ROLLBACK when the connection goes back to the pool.
@@ -153,8 +165,7 @@ class AuditReader:
         key = self._cursor_key()
         fingerprint = filters.fingerprint()
         after = Position() if cursor is None else cursors.decode(key, fingerprint, cursor)
-        with self._engine.connect() as conn:
-            items, more = query.fetch(conn, filters, after, limit)
+        items, more = self._fetch(filters, after, limit)
         times = tuple(None if t is None else micros(t) for t in (filters.since, filters.until))
         next_cursor: str | None = None
         if filters.oldest_first or more:
@@ -163,6 +174,20 @@ class AuditReader:
         if self.actor is not None:
             self._record_view(filters, len(items), cursor is not None)
         return Page(items, next_cursor)
+
+    def _fetch(
+        self, filters: Filters, after: Position, limit: int
+    ) -> tuple[list[AuditEvent], bool]:
+        try:
+            with self._engine.connect() as conn:
+                return query.fetch(conn, filters, after, limit)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The pool's connections went stale (the server restarted): it has discarded them;
+        # one more try runs on a fresh connection instead of failing this page.
+        with self._engine.connect() as conn:
+            return query.fetch(conn, filters, after, limit)
 
     def cursor_times(self, cursor: str) -> tuple[datetime | None, datetime | None]:
         """The since and until of the query that issued ``cursor`` (raises InvalidCursor).

@@ -15,6 +15,7 @@ then the generic plans the figures rely on. It reports; it exits 0 even when a g
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -140,8 +141,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="200,000 events instead of 1M")
     args = parser.parse_args()
-    import os
-
     server = os.environ.get(ENV_URL, DEFAULT_SERVER)
     total = 200_000 if args.quick else 1_000_000
     name = f"auditledger_bench_read_{uuid.uuid4().hex[:8]}"
@@ -165,6 +164,8 @@ def run(conninfo: str, total: int) -> None:
         version = conn.info.parameter_status("server_version")
     out(f"loaded {total:,} events in {time.perf_counter() - t0:.0f} s: 90% in one workspace,")
     out(f"100 in another, the rest in 200 more; PostgreSQL {version}")
+    load1, load5, _ = os.getloadavg()
+    out(f"load average {load1:.1f} / {load5:.1f} on {os.cpu_count()} CPUs (the machine is shared)")
     sa_url = conninfo.replace("postgresql://", "postgresql+psycopg://", 1)
     generic = create_engine(
         sa_url, connect_args={"options": "-c plan_cache_mode=force_generic_plan"}

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ._chain import micros
 from ._db import make_engine
+from ._errors import MissingExtraError
 from ._events import AuditEvent
 from ._read import cursor as cursors
 from ._read import query
@@ -45,7 +46,10 @@ def _read_engine(database_url: str | None) -> Engine:
     url = normalise_url(resolve_url(database_url))
     if not is_postgres(url):
         return make_engine(database_url)
-    make_engine(database_url).dispose()  # the same checks (the psycopg extra is installed)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("postgres", "psycopg") from exc
     return create_engine(url, pool_reset_on_return=None)
 
 
@@ -166,11 +170,12 @@ class AuditReader:
         fingerprint = filters.fingerprint()
         after = Position() if cursor is None else cursors.decode(key, fingerprint, cursor)
         items, more = self._fetch(filters, after, limit)
-        times = tuple(None if t is None else micros(t) for t in (filters.since, filters.until))
+        since, until = filters.since, filters.until
+        times = (None if since is None else micros(since), None if until is None else micros(until))
         next_cursor: str | None = None
         if filters.oldest_first or more:
             end = query.position_of(filters, items[-1]) if items else after
-            next_cursor = cursors.encode(key, fingerprint, end, times)  # type: ignore[arg-type]
+            next_cursor = cursors.encode(key, fingerprint, end, times)
         if self.actor is not None:
             self._record_view(filters, len(items), cursor is not None)
         return Page(items, next_cursor)
@@ -193,9 +198,11 @@ class AuditReader:
         """The since and until of the query that issued ``cursor`` (raises InvalidCursor).
         The command line pages on with these when given a relative time such as ``2h``."""
         since, until = cursors.issued_times(self._cursor_key(), cursor)
-        return tuple(  # type: ignore[return-value]
-            None if t is None else _EPOCH + timedelta(microseconds=t) for t in (since, until)
-        )
+
+        def moment(us: int | None) -> datetime | None:
+            return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+        return moment(since), moment(until)
 
     def iter_events(self, **filters: Any) -> Iterator[AuditEvent]:
         """Every matching event, in chunks: memory stays flat however many there are.

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import _cli_investigate
+from . import _cli_export, _cli_investigate
 from ._errors import AuditLedgerError, describe_database_error
 from ._urls import ENV_DATABASE_URL
 
@@ -336,6 +336,7 @@ def _print_report(report: Any) -> None:
 
 
 _cli_investigate.register(app)
+_cli_export.register(app)
 
 
 def main() -> None:

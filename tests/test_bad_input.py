@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from auditledger import AuditLogger, AuditStore
-from auditledger._db import make_engine
+from auditledger._db.engine import make_engine
 from tests.helpers import stored
 
 

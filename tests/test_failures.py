@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger
-from auditledger._migrate import upgrade
+from auditledger._db.migrate import upgrade
 from tests.children import KILLED_IN_FLIGHT, child, run_child, wait_for_line
 from tests.conftest import PgDatabases
 from tests.helpers import cli, stored

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 
 from auditledger import AuditLogger
-from auditledger._capture import capture_event
-from auditledger._chain import NO_WORKSPACE, lock_keys
+from auditledger._chain.canonical import NO_WORKSPACE, lock_keys
+from auditledger._db.urls import libpq_conninfo, normalise_url
 from auditledger._ids import uuid7_batch
-from auditledger._prepare import Limits, Preparer
-from auditledger._sink_postgres import _LOCK_CLASS, PostgresSink
-from auditledger._urls import libpq_conninfo, normalise_url
-from auditledger._watchdog import Watchdog
+from auditledger._sinks.postgres import _LOCK_CLASS, PostgresSink
+from auditledger._write.capture import capture_event
+from auditledger._write.prepare import Limits, Preparer
+from auditledger._write.watchdog import Watchdog
 
 
 class WriteLog:

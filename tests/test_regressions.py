@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger, AuditStore, WorkspaceRef
-from auditledger._db import make_engine
+from auditledger._db.engine import make_engine
 from tests.helpers import stored
 
 

@@ -7,9 +7,9 @@ import uuid
 from pathlib import Path
 
 from auditledger import AuditLogger, verify_log
-from auditledger._capture import capture_event
 from auditledger._ids import uuid7_batch
-from auditledger._spool import EVENT, SegmentWriter, encode_event
+from auditledger._write.capture import capture_event
+from auditledger._write.spool import EVENT, SegmentWriter, encode_event
 from tests.helpers import stored
 
 

@@ -9,8 +9,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from auditledger._db import make_engine
-from auditledger._schema import metadata
+from auditledger._db.engine import make_engine
+from auditledger._db.schema import metadata
 from tests.helpers import cli
 
 SEED_INDEXES = {

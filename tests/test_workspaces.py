@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import select
 
 from auditledger import AuditLogger, WorkspaceRef
-from auditledger._capture import capture_event
-from auditledger._db import make_engine
-from auditledger._schema import workspaces
-from auditledger._spool import decode_event, encode_event
+from auditledger._db.engine import make_engine
+from auditledger._db.schema import workspaces
+from auditledger._write.capture import capture_event
+from auditledger._write.spool import decode_event, encode_event
 
 
 def workspace_rows(url: str) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from auditledger import AuditLogger, _spool
+from auditledger import AuditLogger
+from auditledger._write import spool as _spool
 from tests.helpers import stored
 
 

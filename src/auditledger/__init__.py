@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging as _logging
 
 from ._actions import AuditAction
-from ._default import close, configure, default_logger, flush, get_logger
+from ._api.default import close, configure, default_logger, flush, get_logger
+from ._api.helpers import AuditHelpers, BoundAuditLogger
+from ._api.logger import AuditLogger, install_sigterm_handler
 from ._errors import AuditLedgerError, ConfigurationError, MissingExtraError, SchemaError
 from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
-from ._helpers import AuditHelpers, BoundAuditLogger
-from ._logger import AuditLogger, install_sigterm_handler
-from ._redact import DEFAULT_REDACT_KEYS
-from ._store import AuditStore
-from ._verify import VerifyError, VerifyProblem, VerifyReport, verify_log
-from ._writer import AuditStats
+from ._read.store import AuditStore
+from ._read.verify.run import VerifyError, VerifyProblem, VerifyReport, verify_log
+from ._write.redact import DEFAULT_REDACT_KEYS
+from ._write.writer import AuditStats
 
 log_audit_event = default_logger.log_audit_event
 audit_login = default_logger.audit_login

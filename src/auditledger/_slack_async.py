@@ -13,7 +13,7 @@ from typing import Any
 
 from slack_bolt import BoltContext, BoltResponse
 
-from ._helpers import AuditHelpers
+from ._api.helpers import AuditHelpers
 from .slack import (
     _DISCONNECT_EVENTS,
     CONTEXT_KEY,

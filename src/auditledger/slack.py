@@ -35,10 +35,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._actions import AuditAction
-from ._default import default_logger
+from ._api.default import default_logger
+from ._api.helpers import AuditHelpers, BoundAuditLogger
 from ._errors import ConfigurationError, MissingExtraError
 from ._events import WorkspaceRef
-from ._helpers import AuditHelpers, BoundAuditLogger
 
 try:
     from slack_bolt import App, BoltContext, BoltRequest, BoltResponse

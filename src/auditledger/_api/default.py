@@ -6,9 +6,9 @@ import logging
 import threading
 from typing import Any
 
-from ._actions import AuditAction
-from ._helpers import AuditHelpers, WorkspaceId
-from ._logger import AuditLogger
+from .._actions import AuditAction
+from .helpers import AuditHelpers, WorkspaceId
+from .logger import AuditLogger
 
 log = logging.getLogger("auditledger")
 

@@ -10,8 +10,8 @@ from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import Any
 
-from ._actions import AuditAction
-from ._events import WorkspaceRef
+from .._actions import AuditAction
+from .._events import WorkspaceRef
 
 WorkspaceId = Any  # uuid.UUID | str | WorkspaceRef | None; anything else is sanitised
 

@@ -17,16 +17,16 @@ from time import time_ns
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from ._actions import AuditAction
-from ._capture import capture_event
-from ._errors import ConfigurationError
-from ._helpers import AuditHelpers, WorkspaceId
-from ._prepare import Limits, Preparer
-from ._redact import DEFAULT_REDACT_KEYS, Redactor
-from ._sink import Sink
-from ._spool import default_spool_dir
-from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
-from ._writer import AuditStats, State, Writer, WriterOptions
+from .._actions import AuditAction
+from .._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+from .._errors import ConfigurationError
+from .._sinks.base import Sink
+from .._write.capture import capture_event
+from .._write.prepare import Limits, Preparer
+from .._write.redact import DEFAULT_REDACT_KEYS, Redactor
+from .._write.spool import default_spool_dir
+from .._write.writer import AuditStats, State, Writer, WriterOptions
+from .helpers import AuditHelpers, WorkspaceId
 
 log = logging.getLogger("auditledger")
 
@@ -80,7 +80,7 @@ class AuditLogger(AuditHelpers):
     ) -> None:
         url = normalise_url(resolve_url(database_url))
         if is_postgres(url):
-            from ._sink_postgres import PostgresSink  # raises MissingExtraError without psycopg
+            from .._sinks.postgres import PostgresSink  # raises MissingExtraError without psycopg
 
             conninfo = libpq_conninfo(url)
 
@@ -90,7 +90,7 @@ class AuditLogger(AuditHelpers):
             fingerprint_source = f"postgresql:{url.host}:{url.port}:{url.database}"
         else:
             path = os.path.abspath(sqlite_path(url))
-            from ._sink_sqlite import SqliteSink
+            from .._sinks.sqlite import SqliteSink
 
             def factory() -> Sink:
                 return SqliteSink(path, timeout=write_timeout)
@@ -289,7 +289,7 @@ def _with_checkpoints(
 
     The key is loaded here, at start-up, so a wrong path fails now and not on the writer.
     """
-    from ._checkpoint import ENV_SIGNING_KEY, CheckpointSchedule, Signer
+    from .._chain.checkpoints import ENV_SIGNING_KEY, CheckpointSchedule, Signer
 
     _require(interval > 0, "checkpoint_interval must be positive")
     path = signing_key if signing_key is not None else os.environ.get(ENV_SIGNING_KEY)

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._spool import claim_segments, default_spool_dir, segment_count, spool_bytes
-from ._urls import missing_sqlite_file, normalise_url, resolve_url, sqlite_path
+from .._db.urls import missing_sqlite_file, normalise_url, resolve_url, sqlite_path
+from .._write.spool import claim_segments, default_spool_dir, segment_count, spool_bytes
 
 
 def default_spool_for(database_url: str | None) -> Path:
@@ -21,8 +21,8 @@ def default_spool_for(database_url: str | None) -> Path:
 
 
 def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str, Any]:
-    from ._migrate import check
-    from ._store import AuditStore
+    from .._db.migrate import check
+    from .._read.store import AuditStore
 
     directory = spool_dir or default_spool_for(database_url)
     report: dict[str, Any] = {"spool_dir": str(directory)}

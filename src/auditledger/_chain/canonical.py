@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from ._jsonbytes import dumps_kept
+from .._jsonbytes import dumps_kept
 
 CANONICAL_VERSION = 1
 NO_WORKSPACE = uuid.UUID(int=0)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import orjson
 
-from ._chain import micros
-from ._errors import ConfigurationError, MissingExtraError
-from ._ids import uuid7_from_ns
+from .._errors import ConfigurationError, MissingExtraError
+from .._ids import uuid7_from_ns
+from .canonical import micros
 
 FORMAT = "auditledger/checkpoint/v1"
 ENV_SIGNING_KEY = "AUDITLEDGER_SIGNING_KEY"

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 
-from ._errors import MissingExtraError
-from ._urls import is_postgres, normalise_url, resolve_url
+from .._errors import MissingExtraError
+from .urls import is_postgres, normalise_url, resolve_url
 
 
 def make_engine(database_url: str | None) -> Engine:

@@ -7,7 +7,7 @@ import os
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from ._errors import ConfigurationError
+from .._errors import ConfigurationError
 
 ENV_DATABASE_URL = "AUDITLEDGER_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///auditledger.db"

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from ._db import make_engine
-from ._events import AuditEvent, QuarantinedEvent
-from ._schema import audit_logs, audit_quarantine, workspaces
+from .._db.engine import make_engine
+from .._db.schema import audit_logs, audit_quarantine, workspaces
+from .._events import AuditEvent, QuarantinedEvent
 
 
 def _event(row: Any) -> AuditEvent:

@@ -14,10 +14,10 @@ from enum import Enum
 
 import orjson
 
-from ._chain import Sealed
-from ._checkpoint import Checkpoint, CheckpointSchedule, Signer
-from ._events import WorkspaceRef
-from ._prepare import QuarantineRow, Row
+from .._chain.canonical import Sealed
+from .._chain.checkpoints import Checkpoint, CheckpointSchedule, Signer
+from .._events import WorkspaceRef
+from .._write.prepare import QuarantineRow, Row
 
 ROW_ID, ROW_WORKSPACE, ROW_SANITISED = 0, 2, 12
 

@@ -10,13 +10,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._chain import CHAIN_COLUMNS, Sealed, grouped_by_chain, link_each, lock_keys, seal
-from ._checkpoint import Checkpoint, Signer, make_checkpoint
-from ._errors import MissingExtraError
-from ._events import WorkspaceRef
-from ._prepare import QuarantineRow, Row
-from ._schema import AUDIT_LOG_COLUMNS
-from ._sink import ErrorKind, Sink, SinkError
+from .._chain.canonical import CHAIN_COLUMNS, Sealed, grouped_by_chain, link_each, lock_keys, seal
+from .._chain.checkpoints import Checkpoint, Signer, make_checkpoint
+from .._db.schema import AUDIT_LOG_COLUMNS
+from .._errors import MissingExtraError
+from .._events import WorkspaceRef
+from .._write.prepare import QuarantineRow, Row
+from .base import ErrorKind, Sink, SinkError
 
 try:
     import psycopg

@@ -8,12 +8,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from ._chain import CHAIN_COLUMNS, Head, Sealed, link_batch, seal
-from ._checkpoint import Checkpoint, Signer, make_checkpoint
-from ._events import WorkspaceRef
-from ._prepare import QuarantineRow, Row
-from ._schema import AUDIT_LOG_COLUMNS
-from ._sink import ErrorKind, Sink, SinkError
+from .._chain.canonical import CHAIN_COLUMNS, Head, Sealed, link_batch, seal
+from .._chain.checkpoints import Checkpoint, Signer, make_checkpoint
+from .._db.schema import AUDIT_LOG_COLUMNS
+from .._events import WorkspaceRef
+from .._write.prepare import QuarantineRow, Row
+from .base import ErrorKind, Sink, SinkError
 
 _COLUMNS = AUDIT_LOG_COLUMNS + CHAIN_COLUMNS
 _INSERT = (

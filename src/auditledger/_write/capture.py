@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from ._events import WorkspaceRef
-from ._sanitise import Note, has_nonfinite, safe_repr, sanitise_json, type_name
+from .._events import WorkspaceRef
+from .sanitise import Note, has_nonfinite, safe_repr, sanitise_json, type_name
 
 # (time_ns, action, user_id, workspace_id, ip_address, user_agent, resource, resource_id,
 #  details, previous_value, new_value, notes)

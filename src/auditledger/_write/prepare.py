@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-from ._actions import action_problem
-from ._capture import (
+from .._actions import action_problem
+from .._events import WorkspaceRef
+from .capture import (
     ACTION,
     DETAILS,
     IP,
@@ -35,9 +36,8 @@ from ._capture import (
     Captured,
     SanitisedJson,
 )
-from ._events import WorkspaceRef
-from ._redact import REDACTED, Redactor
-from ._sanitise import Note, clean_text, safe_repr, sanitise_json
+from .redact import REDACTED, Redactor
+from .sanitise import Note, clean_text, safe_repr, sanitise_json
 
 # (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,
 #  details, previous_value, new_value, created_at, sanitised): JSON values as text.

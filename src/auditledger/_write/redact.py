@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ._sanitise import Note
+from .sanitise import Note
 
 REDACTED = "[REDACTED]"
 

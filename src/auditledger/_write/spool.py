@@ -27,7 +27,9 @@ from typing import IO, Any
 
 import orjson
 
-from ._capture import (
+from .._events import WorkspaceRef
+from .._jsonbytes import dumps_kept
+from .capture import (
     ACTION,
     JSON_FIELDS,
     NOTES,
@@ -38,9 +40,7 @@ from ._capture import (
     Captured,
     SanitisedJson,
 )
-from ._events import WorkspaceRef
-from ._jsonbytes import dumps_kept
-from ._sanitise import Note, clean_text, safe_repr
+from .sanitise import Note, clean_text, safe_repr
 
 MAGIC = b"AUDITLEDGER-SPOOL-1\n"
 SUFFIX = ".seg"

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from ._capture import Captured
-from ._chain import Sealed, seal
-from ._ids import uuid7_batch, uuid7_from_ns
-from ._prepare import Preparer, QuarantineRow, Row
-from ._sink import ErrorKind, Sink, SinkError
-from ._spool import (
+from .._chain.canonical import Sealed, seal
+from .._ids import uuid7_batch, uuid7_from_ns
+from .._sinks.base import ErrorKind, Sink, SinkError
+from .capture import Captured
+from .prepare import Preparer, QuarantineRow, Row
+from .spool import (
     COMMIT,
     EVENT,
     SegmentWriter,
@@ -36,7 +36,7 @@ from ._spool import (
     segment_count,
     spool_bytes,
 )
-from ._watchdog import Watchdog
+from .watchdog import Watchdog
 
 log = logging.getLogger("auditledger")
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._errors import AuditLedgerError, describe_database_error
-from ._urls import ENV_DATABASE_URL
+from .._db.urls import ENV_DATABASE_URL
+from .._errors import AuditLedgerError, describe_database_error
 
 app = typer.Typer(
     help="auditledger: a security audit log that is cheap to write and hard to falsify.",
@@ -54,7 +54,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Create the schema, or upgrade it to this version's newest revision (idempotent)."""
-    from ._migrate import upgrade
+    from .._db.migrate import upgrade
 
     try:
         status = upgrade(database_url)
@@ -68,8 +68,8 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
 @db_app.command("check")
 def db_check(database_url: DatabaseUrl = None) -> None:
     """Exit 0 when the schema is current, 1 when it is behind, 2 when it cannot tell."""
-    from ._migrate import check
-    from ._urls import missing_sqlite_file
+    from .._db.migrate import check
+    from .._db.urls import missing_sqlite_file
 
     try:
         missing = missing_sqlite_file(database_url)
@@ -109,7 +109,7 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show the newest events."""
-    from ._store import AuditStore
+    from .._read.store import AuditStore
 
     _require_database_file(database_url)
     try:
@@ -168,7 +168,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the spool and the database: what is stored, waiting or quarantined."""
-    from ._status import collect_status
+    from .._api.status import collect_status
 
     report = collect_status(database_url, spool_dir)
     if as_json:
@@ -193,7 +193,7 @@ def keys_generate(
     force: Annotated[bool, typer.Option(help="Replace an existing key pair.")] = False,
 ) -> None:
     """Write DIR/signing.key (private, mode 0600) and DIR/signing.pub (for verifiers)."""
-    from ._checkpoint import generate_keys
+    from .._chain.checkpoints import generate_keys
 
     try:
         key_id = generate_keys(directory, overwrite=force)
@@ -221,8 +221,8 @@ def checkpoint(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Sign every chain head now, store the checkpoint and append it to --out."""
-    from ._checkpoint import Signer, append_checkpoint_file
-    from ._sink import SinkError
+    from .._chain.checkpoints import Signer, append_checkpoint_file
+    from .._sinks.base import SinkError
 
     _require_database_file(database_url)
     try:
@@ -254,14 +254,14 @@ def checkpoint(
 
 
 def _open_sink(database_url: str | None) -> Any:
-    from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+    from .._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
 
     url = normalise_url(resolve_url(database_url))
     if is_postgres(url):
-        from ._sink_postgres import PostgresSink
+        from .._sinks.postgres import PostgresSink
 
         return PostgresSink(libpq_conninfo(url), connect_timeout=10)
-    from ._sink_sqlite import SqliteSink
+    from .._sinks.sqlite import SqliteSink
 
     return SqliteSink(sqlite_path(url), timeout=10)
 
@@ -296,7 +296,7 @@ def verify(
     """Recompute every chain and check every checkpoint: exit 0 intact, 1 tampered, 2 error."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
-    from ._verify import VerifyError, verify_log
+    from .._read.verify.run import VerifyError, verify_log
 
     _require_database_file(database_url)
     workspace_id = None if workspace is None else _verify_workspace(workspace, database_url)
@@ -338,7 +338,7 @@ def verify(
 
 
 def _require_database_file(database_url: str | None) -> None:
-    from ._urls import missing_sqlite_file
+    from .._db.urls import missing_sqlite_file
 
     try:
         missing = missing_sqlite_file(database_url)
@@ -352,8 +352,8 @@ def _verify_workspace(text: str, database_url: str | None) -> uuid.UUID:
     """The chain ``--workspace`` names. Through the workspaces table, which is not chained:
     the report names the id it checked. An id that is neither a workspace nor the chain of
     events without one is an error, not an intact chain of 0 events (a typo would pass)."""
-    from ._chain import NO_WORKSPACE
-    from ._store import AuditStore
+    from .._chain.canonical import NO_WORKSPACE
+    from .._read.store import AuditStore
 
     try:
         with AuditStore(database_url) as store:
@@ -403,6 +403,3 @@ def _print_report(report: Any) -> None:
 def main() -> None:
     app()
 
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
-from auditledger._schema import metadata
+from auditledger._db.schema import metadata
 
 engine = context.config.attributes["engine"]
 assert isinstance(engine, Engine)

@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ._verify import ChainEnds, Part, VerifyReport, _Source, walk_part
+from .run import ChainEnds, Part, VerifyReport, _Source, walk_part
 
 # Set in each worker process by its initializer: rows walked so far, for the progress bar.
 _walked: Any = None

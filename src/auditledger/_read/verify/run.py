@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ._chain import (
+from ..._chain.canonical import (
     C_WORKSPACE,
     CANONICAL_VERSION,
     JSON_PARTS,
@@ -34,10 +34,10 @@ from ._chain import (
     link,
     normalise_json,
 )
-from ._checkpoint import Checkpoint, load_public_keys, read_checkpoint_file
-from ._db import make_engine
-from ._errors import AuditLedgerError, describe_database_error
-from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+from ..._chain.checkpoints import Checkpoint, load_public_keys, read_checkpoint_file
+from ..._db.engine import make_engine
+from ..._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+from ..._errors import AuditLedgerError, describe_database_error
 
 # Kinds of problem.
 MODIFIED = "modified"
@@ -254,8 +254,8 @@ class _Source:
     def _sqlite_rows(self, workspace: uuid.UUID | None) -> Iterator[_Row]:
         from datetime import UTC, datetime
 
-        from ._chain import micros
-        from ._sink_sqlite import connect_sqlite
+        from ..._chain.canonical import micros
+        from ..._sinks.sqlite import connect_sqlite
 
         conn = connect_sqlite(sqlite_path(self._url), timeout=10)
         try:
@@ -281,7 +281,7 @@ class _Source:
     def checkpoints(self) -> list[Checkpoint]:
         from sqlalchemy import select
 
-        from ._schema import audit_checkpoints
+        from ..._db.schema import audit_checkpoints
 
         engine = make_engine(self._url.render_as_string(hide_password=False))
         try:
@@ -546,7 +546,7 @@ def verify_log(
     Python; one chain is never split, and SQLite or one workspace always takes one).
     Raises ``VerifyError`` when it cannot run at all.
     """
-    from ._verify_parallel import walk_log
+    from .parallel import walk_log
 
     report = VerifyReport()
     workspace = _workspace(workspace_id)

@@ -1,0 +1,1 @@
+"""_read/verify"""

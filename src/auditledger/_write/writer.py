@@ -1,47 +1,38 @@
 """The background writer: a bounded queue, one thread, batches, and the spool behind them.
 
 Callers only append a captured event to a deque (no lock, no I/O). The writer thread takes
-batches, gives them ids, prepares them and hands them to the sink under a client-side deadline.
-A batch the sink cannot take goes to this process's spool; when the database answers again the
-spool is replayed first, through the same sink, so order is kept and replays are idempotent.
-When the queue is full, callers append to the spool themselves rather than drop the event.
+batches, gives them ids and hands them to storing (``Storer``) under a client-side deadline.
+A batch the database cannot take goes to this process's spool (``SpoolKeeper``); when the
+database answers again the spool is replayed first, through the same storing, so order is
+kept and replays are idempotent. When the queue is full, callers spool the event themselves.
+The writer keeps only the loop (queue, thread, flush, close, fork): storing, the spool and
+the counters are objects it calls, which never call back into it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .._chain.canonical import Sealed, seal
-from .._ids import uuid7_batch, uuid7_from_ns
-from .._sinks.base import ErrorKind, Sink, SinkError
+from .._ids import uuid7_batch
+from .._sinks.base import Sink, SinkError
+from .backoff import Health
 from .capture import Captured
-from .prepare import Preparer, QuarantineRow, Row
-from .spool import (
-    COMMIT,
-    EVENT,
-    SegmentWriter,
-    claim_segments,
-    encode_event,
-    has_claimable_segments,
-    segment_count,
-    spool_bytes,
-)
-from .watchdog import Watchdog
+from .options import WriterOptions
+from .prepare import Preparer
+from .replay import SpoolKeeper
+from .spool import segment_count, spool_bytes
+from .stats import AuditStats, Counters, Reporter
+from .storing import Preparation, Ready, Storer
 
 log = logging.getLogger("auditledger")
-
-_MAX_BACKOFF = 30.0
-_REPORT_EVERY = 60.0  # seconds between reports of the same ongoing problem
 
 
 class State(Enum):
@@ -50,72 +41,8 @@ class State(Enum):
     CLOSED = "closed"
 
 
-# (rows, quarantined, rows resolved and sealed ahead or None): a batch ready for the sink
-Ready = tuple[list[Row], list[QuarantineRow], list[Sealed] | None]
-
-
-class Preparation:
-    """A batch's preparation, run at most once: while the database stores the batch before
-    it (see ``Sink.write``'s ``meanwhile``), or when the writer needs it."""
-
-    __slots__ = ("_error", "_make", "_ready")
-
-    def __init__(self, make: Callable[[], Ready]) -> None:
-        self._make: Callable[[], Ready] | None = make
-        self._ready: Ready | None = None
-        self._error: Exception | None = None
-
-    def run(self) -> None:
-        """Never raises: an error is kept for ``result()``, whose caller handles it."""
-        make, self._make = self._make, None
-        if make is None:
-            return
-        try:
-            self._ready = make()
-        except Exception as exc:  # noqa: BLE001 - re-raised by result(), on the writer's path
-            self._error = exc
-
-    def result(self) -> Ready:
-        self.run()
-        if self._error is not None:
-            raise self._error
-        assert self._ready is not None
-        return self._ready
-
-
 # Typed as plain State: another thread's close() can change the state between two reads.
 _CLOSED: State = State.CLOSED
-
-
-@dataclass(frozen=True)
-class AuditStats:
-    """Where every event logged through one AuditLogger is."""
-
-    enqueued: int
-    written: int
-    spooled: int
-    replayed: int
-    quarantined: int
-    dropped: dict[str, int]
-    queue_depth: int
-    in_flight: int  # taken from the queue, being prepared or stored right now
-    spool_bytes: int
-    spool_segments: int
-    flush_latency_seconds: float | None
-    flush_latency_max_seconds: float | None
-    last_error: str | None
-    healthy: bool
-
-
-@dataclass
-class WriterOptions:
-    queue_size: int = 10_000
-    batch_size: int = 2_000
-    flush_interval: float = 0.2
-    write_timeout: float = 10.0
-    write_ahead: bool = False
-    spool_max_bytes: int = 1024**3
-    replay_interval: float = 30.0
 
 
 @dataclass
@@ -145,10 +72,8 @@ class Writer:
 
     def _init_runtime(self) -> None:
         """State that belongs to one process (a forked child starts it afresh)."""
+        options = self.options
         self._queue: deque[Captured] = deque()
-        # Guards spool segments and the counters callers touch. Re-entrant: a __del__ run by
-        # the garbage collector on the writer thread may log an event into a full queue.
-        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._requests: list[_FlushRequest] = []
         # Re-entrant: a SIGTERM handler may call close() (and so flush()) while the main
@@ -156,36 +81,31 @@ class Writer:
         self._requests_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._watchdog = Watchdog()
-        self._sink: Sink | None = None
-        self._wal = SegmentWriter(self.spool_dir, "w", committed_only=self.options.write_ahead)
-        self._overflow = SegmentWriter(self.spool_dir, "o")
         # Batches taken from the queue and not yet stored or spooled: the one being stored
         # and the next, being prepared meanwhile. close() spools them if the writer is stuck.
         self._held: list[tuple[list[uuid.UUID], list[Captured]]] = []
-        self._own_work = 0.0  # seconds of the current write spent on the writer's own work
-        # counters
-        self._popped = 0
-        self._outside_queue = 0  # calls that went straight to the spool (queue full)
-        self._drops_answered = 0  # drops a flush() has already answered False for
-        self._written = 0
-        self._spooled = 0
-        self._replayed = 0
-        self._quarantined = 0
-        self._dropped: dict[str, int] = {}
-        self._latency: float | None = None
-        self._latency_max: float | None = None
-        self._last_error: str | None = None
-        # health
-        self._healthy = True
-        self._backoff = 0.0
-        self._next_attempt = 0.0
-        self._next_scan = 0.0
-        self._reported: dict[str, float] = {}
-        self._spool_bytes_estimate = 0
-        self._spool_rescan_at = 0.0
-
-    # ---- caller side -------------------------------------------------------------------
+        self._reporter = Reporter()
+        self._counters = Counters(self._reporter)
+        self._health = Health(self._reporter)
+        self._storer = Storer(
+            self._sink_factory,
+            self._preparer,
+            options.write_timeout,
+            self._counters,
+            self._health,
+            self._reporter,
+        )
+        self._spool = SpoolKeeper(
+            self.spool_dir,
+            write_ahead=options.write_ahead,
+            max_bytes=options.spool_max_bytes,
+            batch_size=options.batch_size,
+            replay_interval=options.replay_interval,
+            counters=self._counters,
+            reporter=self._reporter,
+        )
+        # Guards spool segments and the counters callers touch (see SpoolKeeper).
+        self._lock = self._spool.lock
 
     def submit(self, event: Captured) -> None:
         queue = self._queue
@@ -200,28 +120,7 @@ class Writer:
                 # this event from the queue, so it goes to the spool now.
                 self._spool_leftovers()
             return
-        self._spill(event)
-
-    def _spill(self, event: Captured) -> None:
-        """The queue is full (or the writer closed): the event goes to the spool, not away."""
-        with self._lock:
-            self._outside_queue += 1
-            if self._spool_full():
-                self._drop("spool_full", 1)
-                return
-            event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
-            try:
-                self._spool_bytes_estimate += self._overflow.append(
-                    EVENT, [encode_event(event_id, event)]
-                )
-                if self.state is State.CLOSED:
-                    # No writer will seal it later: release it now so another logger on this
-                    # spool directory (or the next process) can replay it.
-                    self._overflow.seal()
-            except OSError:
-                self._drop("spool_unavailable", 1)
-                return
-            self._spooled += 1
+        self._spool.spill(event, closed=self.state is State.CLOSED)
 
     def start(self) -> None:
         with self._lock:
@@ -271,34 +170,32 @@ class Writer:
                 ok = False
         # A call that raced close() may have appended after the writer's last look.
         self._spool_leftovers()
-        with self._lock:
-            self._overflow.seal()
+        self._spool.seal_overflow()
         return ok and self._nothing_pending()
 
     def stats(self) -> AuditStats:
+        counters = self._counters
         with self._lock:
-            spooled = self._spooled
-            dropped = dict(self._dropped)
-            outside = self._outside_queue
+            spooled = counters.spooled
+            dropped = dict(counters.dropped)
+            outside = counters.outside_queue
         depth = len(self._queue)
         return AuditStats(
-            enqueued=self._popped + depth + outside,
-            written=self._written,
+            enqueued=counters.popped + depth + outside,
+            written=counters.written,
             spooled=spooled,
-            replayed=self._replayed,
-            quarantined=self._quarantined,
+            replayed=counters.replayed,
+            quarantined=counters.quarantined,
             dropped=dropped,
             queue_depth=depth,
             in_flight=sum(len(batch) for _, batch in list(self._held)),
             spool_bytes=spool_bytes(self.spool_dir),
             spool_segments=segment_count(self.spool_dir),
-            flush_latency_seconds=self._latency,
-            flush_latency_max_seconds=self._latency_max,
-            last_error=self._last_error,
-            healthy=self._healthy,
+            flush_latency_seconds=counters.latency,
+            flush_latency_max_seconds=counters.latency_max,
+            last_error=self._health.last_error,
+            healthy=self._health.healthy,
         )
-
-    # ---- writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
@@ -307,7 +204,7 @@ class Writer:
             try:
                 self._cycle()
             except Exception as exc:  # noqa: BLE001 - the writer must outlive its own bugs
-                self._report(
+                self._reporter.report(
                     "internal",
                     f"auditledger writer error ({type(exc).__name__})",
                     level=logging.ERROR,
@@ -318,22 +215,16 @@ class Writer:
 
     def _cycle(self) -> None:
         now = time.monotonic()
-        if self._replay_due(now):
-            self._replay()
+        if self._spool.replay_due(now, self._health):
+            self._spool.replay(self._storer, self._health)
         # Only what is queued now: under a steady stream the loop must still reach the flushes.
         self._drain(len(self._queue))
-        with self._lock:
-            self._overflow.flush()
+        self._spool.flush()
         self._answer_flushes()
-        if self._healthy:
+        if self._health.healthy:
             # Also while idle: scheduled checkpoints must be signed whether or not events
             # arrive. Sinks connect lazily, so a tick with nothing to do costs no connection.
-            sink = self._get_sink()
-            try:
-                with self._watchdog.deadline(self.options.write_timeout, sink.abort):
-                    sink.tick(now)
-            except SinkError as exc:
-                self._failed(exc, 0)
+            self._storer.tick(now)
 
     def _drain(self, limit: int | None) -> None:
         """Store queued batches (about ``limit`` events, or until the queue is empty).
@@ -364,7 +255,7 @@ class Writer:
                 batch.append(queue.popleft())
         except IndexError:
             pass  # close() took the rest for the spool (a stuck writer came back)
-        self._popped += len(batch)
+        self._counters.popped += len(batch)
         return batch
 
     def _take_and_prepare(self) -> tuple[list[uuid.UUID], list[Captured], Preparation]:
@@ -390,15 +281,8 @@ class Writer:
                 ids.extend(uuid7_batch([ev[0] for ev in batch[given:]]))
 
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
-        """Rows for the sink; when every workspace is in the sink's committed cache, also
-        resolved and sealed (canonical form), so the writer thread has less to do."""
         self._assign_ids(ids, batch)
-        rows, quarantined = self._preparer.prepare(ids, batch)
-        sink = self._sink
-        resolved = None if sink is None or not rows else sink.resolve_from_cache(rows)
-        if resolved is None:
-            return rows, quarantined, None
-        return resolved, quarantined, seal(resolved)
+        return self._storer.ready(ids, batch)
 
     def _handle_batch(
         self,
@@ -410,326 +294,27 @@ class Writer:
     ) -> None:
         try:
             self._assign_ids(ids, batch)
-            in_wal = self.options.write_ahead and self._to_spool(
-                self._wal, ids, batch, fsync=True, count=False
-            )
-            retry_due = time.monotonic() >= self._next_attempt
-            if self._spool_pending() or (not self._healthy and not retry_due):
+            in_wal = self._spool.write_ahead(ids, batch)
+            retry_due = self._health.retry_due(time.monotonic())
+            if self._spool.pending() or (not self._health.healthy and not retry_due):
                 # Older events wait in the spool (keep order by queueing behind them), or the
                 # database failed a moment ago and its retry is not due yet.
-                self._leave_in_spool(ids, batch, in_wal=in_wal)
-                if self._healthy:
+                self._spool.leave(ids, batch, in_wal=in_wal)
+                if self._health.healthy:
                     self._wake.set()
                 return
             try:
-                self._prepare_and_store(
+                self._storer.prepare_and_store(
                     ids, batch, replay=False, prepared=prepared, meanwhile=meanwhile
                 )
             except SinkError as exc:
-                self._failed(exc, len(batch))
-                self._leave_in_spool(ids, batch, in_wal=in_wal)
+                self._health.failed(exc, len(batch))
+                self._spool.leave(ids, batch, in_wal=in_wal)
                 return
             if in_wal:
-                with self._lock:
-                    self._wal.append(COMMIT, [b""])
+                self._spool.committed()
         finally:
             self._held = [held for held in self._held if held[1] is not batch]
-
-    def _prepare_and_store(
-        self,
-        ids: list[uuid.UUID],
-        batch: list[Captured],
-        *,
-        replay: bool,
-        prepared: Preparation | None = None,
-        meanwhile: Callable[[], None] | None = None,
-    ) -> None:
-        """Store a batch; raises SinkError only when the database cannot take it now."""
-        try:
-            sealed = None
-            if prepared is None:
-                rows, quarantined = self._preparer.prepare(ids, batch)
-            else:
-                rows, quarantined, sealed = prepared.result()
-            self._store(rows, quarantined, replay=replay, sealed=sealed, meanwhile=meanwhile)
-        except SinkError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug must cost one event, not a batch
-            self._report(
-                "internal",
-                f"auditledger writer error ({type(exc).__name__}); storing the batch event by "
-                "event",
-                level=logging.ERROR,
-            )
-            for event_id, event in zip(ids, batch, strict=True):
-                self._store_alone(event_id, event, replay=replay)
-
-    def _store_alone(self, event_id: uuid.UUID, event: Captured, *, replay: bool) -> None:
-        """One event, after its batch hit an unexpected error: stored, or quarantined."""
-        try:
-            rows, quarantined = self._preparer.prepare([event_id], [event])
-            self._store(rows, quarantined, replay=replay)
-            return
-        except SinkError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - this event is the one the writer cannot handle
-            reason = f"auditledger could not prepare this event ({type(exc).__name__})"
-        try:
-            self._store([], [self._preparer.last_resort_row(event_id, event, reason)], replay=True)
-        except SinkError:
-            raise
-        except Exception:  # noqa: BLE001 - not even the quarantine takes it: count it, say so
-            self._drop("unstorable", 1)
-
-    def _leave_in_spool(self, ids: list[uuid.UUID], batch: list[Captured], *, in_wal: bool) -> None:
-        """The batch was not stored: make sure the spool holds it for replay."""
-        if not in_wal:
-            self._to_spool(self._wal, ids, batch)
-            return
-        # It is in the write-ahead segment already, uncommitted. A commit record after it
-        # would claim it stored, so the segment is sealed now (replayable) and the next batch
-        # starts a new one: a write-ahead segment only ever holds committed batches.
-        with self._lock:
-            self._wal.seal()
-
-    def _store(
-        self,
-        rows: list[Row],
-        quarantined: list[QuarantineRow],
-        *,
-        replay: bool,
-        conflict_retry: bool = True,
-        sealed: list[Sealed] | None = None,
-        meanwhile: Callable[[], None] | None = None,
-    ) -> None:
-        """Store a prepared batch; a row the database refuses is quarantined, not the batch.
-
-        ``sealed`` (rows resolved and sealed ahead) is used on this first attempt only: a
-        retry and each half of a split batch resolve and seal again in the sink.
-        ``meanwhile`` is handed to the sink's write (see ``Sink.write``); the watchdog's
-        deadline is paused while it runs, since it is the writer's work, not the database's.
-        """
-        sink = self._get_sink()
-        started = time.monotonic()
-        self._own_work = 0.0
-        try:
-            with self._watchdog.deadline(self.options.write_timeout, sink.abort):
-                written, kept = sink.write(
-                    rows,
-                    quarantined,
-                    replay=replay,
-                    sealed=sealed,
-                    meanwhile=None if meanwhile is None else self._paused(meanwhile),
-                )
-        except SinkError as exc:
-            if exc.kind is ErrorKind.CONFLICT and conflict_retry:
-                # Another writer (a replay elsewhere, or a stuck write that finally committed)
-                # stored some of these events between our check and our insert: check again.
-                self._store(rows, quarantined, replay=True, conflict_retry=False)
-                return
-            if exc.kind is ErrorKind.CONFLICT:
-                raise SinkError(ErrorKind.TRANSIENT, exc.code) from exc
-            if exc.kind is not ErrorKind.DATA:
-                raise
-            if len(rows) + len(quarantined) <= 1:
-                if rows:
-                    reason = f"refused by the database ({exc.code})"
-                    quarantine = [self._preparer.quarantine_from_row(rows[0], reason)]
-                    self._store([], quarantine, replay=True)
-                else:
-                    # Even its quarantine row is refused (a rule of the user's own schema).
-                    self._drop("refused", len(quarantined))
-                return
-            if rows:
-                half = len(rows) // 2
-                self._store(rows[:half], quarantined, replay=replay)
-                self._store(rows[half:], [], replay=replay)
-            else:
-                half = len(quarantined) // 2
-                self._store([], quarantined[:half], replay=replay)
-                self._store([], quarantined[half:], replay=replay)
-            return
-        # The database's time: the next batch's preparation, done meanwhile, is not its.
-        elapsed = time.monotonic() - started - self._own_work
-        self._latency = elapsed
-        self._latency_max = max(elapsed, self._latency_max or 0.0)
-        self._written += written
-        self._quarantined += kept
-        if not self._healthy:
-            log.warning("auditledger: the database is reachable again")
-        self._healthy = True
-        self._backoff = 0.0
-        self._last_error = None
-
-    def _paused(self, work: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            started = time.monotonic()
-            with self._watchdog.paused():
-                work()
-            self._own_work += time.monotonic() - started
-
-        return run
-
-    def _get_sink(self) -> Sink:
-        if self._sink is None:
-            self._sink = self._sink_factory()
-        return self._sink
-
-    def _failed(self, exc: SinkError, count: int) -> None:
-        self._healthy = False
-        self._last_error = f"{exc.kind.value}:{exc.code}"
-        if exc.kind is ErrorKind.PERMANENT:
-            self._backoff = _MAX_BACKOFF
-            self._report(
-                "permanent",
-                f"auditledger: database write failed permanently ({exc.code}): check the URL, "
-                "credentials and `auditledger db upgrade`; events are kept in the spool",
-                level=logging.ERROR,
-            )
-        else:
-            self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
-            spooled = f"; {count} events spooled" if count else ""
-            self._report(
-                "transient",
-                f"auditledger: database write failed ({exc.code}){spooled}, "
-                f"retrying in {self._backoff:.1f}s",
-            )
-        jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreading retries, not security
-        self._next_attempt = time.monotonic() + self._backoff * jitter
-
-    def _to_spool(
-        self,
-        segment: SegmentWriter,
-        ids: list[uuid.UUID],
-        batch: list[Captured],
-        *,
-        fsync: bool = False,
-        count: bool = True,
-    ) -> bool:
-        """Append a batch to a segment. With ``count`` (not for the write-ahead copy of a
-        batch about to be stored), a batch the spool cannot take is counted as dropped."""
-        with self._lock:
-            if self._spool_full():
-                if count:
-                    self._drop("spool_full", len(batch))
-                return False
-            try:
-                self._spool_bytes_estimate += segment.append(EVENT, _encode(ids, batch))
-                segment.flush(fsync=fsync)
-            except OSError:
-                if count:
-                    self._drop("spool_unavailable", len(batch))
-                self._report(
-                    "spool", "auditledger: cannot write to the spool directory", level=logging.ERROR
-                )
-                return False
-            if count:
-                self._spooled += len(batch)
-            return True
-
-    def _spool_pending(self) -> bool:
-        if self.options.write_ahead:
-            return bool(self._wal.sealed or self._overflow.sealed or self._overflow.has_events())
-        return bool(
-            self._wal.sealed
-            or self._overflow.sealed
-            or self._wal.has_events()
-            or self._overflow.has_events()
-        )
-
-    def _replay_due(self, now: float) -> bool:
-        if not self._healthy:
-            return now >= self._next_attempt
-        if self._spool_pending():
-            return True
-        if now >= self._next_scan:
-            self._next_scan = now + self.options.replay_interval
-            return True
-        return False
-
-    def _replay(self) -> bool:
-        """Store every replayable segment, ours first-sealed and dead processes' alike."""
-        with self._lock:
-            self._overflow.seal()
-            if self.options.write_ahead:
-                self._wal.discard()  # it only ever holds committed batches (_leave_in_spool)
-            else:
-                self._wal.seal()
-        for segment in claim_segments(self.spool_dir):
-            try:
-                stored = self._replay_segment(segment.events())
-            except SinkError as exc:
-                segment.release()
-                self._failed(exc, 0)
-                return False
-            except Exception as exc:  # noqa: BLE001 - an unreadable segment must not stop replay
-                # Set aside rather than retried forever: it would hold every later batch behind
-                # it. Kept on disk (*.corrupt) for a human; `auditledger status` counts them.
-                segment.set_aside()
-                self._drop("corrupt_segment", 1)
-                self._report(
-                    "replay",
-                    f"auditledger: a spool segment could not be replayed ({type(exc).__name__});"
-                    " it was set aside as *.corrupt",
-                    level=logging.ERROR,
-                )
-                continue
-            segment.done()
-            self._replayed += stored
-        # Forget our sealed segments that are gone, whoever replayed them (another logger on
-        # this spool may have): a stale name would keep every later batch behind the spool.
-        for writer in (self._wal, self._overflow):
-            writer.sealed = {n for n in writer.sealed if (self.spool_dir / n).exists()}
-        return True
-
-    def _replay_segment(self, events: Iterator[tuple[str, Captured]]) -> int:
-        """Store a segment's events batch by batch; returns how many. As in ``_drain``, each
-        batch is prepared while the one before it is stored. A record that cannot be read
-        raises, but only after the batches read before it are stored."""
-        batches = self._batches_of(events)
-        current = next(batches, None)
-        prepared = None if current is None else self._replay_preparation(*current)
-        stored = 0
-        while current is not None and prepared is not None:
-            try:
-                following = next(batches, None)
-            except Exception:
-                self._prepare_and_store(*current, replay=True, prepared=prepared)
-                # Counted here: the segment is set aside, so _replay never counts it.
-                self._replayed += stored + len(current[1])
-                raise
-            ahead = None if following is None else self._replay_preparation(*following)
-            self._prepare_and_store(
-                *current,
-                replay=True,
-                prepared=prepared,
-                meanwhile=None if ahead is None else ahead.run,
-            )
-            stored += len(current[1])
-            current, prepared = following, ahead
-        return stored
-
-    def _batches_of(
-        self, events: Iterator[tuple[str, Captured]]
-    ) -> Iterator[tuple[list[uuid.UUID], list[Captured]]]:
-        ids: list[uuid.UUID] = []
-        batch: list[Captured] = []
-        try:
-            for event_id, event in events:
-                ids.append(uuid.UUID(event_id))
-                batch.append(event)
-                if len(batch) >= self.options.batch_size:
-                    yield ids, batch
-                    ids, batch = [], []
-        except Exception:
-            if batch:  # the events read before an unreadable record are stored first
-                yield ids, batch
-            raise
-        if batch:
-            yield ids, batch
-
-    def _replay_preparation(self, ids: list[uuid.UUID], batch: list[Captured]) -> Preparation:
-        return Preparation(lambda: self._ready(ids, batch))
 
     def _answer_flushes(self) -> None:
         with self._requests_lock:
@@ -737,22 +322,22 @@ class Writer:
                 return
             requests, self._requests = self._requests, []
         clear = self._nothing_pending()
-        if not clear and self._healthy:
-            self._replay()
+        if not clear and self._health.healthy:
+            self._spool.replay(self._storer, self._health)
             self._drain(None)
             clear = self._nothing_pending()
         with self._lock:
-            dropped = sum(self._dropped.values())
-        if clear and dropped > self._drops_answered:
+            dropped = sum(self._counters.dropped.values())
+        if clear and dropped > self._counters.drops_answered:
             # Events were dropped since the last flush answered: they are not in the database,
             # so this flush says False (once; the count stays in stats().dropped).
-            self._drops_answered = dropped
+            self._counters.drops_answered = dropped
             clear = False
             finished = True
         else:
             finished = False
         now = time.monotonic()
-        spooled = not self._healthy and not self._queue and not self._held
+        spooled = not self._health.healthy and not self._queue and not self._held
         keep = []
         for request in requests:
             if clear or finished or (spooled and request.settle_when_spooled):
@@ -770,36 +355,18 @@ class Writer:
         """Nothing of ours waits, and no segment in the spool is waiting for anyone."""
         if self._queue or self._held:
             return False
-        with self._lock:
-            if self._overflow.has_events() or (
-                self._wal.has_events() and not self.options.write_ahead
-            ):
-                return False
-            sealed = self._wal.sealed | self._overflow.sealed
-        if any((self.spool_dir / name).exists() for name in sealed):
-            return False
-        # Segments sealed by another logger or left by a dead process: a flush replays them
-        # too, so "flush() returned True" means the spool holds nothing replayable.
-        return not has_claimable_segments(self.spool_dir)
+        return self._spool.empty()
 
     def _finish(self) -> None:
-        with self._lock:
-            if self.options.write_ahead:
-                self._wal.discard()  # it only ever holds committed batches (_leave_in_spool)
-            else:
-                self._wal.seal()
-            self._overflow.seal()
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        self._spool.seal()
+        self._storer.close()
         with self._requests_lock:
             for request in self._requests:
                 request.done.set()
             self._requests = []
 
     def _spool_leftovers(self, *, include_inflight: bool = False) -> None:
-        """After close(): what is still queued (and, if the writer is stuck, the batch it
-        holds) goes to a sealed spool segment for the next logger or process to replay."""
+        """After close(): what is queued (and what a stuck writer holds) goes to the spool."""
         leftovers: list[Captured] = []
         try:
             while True:
@@ -809,80 +376,22 @@ class Writer:
         held = list(self._held) if include_inflight else []
         if not leftovers and not held:
             return
-        held_spooled = 0
         with self._lock:
-            try:
-                for ids, batch in held:
-                    self._assign_ids(ids, batch)
-                    # The writer may still be appending to it: what has an id is spooled.
-                    self._overflow.append(EVENT, _encode(ids, batch[: len(ids)]))
-                    held_spooled += len(ids)
-                for event in leftovers:
-                    event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
-                    self._overflow.append(EVENT, [encode_event(event_id, event)])
-                self._overflow.seal()
-            except OSError:
-                self._drop("spool_unavailable", len(leftovers))
-                return
-            finally:
-                self._popped += len(leftovers)
-            # The batch a stuck writer holds counts as spooled too: it is in the spool now, and
-            # if its write does commit later, the replay de-duplicates it.
-            self._spooled += len(leftovers) + held_spooled
-
-    # ---- shared helpers ----------------------------------------------------------------
-
-    def _spool_full(self) -> bool:
-        # Checked under self._lock for every spooled event: a directory scan each time would
-        # be too slow, so appends are added as they happen and a scan (at most once a second)
-        # corrects the estimate for replayed segments and other processes' appends.
-        now = time.monotonic()
-        if now >= self._spool_rescan_at:
-            self._spool_bytes_estimate = spool_bytes(self.spool_dir)
-            self._spool_rescan_at = now + 1.0
-        return self._spool_bytes_estimate >= self.options.spool_max_bytes
-
-    def _drop(self, reason: str, count: int) -> None:
-        self._dropped[reason] = self._dropped.get(reason, 0) + count
-        self._report(
-            f"drop:{reason}",
-            f"auditledger: events dropped ({reason}); {self._dropped[reason]} so far",
-            level=logging.ERROR,
-        )
-
-    def _report(self, key: str, message: str, *, level: int = logging.WARNING) -> None:
-        """Log a problem at most once a minute per kind: never once per event."""
-        now = time.monotonic()
-        if now < self._reported.get(key, 0.0):
-            return
-        self._reported[key] = now + _REPORT_EVERY
-        log.log(level, message)
-
-    # ---- fork ----------------------------------------------------------------------------
+            for ids, batch in held:
+                self._assign_ids(ids, batch)
+            self._spool.leftovers(leftovers, held)
 
     def before_fork(self) -> None:
-        self._lock.acquire()
-        try:
-            self._overflow.flush()
-            self._wal.flush()
-        except OSError:
-            pass
+        self._spool.before_fork()  # holds the spool's lock across the fork
 
     def after_fork_in_parent(self) -> None:
-        self._lock.release()
+        self._spool.after_fork_in_parent()
 
     def after_fork_in_child(self) -> list[object]:
         """Forget the parent's thread, queue, connection and segments; return what to keep alive."""
-        orphans: list[object] = []
-        if self._sink is not None:
-            orphans.append(self._sink)
-        self._wal.forget_after_fork()
-        self._overflow.forget_after_fork()
+        orphans = self._storer.forget_after_fork()
+        self._spool.forget_after_fork()
         state = self.state
         self._init_runtime()
         self.state = State.UNOPENED if state is State.RUNNING else state
         return orphans
-
-
-def _encode(ids: list[uuid.UUID], batch: list[Captured]) -> list[bytes]:
-    return [encode_event(str(i), ev) for i, ev in zip(ids, batch, strict=True)]

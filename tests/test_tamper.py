@@ -22,10 +22,12 @@ import psycopg
 import pytest
 
 from auditledger import AuditLogger
-from auditledger._chain.canonical import commitment, link
+from auditledger._chain.canonical import commitment
 from auditledger._chain.checkpoints import generate_keys, read_checkpoint_file
-from auditledger._read.verify import run as _verify
-from auditledger._read.verify.run import VerifyReport, _Source, verify_log
+from auditledger._chain.links import link
+from auditledger._read.verify.report import VerifyReport
+from auditledger._read.verify.run import verify_log
+from auditledger._read.verify.source import Source
 from auditledger._sinks.sqlite import SqliteSink
 from tests.conftest import RUN_ID, PgDatabases
 from tests.helpers import cli
@@ -192,7 +194,7 @@ def test_verify_shares_the_chains_between_processes_from_a_threaded_program(log:
     waiter.start()
     try:
         assert _verify_parallel._context().get_start_method() == "spawn"
-        assert _verify_parallel._partition(_verify._Source(log.url), 2) is not None
+        assert _verify_parallel._partition(Source(log.url), 2) is not None
         report = log.verify(log.url)
     finally:
         release.set()
@@ -277,7 +279,7 @@ def test_both_postgres_readers_return_the_same_rows(log: Log) -> None:
         )
 
     url, _ = _attack(log, edit)
-    source = _Source(url)
+    source = Source(url)
     for workspace in (None, _busiest_chain_of(url)):
         streamed = list(source._pg_rows(workspace, chunked=True))
         copied = list(source._pg_rows(workspace, chunked=False))

@@ -26,9 +26,9 @@ import orjson
 from ._api import default as _default
 from ._api.logger import AuditLogger
 from ._chain.canonical import Sealed
+from ._db.rows import QuarantineRow, Row
 from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
 from ._sinks.base import Sink
-from ._write.prepare import QuarantineRow, Row
 
 __all__ = ["CapturingAuditLogger", "capture_audit_events"]
 

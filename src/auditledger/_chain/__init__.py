@@ -1,1 +1,1 @@
-"""_chain"""
+"""Tamper evidence: the canonical form (defined once), the links of each chain, checkpoints."""

@@ -30,12 +30,28 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
+from .._db.rows import (
+    ROW_ACTION,
+    ROW_CREATED,
+    ROW_DETAILS,
+    ROW_ID,
+    ROW_IP,
+    ROW_NEW,
+    ROW_PREVIOUS,
+    ROW_RESOURCE,
+    ROW_RESOURCE_ID,
+    ROW_SANITISED,
+    ROW_UA,
+    ROW_USER,
+    ROW_WORKSPACE,
+    Row,
+)
 from .._jsonbytes import dumps_kept
 
 CANONICAL_VERSION = 1
@@ -58,7 +74,6 @@ JSON_PARTS = (
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_GENESIS_PREFIX = b"\x01auditledger/chain/v1"
 PERSONAL_TAGS = {name: name.encode() + b"\x00" for _, name in PERSONAL}
 _sha256 = hashlib.sha256
 _dumps = orjson.dumps
@@ -69,14 +84,6 @@ _SORT = orjson.OPT_SORT_KEYS
 
 def chain_of(workspace_id: uuid.UUID | None) -> uuid.UUID:
     return NO_WORKSPACE if workspace_id is None else workspace_id
-
-
-def genesis(chain_id: uuid.UUID) -> bytes:
-    return _sha256(_GENESIS_PREFIX + chain_id.bytes).digest()
-
-
-def link(previous: bytes, seq: int, canonical: bytes) -> bytes:
-    return _sha256(b"\x00" + previous + seq.to_bytes(8, "big") + canonical).digest()
 
 
 def commitment(salt: bytes, name: str, value: str) -> str:
@@ -111,101 +118,89 @@ def _chain_text(chain_id: uuid.UUID) -> str:
     return text
 
 
-def canonical(row: tuple[Any, ...], salt: bytes | None) -> bytes:
-    """The canonical bytes of a prepared row (``AUDIT_LOG_COLUMNS`` order, JSON as bytes)."""
-    ws = row[2]
-    user, ip, ua = row[1], row[3], row[4]
-    # The commitments are commitment() inlined: three calls per event showed in profiles.
-    return dumps_kept(
-        [
+def canonical_form(
+    event_id: str,
+    workspace: str | None,
+    action: Any,
+    resource: Any,
+    resource_id: Any,
+    created_us: int,
+    user: str | None,
+    ip: str | None,
+    ua: str | None,
+    details: Any,
+    previous: Any,
+    new: Any,
+    sanitised: Any,
+    *,
+    dumps: Callable[..., bytes] = dumps_kept,
+    option: int | None = None,
+) -> bytes:
+    """The canonical form (version 1), defined here only: the writer builds it from a prepared
+    row (``canonical``) and the verifier rebuilds it from the stored columns with this same
+    function. ``user``, ``ip``, ``ua`` are commitments; the JSON parts are embedded as given
+    (``orjson.Fragment`` of stored bytes, or parsed values dumped with ``option``)."""
+    return dumps(
+        (
             CANONICAL_VERSION,
-            _uuid_text(row[0]),
-            None if ws is None else _chain_text(ws),
-            row[5],
-            row[6],
-            row[7],
-            micros(row[11]),
-            None
-            if user is None or salt is None
-            else _sha256(salt + _TAG_USER + user.encode()).hexdigest(),
-            None
-            if ip is None or salt is None
-            else _sha256(salt + _TAG_IP + ip.encode()).hexdigest(),
-            None
-            if ua is None or salt is None
-            else _sha256(salt + _TAG_UA + ua.encode()).hexdigest(),
-            None if row[8] is None else _Fragment(row[8]),
-            None if row[9] is None else _Fragment(row[9]),
-            None if row[10] is None else _Fragment(row[10]),
-            None if row[12] is None else _Fragment(row[12]),
-        ]
+            event_id,
+            workspace,
+            action,
+            resource,
+            resource_id,
+            created_us,
+            user,
+            ip,
+            ua,
+            details,
+            previous,
+            new,
+            sanitised,
+        ),
+        option=option,
+    )
+
+
+def canonical(row: Row, salt: bytes | None) -> bytes:
+    """The canonical bytes of a prepared row (``AUDIT_LOG_COLUMNS`` order, JSON as text)."""
+    ws = row[ROW_WORKSPACE]
+    user, ip, ua = row[ROW_USER], row[ROW_IP], row[ROW_UA]
+    details, previous, new, sanitised = (
+        row[ROW_DETAILS],
+        row[ROW_PREVIOUS],
+        row[ROW_NEW],
+        row[ROW_SANITISED],
+    )
+    # The commitments are commitment() inlined: three calls per event showed in profiles.
+    return canonical_form(
+        _uuid_text(row[ROW_ID]),
+        None if ws is None else _chain_text(ws),
+        row[ROW_ACTION],
+        row[ROW_RESOURCE],
+        row[ROW_RESOURCE_ID],
+        micros(row[ROW_CREATED]),
+        None
+        if user is None or salt is None
+        else _sha256(salt + _TAG_USER + user.encode()).hexdigest(),
+        None if ip is None or salt is None else _sha256(salt + _TAG_IP + ip.encode()).hexdigest(),
+        None if ua is None or salt is None else _sha256(salt + _TAG_UA + ua.encode()).hexdigest(),
+        None if details is None else _Fragment(details),
+        None if previous is None else _Fragment(previous),
+        None if new is None else _Fragment(new),
+        None if sanitised is None else _Fragment(sanitised),
     )
 
 
 Sealed = tuple[uuid.UUID, bytes, bytes | None]  # (chain id, canonical bytes, salt)
 
 
-def seal(rows: list[tuple[Any, ...]]) -> list[Sealed]:
+def seal(rows: list[Row]) -> list[Sealed]:
     """Canonical form and salt of each row: CPU work done before any chain lock is taken."""
     pool = os.urandom(SALT_BYTES * len(rows))
     out: list[Sealed] = []
     for i, row in enumerate(rows):
         salt: bytes | None = None
-        if row[1] is not None or row[3] is not None or row[4] is not None:
+        if row[ROW_USER] is not None or row[ROW_IP] is not None or row[ROW_UA] is not None:
             salt = pool[i * SALT_BYTES : (i + 1) * SALT_BYTES]
-        out.append((chain_of(row[2]), canonical(row, salt), salt))
+        out.append((chain_of(row[ROW_WORKSPACE]), canonical(row, salt), salt))
     return out
-
-
-Head = tuple[int, bytes]  # (seq, hash) of the newest event of a chain
-
-
-Linked = tuple[uuid.UUID, int, bytes, bytes, bytes | None]  # the CHAIN_COLUMNS of a row
-
-
-def link_each(sealed: list[Sealed], heads: dict[uuid.UUID, Head]) -> Iterator[Linked]:
-    """Chain columns for each sealed row, continuing from ``heads`` (updated in place).
-
-    Called while the chains' locks are held, so it does nothing but hashing; lazily, so a
-    sink can send each row as soon as it is linked.
-    """
-    for chain_id, data, salt in sealed:
-        head = heads.get(chain_id)
-        seq, previous = head if head is not None else (0, genesis(chain_id))
-        seq += 1
-        digest = link(previous, seq, data)
-        heads[chain_id] = (seq, digest)
-        yield chain_id, seq, digest, data, salt
-
-
-def grouped_by_chain(
-    rows: list[tuple[Any, ...]], sealed: list[Sealed]
-) -> tuple[list[tuple[Any, ...]], list[Sealed]]:
-    """The batch with each chain's rows together, in their order within the chain.
-
-    Stored in this order, a chain's rows of one batch share heap pages, so reading a chain
-    in order (verify) visits each page once instead of hopping between the chains' rows on
-    it; a chain's link order, and every row's position in it, are unchanged.
-    """
-    groups: dict[uuid.UUID, list[int]] = {}
-    for index, item in enumerate(sealed):
-        group = groups.get(item[0])
-        if group is None:
-            groups[item[0]] = [index]
-        else:
-            group.append(index)
-    if len(groups) < 2:
-        return rows, sealed
-    order = [index for group in groups.values() for index in group]
-    return [rows[i] for i in order], [sealed[i] for i in order]
-
-
-def link_batch(sealed: list[Sealed], heads: dict[uuid.UUID, Head]) -> list[Linked]:
-    return list(link_each(sealed, heads))
-
-
-def lock_keys(chains: Iterable[uuid.UUID]) -> list[int]:
-    """Advisory lock keys (signed 32-bit) of the chains, sorted: every writer takes them in
-    the same order, so two writers never wait on each other in a cycle. Two chains sharing a
-    key only wait for each other a little more."""
-    return sorted({int.from_bytes(c.bytes[12:], "big", signed=True) for c in chains})

@@ -16,10 +16,8 @@ import orjson
 
 from .._chain.canonical import Sealed
 from .._chain.checkpoints import Checkpoint, CheckpointSchedule, Signer
+from .._db.rows import ROW_ID, ROW_SANITISED, ROW_WORKSPACE, QuarantineRow, Row
 from .._events import WorkspaceRef
-from .._write.prepare import QuarantineRow, Row
-
-ROW_ID, ROW_WORKSPACE, ROW_SANITISED = 0, 2, 12
 
 
 class ErrorKind(Enum):
@@ -141,14 +139,14 @@ class Sink(ABC):
             if isinstance(ws, WorkspaceRef):
                 assert ws.key is not None
                 resolved = pending_keys.get(ws.key) or keys[ws.key]
-                row = (*row[:ROW_WORKSPACE], resolved, *row[3:])
+                row = (*row[:ROW_WORKSPACE], resolved, *row[ROW_WORKSPACE + 1 :])
             elif ws is not None and ws not in known and ws not in pending_known:
                 note = {
                     "field": "workspace_id",
                     "change": "names no workspace",
                     "original": str(ws),
                 }
-                row = _with_note((*row[:ROW_WORKSPACE], None, *row[3:]), note)
+                row = _with_note((*row[:ROW_WORKSPACE], None, *row[ROW_WORKSPACE + 1 :]), note)
             out.append(row)
         return out
 
@@ -165,7 +163,7 @@ class Sink(ABC):
             if ws is None or (type(ws) is uuid.UUID and ws in known):
                 out.append(row)
             elif type(ws) is WorkspaceRef and not ws.refreshes and ws.key in keys:
-                out.append((*row[:ROW_WORKSPACE], keys[ws.key], *row[3:]))
+                out.append((*row[:ROW_WORKSPACE], keys[ws.key], *row[ROW_WORKSPACE + 1 :]))
             else:
                 return None
         return out

@@ -10,12 +10,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._chain.canonical import CHAIN_COLUMNS, Sealed, grouped_by_chain, link_each, lock_keys, seal
+from .._chain.canonical import CHAIN_COLUMNS, Sealed, seal
 from .._chain.checkpoints import Checkpoint, Signer, make_checkpoint
+from .._chain.links import grouped_by_chain, link_each, lock_keys
+from .._db.rows import QuarantineRow, Row
 from .._db.schema import AUDIT_LOG_COLUMNS
 from .._errors import MissingExtraError
 from .._events import WorkspaceRef
-from .._write.prepare import QuarantineRow, Row
 from .base import ErrorKind, Sink, SinkError
 
 try:
@@ -227,11 +228,6 @@ class PostgresSink(Sink):
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
-
-    def forget_after_fork(self) -> object | None:
-        """Drop the parent's connection without touching its socket (see AuditLogger)."""
-        conn, self._conn = self._conn, None
-        return conn
 
     def _drop_broken_connection(self) -> None:
         conn = self._conn

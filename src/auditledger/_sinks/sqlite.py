@@ -8,11 +8,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from .._chain.canonical import CHAIN_COLUMNS, Head, Sealed, link_batch, seal
+from .._chain.canonical import CHAIN_COLUMNS, Sealed, seal
 from .._chain.checkpoints import Checkpoint, Signer, make_checkpoint
+from .._chain.links import Head, link_batch
+from .._db import rows as r
+from .._db.rows import QuarantineRow, Row
 from .._db.schema import AUDIT_LOG_COLUMNS
+from .._db.sqlite import connect_sqlite
 from .._events import WorkspaceRef
-from .._write.prepare import QuarantineRow, Row
 from .base import ErrorKind, Sink, SinkError
 
 _COLUMNS = AUDIT_LOG_COLUMNS + CHAIN_COLUMNS
@@ -41,30 +44,14 @@ _CHAINS_SQL = "SELECT id FROM workspaces UNION ALL SELECT '000000000000000000000
 _PERMANENT = ("no such table", "no such column", "readonly database", "unable to open")
 
 
-def connect_sqlite(path: str, *, timeout: float) -> sqlite3.Connection:
-    """A connection with the settings every auditledger SQLite connection needs."""
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 def _sqlite_row(row: Row) -> tuple[object, ...]:
     return (
-        row[0].hex,
-        row[1],
-        row[2].hex if row[2] is not None else None,
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-        row[11].strftime(_TS_FORMAT),
-        row[12],
+        row[r.ROW_ID].hex,
+        row[r.ROW_USER],
+        row[r.ROW_WORKSPACE].hex if row[r.ROW_WORKSPACE] is not None else None,
+        *row[r.ROW_IP : r.ROW_CREATED],
+        row[r.ROW_CREATED].strftime(_TS_FORMAT),
+        row[r.ROW_SANITISED],
     )
 
 

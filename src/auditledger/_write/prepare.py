@@ -16,6 +16,23 @@ from typing import Any
 import orjson
 
 from .._actions import action_problem
+from .._db.rows import (
+    ROW_ACTION,
+    ROW_CREATED,
+    ROW_DETAILS,
+    ROW_ID,
+    ROW_IP,
+    ROW_NEW,
+    ROW_PREVIOUS,
+    ROW_RESOURCE,
+    ROW_RESOURCE_ID,
+    ROW_SANITISED,
+    ROW_UA,
+    ROW_USER,
+    ROW_WORKSPACE,
+    QuarantineRow,
+    Row,
+)
 from .._events import WorkspaceRef
 from .capture import (
     ACTION,
@@ -39,16 +56,17 @@ from .capture import (
 from .redact import REDACTED, Redactor
 from .sanitise import Note, clean_text, safe_repr, sanitise_json
 
-# (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,
-#  details, previous_value, new_value, created_at, sanitised): JSON values as text.
-Row = tuple[Any, ...]
-# (id, reason, payload JSON bytes, created_at)
-QuarantineRow = tuple[uuid.UUID, str, bytes, datetime]
 Prepared = tuple[list[Row], list[QuarantineRow]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _REDACTED_JSON = orjson.dumps(REDACTED).decode()
-_ROW_TEXT_INDEX = {1: "user_id", 3: "ip_address", 4: "user_agent", 6: "resource", 7: "resource_id"}
+_ROW_TEXT_INDEX = {
+    ROW_USER: "user_id",
+    ROW_IP: "ip_address",
+    ROW_UA: "user_agent",
+    ROW_RESOURCE: "resource",
+    ROW_RESOURCE_ID: "resource_id",
+}
 
 
 def datetime_from_ns(time_ns: int) -> datetime:
@@ -121,8 +139,8 @@ class Preparer:
             # The common case inline: a call per field was a fifth of this function's time.
             if value is not None and (len(value) > cap or not value.isascii() or "\x00" in value):
                 row[index] = self._text(value, name, notes)
-        if row[3] is not None:
-            row[3] = self._ip(row[3], notes)
+        if row[ROW_IP] is not None:
+            row[ROW_IP] = self._ip(row[ROW_IP], notes)
         details, previous, new = ev[DETAILS], ev[PREVIOUS], ev[NEW]
         # One pre-scan for the event's three values together (it costs per call more than
         # per byte); the redaction walk then runs only for an event that may hold a secret.
@@ -146,16 +164,21 @@ class Preparer:
             ((details, "details"), (previous, "previous_value"), (new, "new_value"))
         ):
             if value is not None:
-                row[8 + offset] = self._json(value, name, notes, scan=scan)
-        if row[6] == "settings" and row[7] and self.limits.redactor.key_is_secret(row[7]):
+                row[ROW_DETAILS + offset] = self._json(value, name, notes, scan=scan)
+        resource, resource_id = row[ROW_RESOURCE], row[ROW_RESOURCE_ID]
+        if (
+            resource == "settings"
+            and resource_id
+            and self.limits.redactor.key_is_secret(resource_id)
+        ):
             # The setting's name is the key its values sit under: "smtp_password" changed from
             # one secret to another must not store either.
-            for index, name in ((9, "previous_value"), (10, "new_value")):
+            for index, name in ((ROW_PREVIOUS, "previous_value"), (ROW_NEW, "new_value")):
                 if row[index] is not None and row[index] != _REDACTED_JSON:
                     row[index] = _REDACTED_JSON
                     notes.append({"field": name, "path": "$", "change": "redacted (setting)"})
         if notes:
-            row[12] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode()
+            row[ROW_SANITISED] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode()
         return tuple(row)
 
     def _text(self, value: str, name: str, notes: list[Note]) -> str:
@@ -257,18 +280,18 @@ class Preparer:
         payload: dict[str, Any] = {
             name: row[index] for index, name in _ROW_TEXT_INDEX.items() if row[index] is not None
         }
-        payload["action"] = row[5]
-        if row[2] is not None:
-            payload["workspace_id"] = str(row[2])
+        payload["action"] = row[ROW_ACTION]
+        if row[ROW_WORKSPACE] is not None:
+            payload["workspace_id"] = str(row[ROW_WORKSPACE])
         for index, name in (
-            (8, "details"),
-            (9, "previous_value"),
-            (10, "new_value"),
-            (12, "sanitised"),
+            (ROW_DETAILS, "details"),
+            (ROW_PREVIOUS, "previous_value"),
+            (ROW_NEW, "new_value"),
+            (ROW_SANITISED, "sanitised"),
         ):
             if row[index] is not None:
                 payload[name] = orjson.Fragment(row[index])
-        return (row[0], reason, orjson.dumps(payload), row[11])
+        return (row[ROW_ID], reason, orjson.dumps(payload), row[ROW_CREATED])
 
     def last_resort_row(self, event_id: uuid.UUID, ev: Captured, reason: str) -> QuarantineRow:
         """A quarantine row built from nothing but safe representations, for an event that

@@ -1,1 +1,1 @@
-"""_read/verify"""
+"""``auditledger verify``: source (reading) -> columns -> chains -> checkpoints, run by run."""

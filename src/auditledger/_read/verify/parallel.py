@@ -18,14 +18,16 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from .run import ChainEnds, Part, VerifyReport, _Source, walk_part
+from .chains import ChainEnds, walk_part
+from .report import VerifyReport
+from .source import Part, Source
 
 # Set in each worker process by its initializer: rows walked so far, for the progress bar.
 _walked: Any = None
 
 
 def walk_log(
-    source: _Source,
+    source: Source,
     wanted: dict[uuid.UUID, set[int]],
     workspace: uuid.UUID | None,
     report: VerifyReport,
@@ -82,7 +84,7 @@ def walk_log(
     return ends
 
 
-def _partition(source: _Source, workers: int) -> list[Part] | None:
+def _partition(source: Source, workers: int) -> list[Part] | None:
     """Chains dealt to ``workers`` shares, largest first to the lightest share; None when
     fewer than two shares would have any work."""
     sizes = source.chain_sizes()
@@ -121,5 +123,5 @@ def _walk_share(
             with _walked.get_lock():
                 _walked.value += rows
 
-    ends = walk_part(_Source(url).rows(None, part), True, report, wanted, None, tick)
+    ends = walk_part(Source(url).rows(None, part), True, report, wanted, None, tick)
     return report, ends

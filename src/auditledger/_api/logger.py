@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
 import logging
 import multiprocessing.util
 import os
@@ -18,14 +17,17 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 
 from .._actions import AuditAction
-from .._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+from .._db.urls import normalise_url, resolve_url, spool_fingerprint
 from .._errors import ConfigurationError
 from .._sinks.base import Sink
+from .._sinks.factory import sink_factory
 from .._write.capture import capture_event
+from .._write.options import WriterOptions
 from .._write.prepare import Limits, Preparer
 from .._write.redact import DEFAULT_REDACT_KEYS, Redactor
 from .._write.spool import default_spool_dir
-from .._write.writer import AuditStats, State, Writer, WriterOptions
+from .._write.stats import AuditStats
+from .._write.writer import State, Writer
 from .helpers import AuditHelpers, WorkspaceId
 
 log = logging.getLogger("auditledger")
@@ -79,25 +81,11 @@ class AuditLogger(AuditHelpers):
         checkpoint_interval: float = 300.0,
     ) -> None:
         url = normalise_url(resolve_url(database_url))
-        if is_postgres(url):
-            from .._sinks.postgres import PostgresSink  # raises MissingExtraError without psycopg
-
-            conninfo = libpq_conninfo(url)
-
-            def factory() -> Sink:
-                return PostgresSink(conninfo, connect_timeout=write_timeout)
-
-            fingerprint_source = f"postgresql:{url.host}:{url.port}:{url.database}"
-        else:
-            path = os.path.abspath(sqlite_path(url))
-            from .._sinks.sqlite import SqliteSink
-
-            def factory() -> Sink:
-                return SqliteSink(path, timeout=write_timeout)
-
-            fingerprint_source = f"sqlite:{path}"
-        factory = _with_checkpoints(factory, signing_key, checkpoint_interval)
-        fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
+        # Raises MissingExtraError at once without psycopg.
+        factory = _with_checkpoints(
+            sink_factory(url, write_timeout), signing_key, checkpoint_interval
+        )
+        fingerprint = spool_fingerprint(url)
         self.database_backend = url.get_backend_name()
         self._setup(
             factory,

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
-from .._db.urls import missing_sqlite_file, normalise_url, resolve_url, sqlite_path
+from .._db.urls import missing_sqlite_file, normalise_url, resolve_url, spool_fingerprint
 from .._write.spool import claim_segments, default_spool_dir, segment_count, spool_bytes
 
 
 def default_spool_for(database_url: str | None) -> Path:
-    url = normalise_url(resolve_url(database_url))
-    if url.get_backend_name() == "postgresql":
-        source = f"postgresql:{url.host}:{url.port}:{url.database}"
-    else:
-        source = f"sqlite:{os.path.abspath(sqlite_path(url))}"
-    return default_spool_dir(hashlib.sha256(source.encode()).hexdigest()[:16])
+    """The folder an AuditLogger for this URL spools to when given no ``spool_dir``."""
+    return default_spool_dir(spool_fingerprint(normalise_url(resolve_url(database_url))))
 
 
 def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from sqlalchemy.engine import URL, make_url
@@ -71,3 +72,13 @@ def sqlite_path(url: URL) -> str:
     if not path or path == ":memory:":
         raise ConfigurationError("SQLite needs a file path, e.g. sqlite:///auditledger.db")
     return path
+
+
+def spool_fingerprint(url: URL) -> str:
+    """Names a database's default spool folder: the logger writes there and ``auditledger
+    status`` looks there, so both must derive it from the URL the same way (here only)."""
+    if is_postgres(url):
+        source = f"postgresql:{url.host}:{url.port}:{url.database}"
+    else:
+        source = f"sqlite:{os.path.abspath(sqlite_path(url))}"
+    return hashlib.sha256(source.encode()).hexdigest()[:16]

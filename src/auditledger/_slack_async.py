@@ -14,7 +14,7 @@ from typing import Any
 from slack_bolt import BoltContext, BoltResponse
 
 from ._api.helpers import AuditHelpers
-from .slack import (
+from ._slack_common import (
     _DISCONNECT_EVENTS,
     CONTEXT_KEY,
     _audit_disconnect,

@@ -1,1 +1,1 @@
-"""_api"""
+"""The API layer: AuditLogger, its helpers, the default logger, and `auditledger status`."""

@@ -1,4 +1,5 @@
-"""The seed's helper methods, shared by AuditLogger, the default logger and bound helpers.
+"""The helper methods of the seed (the in-app audit module this library replaces, whose
+names and parameters it keeps), shared by AuditLogger, the default logger and bound helpers.
 
 Each helper maps to one ``log_audit_event`` call. ``user_id`` and ``workspace_id`` default to
 None so that request-bound helpers (Slack, web) can fill them from the request.
@@ -11,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._actions import AuditAction
-from .._events import WorkspaceRef
 
 WorkspaceId = Any  # uuid.UUID | str | WorkspaceRef | None; anything else is sanitised
 
@@ -259,4 +259,4 @@ class BoundAuditLogger(AuditHelpers):
         return f"BoundAuditLogger(user_id={self.user_id!r}, workspace_id={self.workspace_id!r})"
 
 
-__all__ = ["AuditHelpers", "BoundAuditLogger", "WorkspaceRef"]
+__all__ = ["AuditHelpers", "BoundAuditLogger"]

@@ -1,1 +1,1 @@
-"""_db"""
+"""The database itself: the row layout, URLs, engines and connections, schema, migrations."""

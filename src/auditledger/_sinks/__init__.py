@@ -1,1 +1,1 @@
-"""_sinks"""
+"""Where prepared batches are stored: one write skeleton (base), PostgreSQL and SQLite."""

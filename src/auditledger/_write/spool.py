@@ -186,10 +186,6 @@ class SegmentWriter:
         self._seq = 0
         self.sealed: set[str] = set()  # our sealed segments not yet replayed
 
-    @property
-    def path(self) -> Path | None:
-        return self._path
-
     def append(self, kind: bytes, payloads: list[bytes]) -> int:
         """Append records; returns the bytes written."""
         if self._file is None or self._size >= MAX_SEGMENT_BYTES:
@@ -318,13 +314,11 @@ def read_records(fd: int) -> Iterator[tuple[bytes, bytes]]:
             yield kind, payload
 
 
-def claim_segments(directory: Path, *, skip: set[str] = frozenset()) -> Iterator[SegmentReplay]:  # type: ignore[assignment]
+def claim_segments(directory: Path) -> Iterator[SegmentReplay]:
     """Lock and yield, oldest first, each segment whose owner sealed it or died."""
     if not directory.is_dir():
         return
     for path in sorted(directory.glob(f"*{SUFFIX}")):
-        if path.name in skip:
-            continue
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:

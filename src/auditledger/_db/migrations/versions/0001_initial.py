@@ -1,4 +1,5 @@
-"""Initial schema: workspaces, audit_logs (the seed's columns and indexes), audit_quarantine.
+"""Initial schema: workspaces, audit_logs (the columns and indexes of the seed, the in-app
+audit table this library replaces), audit_quarantine.
 
 Revision ID: 0001
 Revises:

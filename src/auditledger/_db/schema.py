@@ -125,9 +125,9 @@ audit_logs = Table(
     # What auditledger had to change to store the event (bad input made storable, secrets
     # redacted); null when the event was stored exactly as given.
     Column("sanitised", json_type()),
-    # Tamper evidence (see _chain.py): the chain (workspace, or the nil UUID for events without
-    # one), the position in it, the link hash, the exact bytes hashed, and the salt of the
-    # personal values' commitments. Null only on rows stored before revision 0002.
+    # Tamper evidence (see _chain/canonical.py): the chain (workspace, or the nil UUID for
+    # events without one), the position in it, the link hash, the exact bytes hashed, and the
+    # salt of the personal values' commitments. Null only on rows stored before revision 0002.
     Column("chain_id", Uuid(as_uuid=True)),
     Column("chain_seq", BigInteger),
     Column("chain_hash", LargeBinary),
@@ -156,7 +156,7 @@ audit_quarantine = Table(
     Index("audit_quarantine_created_at_idx", "created_at"),
 )
 
-# Signed statements of every chain's head (see _checkpoint.py); append-only like audit_logs.
+# Signed statements of every chain's head (see _chain/checkpoints.py); append-only like audit_logs.
 audit_checkpoints = Table(
     "audit_checkpoints",
     metadata,

@@ -82,7 +82,7 @@ class Sink(ABC):
         if schedule is not None and schedule.due(now):
             self.write_checkpoint(schedule.signer)
 
-    # ---- tamper evidence (see _chain.py and _checkpoint.py) ---------------------------------
+    # ---- tamper evidence (see _chain/canonical.py and _chain/checkpoints.py) --------------
 
     # Set by AuditLogger(signing_key=...): the writer then signs chain heads on a schedule.
     checkpoint_schedule: CheckpointSchedule | None = None

@@ -67,7 +67,7 @@ def verify(
         transient=True,
         disable=as_json or not err_console.is_terminal,
         # Refreshed by progress() below, without a thread of its own: verify can then start
-        # its worker processes with fork (see _verify_parallel).
+        # its worker processes with fork (see _read/verify/parallel.py).
         auto_refresh=False,
     )
     task = bar.add_task("events", total=None)

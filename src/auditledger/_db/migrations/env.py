@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the engine auditledger passes in (see _migrate.py)."""
+"""Alembic environment: runs on the engine auditledger passes in (see _db/migrate.py)."""
 
 from __future__ import annotations
 

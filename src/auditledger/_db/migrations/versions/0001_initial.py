@@ -22,7 +22,7 @@ depends_on = None
 
 def _json() -> sa.types.TypeEngine[Any]:
     # TEXT on SQLite: a column declared JSON has numeric affinity there and converts bare
-    # numbers ("5", a 20-digit integer) on the way in (see _schema.SQLiteJSONText).
+    # numbers ("5", a 20-digit integer) on the way in (see _db.schema.SQLiteJSONText).
     return (
         sa.JSON().with_variant(postgresql.JSONB(), "postgresql").with_variant(sa.Text(), "sqlite")
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from .._ids import uuid7_from_ns
 from .._sinks.base import SinkError
 from .backoff import Health
-from .capture import Captured
+from .capture import T_NS, Captured
 from .spool import (
     COMMIT,
     EVENT,
@@ -70,7 +70,7 @@ class SpoolKeeper:
             if self._full():
                 self._counters.drop("spool_full", 1)
                 return
-            event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
+            event_id = str(uuid7_from_ns(event[T_NS], os.urandom(10)))
             try:
                 self._bytes_estimate += self._overflow.append(
                     EVENT, [encode_event(event_id, event)]
@@ -146,7 +146,7 @@ class SpoolKeeper:
                     self._overflow.append(EVENT, _encode(ids, batch[: len(ids)]))
                     held_spooled += len(ids)
                 for event in queued:
-                    event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
+                    event_id = str(uuid7_from_ns(event[T_NS], os.urandom(10)))
                     self._overflow.append(EVENT, [encode_event(event_id, event)])
                 self._overflow.seal()
             except OSError:

@@ -24,7 +24,7 @@ from pathlib import Path
 from .._ids import uuid7_batch
 from .._sinks.base import Sink, SinkError
 from .backoff import Health
-from .capture import Captured
+from .capture import T_NS, Captured
 from .options import WriterOptions
 from .prepare import Preparer
 from .replay import SpoolKeeper
@@ -278,7 +278,7 @@ class Writer:
             # their ids while the writer was still filling the batch.
             given = len(ids)
             if given < len(batch):
-                ids.extend(uuid7_batch([ev[0] for ev in batch[given:]]))
+                ids.extend(uuid7_batch([ev[T_NS] for ev in batch[given:]]))
 
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
         self._assign_ids(ids, batch)

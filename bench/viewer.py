@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditledger import AuditLogger  # noqa: E402
-from auditledger._migrate import upgrade  # noqa: E402
+from auditledger._db.migrate import upgrade  # noqa: E402
 from auditledger.web import ViewerAccess, audit_viewer  # noqa: E402
 
 ENV_URL = "AUDITLEDGER_BENCH_POSTGRES_URL"

@@ -277,7 +277,9 @@ def test_a_download_in_progress_never_blocks_the_writer(db_url: str, tmp_path: P
     tenants = seed(db_url, tmp_path / "seed", acme_events=1200)
     recorded: list[dict[str, object]] = []
     with viewer_over(db_url, tmp_path / "viewer-spool") as viewer:
-        chunks = export_stream(viewer, tenants.acme, Filters(), "jsonl", recorded.append, "t")
+        chunks = export_stream(
+            viewer.reader, tenants.acme, Filters(), "jsonl", recorded.append, "t"
+        )
         first = next(chunks)  # paused mid-stream: its read is open on the database
         with AuditLogger(db_url, spool_dir=tmp_path / "writer", write_timeout=5) as audit:
             for i in range(20):

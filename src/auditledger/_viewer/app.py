@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .._errors import InvalidCursor
-from .._store import AuditStore
+from .._read.store import AuditStore
 from .access import Authorize
 from .badge import BadgeCache
 from .filters import FilterError, Filters
@@ -334,7 +334,7 @@ class AuditViewer:
             )
         from .exports import export_response
 
-        return export_response(self, workspace, filters, fmt, record, grant.actor)
+        return export_response(self.reader, workspace, filters, fmt, record, grant.actor)
 
     async def _static_file(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from .._schema import audit_logs
+from .._db.schema import audit_logs
 
 log = logging.getLogger("auditledger")
 
@@ -172,13 +172,14 @@ def _context() -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["auditledger._verify"])
+    context.set_forkserver_preload(["auditledger._read.verify.run"])
     return context
 
 
 def verify_child(url: str, keys: list[str], key: BadgeKey, sender: Any) -> None:
     """In the child: verify one chain, send (number of problems, the first one's detail)."""
-    from .._verify import BAD_SIGNATURE, verify_log
+    from .._read.verify.report import BAD_SIGNATURE
+    from .._read.verify.run import verify_log
 
     try:
         report = verify_log(url, public_keys=keys, workspace_id=key, workers=1)

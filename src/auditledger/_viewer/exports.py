@@ -31,7 +31,7 @@ from .filters import Filters
 from .responses import plain_error
 
 if TYPE_CHECKING:
-    from .app import AuditViewer
+    from .._api.reader import AuditReader
 
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 _BATCH = 500  # events per chunk sent
@@ -56,7 +56,7 @@ def _csv_header() -> bytes:
 
 
 def export_stream(
-    viewer: AuditViewer,
+    reader: AuditReader,
     workspace: uuid.UUID,
     filters: Filters,
     fmt: str,
@@ -64,7 +64,7 @@ def export_stream(
     actor: str,
 ) -> Iterator[bytes]:
     """The file's bytes in chunks; ``record(details)`` runs once, when the stream ends."""
-    query = viewer.reader.filters(workspace=workspace, **filters.reader_kwargs())
+    query = reader.filters(workspace=workspace, **filters.reader_kwargs())
     digest = hashlib.sha256()
     count = 0
     complete = False
@@ -75,7 +75,7 @@ def export_stream(
             digest.update(head)
             yield head
         batch: list[Any] = []
-        for event in viewer.reader.stream(query):
+        for event in reader.stream(query):
             batch.append(event)
             if len(batch) >= _BATCH:
                 chunk = encode(batch)
@@ -104,7 +104,7 @@ def export_stream(
 
 
 def export_response(
-    viewer: AuditViewer,
+    reader: AuditReader,
     workspace: uuid.UUID,
     filters: Filters,
     fmt: str,
@@ -113,7 +113,7 @@ def export_response(
 ) -> Response:
     name = f"audit-{workspace}.{fmt}"
     return StreamingResponse(
-        export_stream(viewer, workspace, filters, fmt, record, actor),
+        export_stream(reader, workspace, filters, fmt, record, actor),
         media_type=_MEDIA[fmt],
         headers={"content-disposition": f'attachment; filename="{name}"'},
     )
@@ -129,8 +129,8 @@ async def bundle_response(
 ) -> Response:
     """The self-verifying ZIP of the chain over since/until, written to a temporary file
     (a ZIP's directory comes last) and sent from there."""
-    from .._exports import export_bundle
-    from .._reader import AuditReader
+    from .._api.exports import export_bundle
+    from .._api.reader import AuditReader
 
     others = set(filters.reader_kwargs()) - {"since", "until"}
     if others:

@@ -31,8 +31,8 @@ def audit_viewer(
     of a workspace shown; ``chain_badge=False`` leaves the badge out (no verify at all). Call
     ``close()`` when the host shuts down.
     """
-    from .._logger import AuditLogger
-    from .._reader import AuditReader
+    from .._api.logger import AuditLogger
+    from .._api.reader import AuditReader
 
     if not callable(authorize):
         raise ConfigurationError("audit_viewer() needs authorize=, a function of the request")

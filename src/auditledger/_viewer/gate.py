@@ -14,7 +14,7 @@ import anyio.to_thread
 from sqlalchemy import Engine, select
 from starlette.requests import Request
 
-from .._schema import audit_logs
+from .._db.schema import audit_logs
 from .access import Authorize, ViewerAccess, call_authorize
 from .filters import FilterError
 from .tokens import check_token

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select, update
 
-from .._schema import audit_api_tokens
+from .._db.schema import audit_api_tokens
 
 PREFIX = "alt_"  # says what a leaked string is (secret scanners key on prefixes)
 _MAX_NAME = 100

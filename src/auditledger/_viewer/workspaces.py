@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
-from .._schema import workspaces
+from .._db.schema import workspaces
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ._actions import AuditAction
 from ._capture import capture_event
 from ._errors import ConfigurationError
 from ._helpers import AuditHelpers, WorkspaceId
+from ._nats.settings import check_nats_url, resolve_nats_url
 from ._prepare import Limits, Preparer
 from ._redact import DEFAULT_REDACT_KEYS, Redactor
 from ._sink import Sink
@@ -57,6 +58,9 @@ class AuditLogger(AuditHelpers):
     - ``signing_key``: path of an Ed25519 private key (``auditledger keys generate``; default
       ``AUDITLEDGER_SIGNING_KEY``): the writer then signs a checkpoint of every chain head
       every ``checkpoint_interval`` seconds (300), idle or not.
+    - ``nats_url`` (default ``AUDITLEDGER_NATS_URL`` when no ``database_url`` is given):
+      publish to NATS JetStream instead of writing to a database; ``auditledger ingest``
+      stores the events. "Written" then means acknowledged by the stream.
     """
 
     def __init__(
@@ -77,28 +81,16 @@ class AuditLogger(AuditHelpers):
         handle_sigterm: bool = False,
         signing_key: str | os.PathLike[str] | None = None,
         checkpoint_interval: float = 300.0,
+        nats_url: str | None = None,
     ) -> None:
-        url = normalise_url(resolve_url(database_url))
-        if is_postgres(url):
-            from ._sink_postgres import PostgresSink  # raises MissingExtraError without psycopg
-
-            conninfo = libpq_conninfo(url)
-
-            def factory() -> Sink:
-                return PostgresSink(conninfo, connect_timeout=write_timeout)
-
-            fingerprint_source = f"postgresql:{url.host}:{url.port}:{url.database}"
+        nats = resolve_nats_url(nats_url, database_url)
+        if nats is not None:
+            factory, fingerprint = _nats_factory(nats, write_timeout, signing_key)
+            self.database_backend = "nats"
         else:
-            path = os.path.abspath(sqlite_path(url))
-            from ._sink_sqlite import SqliteSink
-
-            def factory() -> Sink:
-                return SqliteSink(path, timeout=write_timeout)
-
-            fingerprint_source = f"sqlite:{path}"
-        factory = _with_checkpoints(factory, signing_key, checkpoint_interval)
-        fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
-        self.database_backend = url.get_backend_name()
+            factory, fingerprint, self.database_backend = _database_factory(
+                database_url, write_timeout, signing_key, checkpoint_interval
+            )
         self._setup(
             factory,
             Path(spool_dir) if spool_dir is not None else default_spool_dir(fingerprint),
@@ -275,6 +267,49 @@ def _require_spool_dir(path: Path) -> None:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigurationError(message)
+
+
+def _database_factory(
+    database_url: str | None,
+    write_timeout: float,
+    signing_key: str | os.PathLike[str] | None,
+    checkpoint_interval: float,
+) -> tuple[Callable[[], Sink], str, str]:
+    url = normalise_url(resolve_url(database_url))
+    if is_postgres(url):
+        from ._sink_postgres import PostgresSink  # raises MissingExtraError without psycopg
+
+        conninfo = libpq_conninfo(url)
+
+        def factory() -> Sink:
+            return PostgresSink(conninfo, connect_timeout=write_timeout)
+
+        fingerprint_source = f"postgresql:{url.host}:{url.port}:{url.database}"
+    else:
+        path = os.path.abspath(sqlite_path(url))
+        from ._sink_sqlite import SqliteSink
+
+        def factory() -> Sink:
+            return SqliteSink(path, timeout=write_timeout)
+
+        fingerprint_source = f"sqlite:{path}"
+    factory = _with_checkpoints(factory, signing_key, checkpoint_interval)
+    fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
+    return factory, fingerprint, url.get_backend_name()
+
+
+def _nats_factory(
+    url: str, write_timeout: float, signing_key: str | os.PathLike[str] | None
+) -> tuple[Callable[[], Sink], str]:
+    fingerprint = check_nats_url(url)
+    _require(signing_key is None, "signing_key belongs on the ingesters when nats_url is set")
+    _require_number("write_timeout", write_timeout, 0, exclusive=True)
+    from ._nats.publisher import NatsSink  # raises MissingExtraError without nats-py
+
+    def factory() -> Sink:
+        return NatsSink(url, timeout=write_timeout)
+
+    return factory, fingerprint
 
 
 # ---- tamper evidence: scheduled checkpoints --------------------------------------------------

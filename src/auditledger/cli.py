@@ -17,6 +17,8 @@ from rich.table import Table
 
 from ._errors import AuditLedgerError, describe_database_error
 from ._urls import ENV_DATABASE_URL
+from .cli_nats import NatsUrlOption
+from .cli_nats import register as register_nats_commands
 
 app = typer.Typer(
     help="auditledger: a security audit log that is cheap to write and hard to falsify.",
@@ -27,6 +29,7 @@ db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_a
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="Ed25519 keys that sign checkpoints.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+register_nats_commands(app)
 
 console = Console()
 if not console.is_terminal:
@@ -166,11 +169,16 @@ def status(
         Path | None, typer.Option(help="The spool folder (default: this database's).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    nats_url: NatsUrlOption = None,
 ) -> None:
     """Show the spool and the database: what is stored, waiting or quarantined."""
     from ._status import collect_status
 
     report = collect_status(database_url, spool_dir)
+    if nats_url:  # the stream's backlog and the ingesters' partitions
+        from ._nats.status import collect_nats_status
+
+        report.update(collect_nats_status(nats_url, database_url))
     if as_json:
         sys.stdout.write(json.dumps(report, default=str, indent=2) + "\n")
     else:

@@ -1,0 +1,68 @@
+"""nats-py, imported only here, with a clear error when the ``nats`` extra is missing; and the
+event loop thread that synchronous code (the writer thread, the CLI) runs its coroutines on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .._errors import MissingExtraError
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError("nats", "nats-py") from exc
+
+__all__ = ["Client", "LoopThread", "connect", "nats"]
+
+T = TypeVar("T")
+
+
+async def _quiet(_: Exception) -> None:
+    """nats-py's default error callback logs every reconnect attempt with the server's URL;
+    the writer and the ingester report failures themselves, once a minute at most."""
+
+
+async def connect(url: str, *, timeout: float, name: str, pending_size: int) -> Client:
+    """A connection that keeps reconnecting (never gives up while the process lives)."""
+    return await nats.connect(
+        url,
+        name=name,
+        connect_timeout=max(1, int(timeout)),
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        pending_size=pending_size,
+        error_cb=_quiet,
+    )
+
+
+class LoopThread:
+    """An asyncio loop on a daemon thread, for callers that are not coroutines themselves."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coro`` on the loop; raises TimeoutError (and cancels it) after ``timeout``."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(2.0)
+        if not self._thread.is_alive():
+            self.loop.close()

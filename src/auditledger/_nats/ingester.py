@@ -1,0 +1,272 @@
+"""``auditledger ingest``: stores what the stream holds, exactly once, in PostgreSQL.
+
+Any number of processes may run. Each claims a fair share of the partitions (``ownership``)
+and, per owned partition, pulls batches from the partition's durable consumer. A batch is
+stored in one transaction by the writer's own PostgreSQL sink (workspaces resolved, ids already
+stored dropped, chains extended under their locks, unreadable messages quarantined), and only
+once it has committed are its messages acknowledged. Whatever dies when, an event is then
+either stored and acknowledged, or stored and redelivered (and dropped as already stored), or
+not stored and redelivered.
+
+A partition's consumer is created afresh by each new owner: the messages its previous owner
+had fetched and not acknowledged are then delivered at once, not after the ack wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._prepare import Limits, Preparer, QuarantineRow, Row
+from .._sink import ErrorKind, SinkError
+from ._client import Client, connect, nats
+from .ownership import IngestSink
+from .partitions import STREAM, consumer_name, count_from_subjects, subject
+from .wire import WireError, decode, poison_row
+
+log = logging.getLogger("auditledger")
+
+ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it (see above)
+_REBALANCE_EVERY = 1.0
+_MAX_BACKOFF = 5.0
+
+
+@dataclass
+class IngestOptions:
+    batch_size: int = 1000
+    fetch_timeout: float = 1.0
+    write_timeout: float = 10.0
+
+
+@dataclass
+class IngestStats:
+    stored: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    owned: set[int] = field(default_factory=set)
+
+
+class Ingester:
+    def __init__(self, nats_url: str, sink: IngestSink, options: IngestOptions) -> None:
+        self._url = nats_url
+        self._sink = sink
+        self._options = options
+        self._preparer = Preparer(Limits())
+        self._db = asyncio.Lock()  # one session: one statement at a time
+        self._tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._session = -1
+        self._count = 0
+        self.stats = IngestStats()
+        self._reported: dict[str, float] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        nc = await connect(self._url, timeout=5, name="auditledger-ingest", pending_size=2**22)
+        try:
+            self._count = await self._partition_count(nc, stop)
+            while not stop.is_set():
+                await self._rebalance(nc)
+                await self._tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _REBALANCE_EVERY)
+        finally:
+            await self._stop_all()
+            with contextlib.suppress(SinkError):
+                await self._in_db(self._sink.release, set(self.stats.owned))
+            self.stats.owned.clear()
+            await self._in_db(self._sink.close)
+            await nc.close()
+
+    async def _partition_count(self, nc: Client, stop: asyncio.Event) -> int:
+        js = nc.jetstream()
+        while True:
+            try:
+                info = await js.stream_info(STREAM)
+                count = count_from_subjects(info.config.subjects)
+                if count:
+                    return count
+            except nats.js.errors.NotFoundError:
+                pass
+            self._report("stream", "auditledger ingest: no stream yet (`auditledger nats setup`)")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _REBALANCE_EVERY)
+            if stop.is_set():
+                raise asyncio.CancelledError
+
+    async def _in_db(self, fn: Any, *args: Any) -> Any:
+        async with self._db:
+            return await asyncio.to_thread(fn, *args)
+
+    # ---- ownership -----------------------------------------------------------------------
+
+    async def _rebalance(self, nc: Client) -> None:
+        try:
+            session = await self._in_db(self._sink.connect)
+            if session != self._session:
+                # A new session holds no lock: whatever we owned may have an owner already.
+                await self._stop_all()
+                self.stats.owned.clear()
+                self._session = session
+            take, give = await self._in_db(self._sink.rebalance, self._count, set(self._tasks))
+            for p in give:
+                await self._stop(p)
+            if give:
+                await self._in_db(self._sink.release, give)
+        except SinkError as exc:
+            self._report("db", f"auditledger ingest: database unavailable ({exc.code})")
+            await self._stop_all()
+            self.stats.owned.clear()
+            await self._in_db(self._sink.close)
+            return
+        self.stats.owned -= give
+        for p in sorted(take):
+            stopping = asyncio.Event()
+            task = asyncio.create_task(self._consume(nc, p, session, stopping))
+            self._tasks[p] = (task, stopping)
+            self.stats.owned.add(p)
+
+    async def _stop(self, partition: int) -> None:
+        task, stopping = self._tasks.pop(partition)
+        stopping.set()
+        # A batch being stored finishes (commit, then ack); a fetch ends within its timeout.
+        with contextlib.suppress(Exception):
+            await task
+
+    async def _stop_all(self) -> None:
+        for p in list(self._tasks):
+            await self._stop(p)
+
+    async def _tick(self) -> None:
+        if self._sink.checkpoint_schedule is None or not self._sink.alive(self._session):
+            return
+        try:
+            await self._in_db(self._sink.tick, time.monotonic())
+        except SinkError as exc:
+            self._report("checkpoint", f"auditledger ingest: checkpoint failed ({exc.code})")
+
+    # ---- one partition -------------------------------------------------------------------
+
+    async def _consume(
+        self, nc: Client, partition: int, session: int, stopping: asyncio.Event
+    ) -> None:
+        js = nc.jetstream()
+        name = consumer_name(partition)
+        try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_consumer(STREAM, name)
+            await js.add_consumer(
+                STREAM,
+                nats.js.api.ConsumerConfig(
+                    durable_name=name,
+                    filter_subject=subject(self._count, partition),
+                    ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+                    deliver_policy=nats.js.api.DeliverPolicy.ALL,
+                    ack_wait=ACK_WAIT,
+                    max_deliver=-1,  # never strand an audit event
+                    max_ack_pending=self._options.batch_size * 2,
+                ),
+            )
+            sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
+        except Exception as exc:  # noqa: BLE001 - retried by the next rebalance
+            self._report(
+                "consumer", f"auditledger ingest: consumer set-up failed ({type(exc).__name__})"
+            )
+            await self._give_back(partition)
+            return
+        try:
+            while not stopping.is_set():
+                try:
+                    msgs = await sub.fetch(self._options.batch_size, self._options.fetch_timeout)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue  # nothing waiting
+                except Exception as exc:  # noqa: BLE001 - the server is away: try again
+                    self._report(
+                        "fetch", f"auditledger ingest: fetch failed ({type(exc).__name__})"
+                    )
+                    await asyncio.sleep(self._options.fetch_timeout)
+                    continue
+                if stopping.is_set():
+                    return  # not acknowledged: the next owner gets them again
+                if not await self._store(msgs, session, stopping):
+                    return
+                for msg in msgs:
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _give_back(self, partition: int) -> None:
+        self._tasks.pop(partition, None)
+        self.stats.owned.discard(partition)
+        with contextlib.suppress(SinkError):
+            await self._in_db(self._sink.release, {partition})
+
+    async def _store(self, msgs: list[Any], session: int, stopping: asyncio.Event) -> bool:
+        """Store the batch; False when the partition was lost (nothing may be acknowledged)."""
+        rows: list[Row] = []
+        quarantined: list[QuarantineRow] = []
+        for msg in msgs:
+            headers = msg.headers or {}
+            msg_id = headers.get("Nats-Msg-Id")
+            try:
+                item = decode(msg.data)
+            except WireError as exc:
+                quarantined.append(poison_row(msg.data, msg_id, str(exc)))
+                continue
+            (rows if len(item) != 4 else quarantined).append(item)
+        backoff = 0.1
+        while True:
+            try:
+                stored, kept = await self._in_db(self._store_split, rows, quarantined, session)
+            except SinkError as exc:
+                if not self._sink.alive(session) or exc.kind is ErrorKind.PERMANENT:
+                    self._report("store", f"auditledger ingest: store failed ({exc.code})")
+                    if exc.kind is ErrorKind.PERMANENT:
+                        await self._in_db(self._sink.close)
+                    return False
+                self._report("store", f"auditledger ingest: store failed ({exc.code}), retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff)
+                if stopping.is_set():
+                    return False
+                backoff = min(_MAX_BACKOFF, backoff * 2)
+                continue
+            self.stats.stored += stored
+            self.stats.quarantined += kept
+            self.stats.batches += 1
+            return True
+
+    def _store_split(
+        self, rows: list[Row], quarantined: list[QuarantineRow], session: int
+    ) -> tuple[int, int]:
+        """On the database thread. A row the database refuses is quarantined, not the batch:
+        the batch is halved until that row is found (as the writer does)."""
+        try:
+            return self._sink.store(rows, quarantined, session)
+        except SinkError as exc:
+            if exc.kind is not ErrorKind.DATA:
+                raise
+            if len(rows) + len(quarantined) <= 1:
+                if not rows:
+                    raise SinkError(ErrorKind.PERMANENT, exc.code) from exc
+                reason = f"refused by the database ({exc.code})"
+                row = self._preparer.quarantine_from_row(rows[0], reason)
+                return self._sink.store([], [row], session)
+            if rows:
+                half = len(rows) // 2
+                a = self._store_split(rows[:half], quarantined, session)
+                b = self._store_split(rows[half:], [], session)
+            else:
+                half = len(quarantined) // 2
+                a = self._store_split([], quarantined[:half], session)
+                b = self._store_split([], quarantined[half:], session)
+            return a[0] + b[0], a[1] + b[1]
+
+    def _report(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        if now >= self._reported.get(key, 0.0):
+            self._reported[key] = now + 60.0
+            log.warning(message)

@@ -49,7 +49,8 @@ def test_events_reach_the_stream_prepared_with_their_ids(
     msgs = nats_server.run(_peek, 40)
     ids = {m.headers["Nats-Msg-Id"] for m in msgs}
     rows = [decode(m.data) for m in msgs]
-    assert ids == {str(r[0]) for r in rows} and len(ids) == 40
+    assert ids == {str(r[0]) for r in rows}
+    assert len(ids) == 40
     assert all(b"hunter2" not in m.data for m in msgs)  # redacted before it left the process
     assert sorted(orjson.loads(r[8])["n"] for r in rows) == list(range(40))
     # A workspace's events share one partition (subject), in the order they were logged.
@@ -57,7 +58,8 @@ def test_events_reach_the_stream_prepared_with_their_ids(
     for m, r in zip(msgs, rows, strict=True):
         by_subject.setdefault(str(r[2]), set()).add(m.subject)
     assert all(len(subjects) == 1 for subjects in by_subject.values())
-    assert by_subject[str(WorkspaceRef("T042"))] != set() and len(by_subject) == 2
+    assert by_subject[str(WorkspaceRef("T042"))] != set()
+    assert len(by_subject) == 2
 
 
 def test_server_away_spools_then_replays_with_the_same_ids(
@@ -72,13 +74,16 @@ def test_server_away_spools_then_replays_with_the_same_ids(
         # The first batch gives up at its deadline (write_timeout), then goes to the spool.
         assert not audit.flush(3)
         away = audit.stats()
-        assert away.spooled == 300 and not away.healthy and away.written == 0
+        assert away.spooled == 300
+        assert not away.healthy
+        assert away.written == 0
         nats_server.start()  # the same store: the stream is still there
         assert audit.flush(30)
         back = audit.stats()
     finally:
         audit.close()
-    assert back.replayed == 300 and back.dropped == {}
+    assert back.replayed == 300
+    assert back.dropped == {}
     assert nats_server.backlog() == 300
 
 
@@ -90,7 +95,9 @@ def test_a_full_stream_sends_events_to_the_spool(nats_server: NatsServer, tmp_pa
             audit.log_audit_event("auth.login", user_id=f"U{i}", details={"pad": "x" * 400})
         assert not audit.flush(3)
         full = audit.stats()
-        assert full.spooled > 0 and full.last_error is not None and full.dropped == {}
+        assert full.spooled > 0
+        assert full.last_error is not None
+        assert full.dropped == {}
         assert 0 < nats_server.backlog() < 4000
         nats_server.setup(max_bytes=64 * 1024**2)
         assert audit.flush(60)

@@ -177,26 +177,31 @@ class Ingester:
             await self._give_back(partition)
             return
         try:
-            while not stopping.is_set():
-                try:
-                    msgs = await sub.fetch(self._options.batch_size, self._options.fetch_timeout)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue  # nothing waiting
-                except Exception as exc:  # noqa: BLE001 - the server is away: try again
-                    self._report(
-                        "fetch", f"auditledger ingest: fetch failed ({type(exc).__name__})"
-                    )
-                    await asyncio.sleep(self._options.fetch_timeout)
-                    continue
-                if stopping.is_set():
-                    return  # not acknowledged: the next owner gets them again
-                if not await self._store(msgs, session, stopping):
-                    return
-                for msg in msgs:
-                    await msg.ack()
+            await self._pull(sub, session, stopping)
+        except Exception as exc:  # noqa: BLE001 - a bug costs this partition a restart, no more
+            self._report("internal", f"auditledger ingest: partition error ({type(exc).__name__})")
+            if not stopping.is_set():
+                await self._give_back(partition)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _pull(self, sub: Any, session: int, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                msgs = await sub.fetch(self._options.batch_size, self._options.fetch_timeout)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue  # nothing waiting
+            except Exception as exc:  # noqa: BLE001 - the server is away: try again
+                self._report("fetch", f"auditledger ingest: fetch failed ({type(exc).__name__})")
+                await asyncio.sleep(self._options.fetch_timeout)
+                continue
+            if stopping.is_set():
+                return  # not acknowledged: the next owner gets them again
+            if not await self._store(msgs, session, stopping):
+                return
+            for msg in msgs:
+                await msg.ack()
 
     async def _give_back(self, partition: int) -> None:
         self._tasks.pop(partition, None)

@@ -141,7 +141,7 @@ def poison_row(data: bytes, msg_id: str | None, reason: str) -> QuarantineRow:
         event_id = None
     if event_id is None:
         digest = hashlib.sha256((msg_id or "").encode() + b"\0" + data).digest()
-        event_id = uuid.UUID(bytes=digest[:16], version=8)
+        event_id = uuid.UUID(bytes=digest[:16], version=4)
     # Not the body itself: it was not prepared by auditledger, so it was never redacted.
     payload = {
         "source": "nats",

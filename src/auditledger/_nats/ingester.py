@@ -111,8 +111,7 @@ class Ingester:
                 self.stats.owned.clear()
                 self._session = session
             take, give = await self._in_db(self._sink.rebalance, self._count, set(self._tasks))
-            for p in give:
-                await self._stop(p)
+            await self._stop_some(sorted(give))
             if give:
                 await self._in_db(self._sink.release, give)
         except SinkError as exc:
@@ -128,16 +127,15 @@ class Ingester:
             self._tasks[p] = (task, stopping)
             self.stats.owned.add(p)
 
-    async def _stop(self, partition: int) -> None:
-        task, stopping = self._tasks.pop(partition)
-        stopping.set()
-        # A batch being stored finishes (commit, then ack); a fetch ends within its timeout.
-        with contextlib.suppress(Exception):
-            await task
-
     async def _stop_all(self) -> None:
-        for p in list(self._tasks):
-            await self._stop(p)
+        await self._stop_some(list(self._tasks))
+
+    async def _stop_some(self, partitions: list[int]) -> None:
+        stopped = [self._tasks.pop(p) for p in partitions if p in self._tasks]
+        for _, stopping in stopped:
+            stopping.set()
+        # A batch being stored finishes (commit, then ack); a fetch ends within its timeout.
+        await asyncio.gather(*(task for task, _ in stopped), return_exceptions=True)
 
     async def _tick(self) -> None:
         if self._sink.checkpoint_schedule is None or not self._sink.alive(self._session):

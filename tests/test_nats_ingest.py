@@ -123,9 +123,9 @@ def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
 def test_publishers_and_ingesters_store_every_event_once(cluster: Cluster) -> None:
     cluster.ingester()
     cluster.ingester()
-    _wait_all(cluster.publishers(3, 1500))
-    cluster.wait_stored(4500)
-    cluster.check(4500)
+    _wait_all(cluster.publishers(3, 1000))
+    cluster.wait_stored(3000)
+    cluster.check(3000)
     status = cli("status", "--nats-url", cluster.nats.url, "--database-url", cluster.db_url)
     assert "0 events waiting" in status.stdout
     assert "auditledger-ingest" in status.stdout
@@ -134,24 +134,24 @@ def test_publishers_and_ingesters_store_every_event_once(cluster: Cluster) -> No
 def test_an_ingester_killed_mid_stream_loses_and_doubles_nothing(cluster: Cluster) -> None:
     victim = cluster.ingester()
     cluster.ingester()
-    publishers = cluster.publishers(2, 3000)
-    wait_until(lambda: counts(cluster.db_url)[0] > 500, 60, "the first rows")
+    publishers = cluster.publishers(2, 1500)
+    wait_until(lambda: counts(cluster.db_url)[0] > 300, 60, "the first rows")
     victim.send_signal(signal.SIGKILL)  # between a commit and its ack, or anywhere else
     victim.wait()
     _wait_all(publishers)
-    cluster.wait_stored(6000)  # the survivor takes over the victim's partitions
-    cluster.check(6000)
+    cluster.wait_stored(3000)  # the survivor takes over the victim's partitions
+    cluster.check(3000)
 
 
 def test_the_nats_server_killed_mid_burst_and_restarted(cluster: Cluster) -> None:
     cluster.ingester()
-    publishers = cluster.publishers(2, 3000)
-    wait_until(lambda: cluster.nats.backlog() + counts(cluster.db_url)[0] > 500, 60, "a burst")
+    publishers = cluster.publishers(2, 1500)
+    wait_until(lambda: cluster.nats.backlog() + counts(cluster.db_url)[0] > 300, 60, "a burst")
     cluster.nats.kill()  # publishers spool what the server has not acknowledged
     cluster.nats.start()  # on the same store
     _wait_all(publishers)  # they replay their spools and flush
-    cluster.wait_stored(6000)
-    cluster.check(6000)
+    cluster.wait_stored(3000)
+    cluster.check(3000)
 
 
 def test_postgresql_away_the_stream_absorbs_then_drains(cluster: Cluster, pg_url: str) -> None:
@@ -232,13 +232,13 @@ def test_direct_writers_and_ingesters_share_chains_without_forking(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     cluster.ingester()
-    publishers = cluster.publishers(2, 1500)
+    publishers = cluster.publishers(2, 1000)
     with AuditLogger(cluster.db_url, spool_dir=tmp_path / "direct") as direct:
-        for i in range(1500):
+        for i in range(1000):
             direct.log_audit_event(
                 "auth.logout", user_id=f"d{i}", workspace_id=WorkspaceRef(f"T{i % 5}")
             )
         assert direct.flush(60)
     _wait_all(publishers)
-    cluster.wait_stored(4500)
-    cluster.check(4500)
+    cluster.wait_stored(3000)
+    cluster.check(3000)

@@ -15,6 +15,7 @@ import pytest
 
 from auditledger import AuditLogger, ConfigurationError, MissingExtraError, WorkspaceRef
 from auditledger._nats.wire import decode
+from auditledger.metrics import AuditLedgerCollector
 from tests.nats_server import NatsServer, nats_server
 
 __all__ = ["nats_server"]
@@ -45,7 +46,10 @@ def test_events_reach_the_stream_prepared_with_their_ids(
             )
         assert audit.flush(10)
         stats = audit.stats()
+        collected = AuditLedgerCollector(audit).collect()
+        metrics = {m.name: m.samples[0].value for m in collected if m.samples}
     assert (stats.written, stats.spooled, stats.dropped) == (40, 0, {})
+    assert metrics["auditledger_events_published"] == 40
     msgs = nats_server.run(_peek, 40)
     ids = {m.headers["Nats-Msg-Id"] for m in msgs}
     rows = [decode(m.data) for m in msgs]

@@ -1,12 +1,12 @@
 """``auditledger ingest``: stores what the stream holds, exactly once, in PostgreSQL.
 
 Any number of processes may run. Each claims a fair share of the partitions (``ownership``)
-and, per owned partition, pulls batches from the partition's durable consumer. A batch is
-stored in one transaction by the writer's own PostgreSQL sink (workspaces resolved, ids already
-stored dropped, chains extended under their locks, unreadable messages quarantined), and only
-once it has committed are its messages acknowledged. Whatever dies when, an event is then
-either stored and acknowledged, or stored and redelivered (and dropped as already stored), or
-not stored and redelivered.
+and, per owned partition, pulls batches from the partition's durable consumer. Batches are
+stored in one transaction (``group``) by the writer's own PostgreSQL sink (workspaces resolved,
+ids already stored dropped, chains extended under their locks, unreadable messages
+quarantined), and only once it has committed are their messages acknowledged. Whatever dies
+when, an event is then either stored and acknowledged, or stored and redelivered (and dropped
+as already stored), or not stored and redelivered.
 
 A partition's consumer is created afresh by each new owner: the messages its previous owner
 had fetched and not acknowledged are then delivered at once, not after the ack wait.
@@ -18,36 +18,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .._prepare import Limits, Preparer, QuarantineRow, Row
-from .._sink import ErrorKind, SinkError
+from .._sink import SinkError
 from ._client import Client, connect, nats
+from .group import GroupStore
 from .ownership import IngestSink
 from .partitions import STREAM, consumer_name, count_from_subjects, subject
-from .wire import WireError, decode, poison_row
 
 log = logging.getLogger("auditledger")
 
 ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it (see above)
 _REBALANCE_EVERY = 1.0
-_MAX_BACKOFF = 5.0
 
 
 @dataclass
 class IngestOptions:
     batch_size: int = 1000
     fetch_timeout: float = 1.0
-    write_timeout: float = 10.0
-
-
-@dataclass
-class IngestStats:
-    stored: int = 0
-    quarantined: int = 0
-    batches: int = 0
-    owned: set[int] = field(default_factory=set)
 
 
 class Ingester:
@@ -55,12 +44,13 @@ class Ingester:
         self._url = nats_url
         self._sink = sink
         self._options = options
-        self._preparer = Preparer(Limits())
         self._db = asyncio.Lock()  # one session: one statement at a time
+        self._group = GroupStore(sink, self._db, self._report, max_events=options.batch_size * 5)
         self._tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._session = -1
         self._count = 0
-        self.stats = IngestStats()
+        self.owned: set[int] = set()
+        self.stats = self._group.stats
         self._reported: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -73,10 +63,11 @@ class Ingester:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _REBALANCE_EVERY)
         finally:
+            self._group.closing = True
             await self._stop_all()
             with contextlib.suppress(SinkError):
-                await self._in_db(self._sink.release, set(self.stats.owned))
-            self.stats.owned.clear()
+                await self._in_db(self._sink.release, set(self.owned))
+            self.owned.clear()
             await self._in_db(self._sink.close)
             await nc.close()
 
@@ -108,7 +99,7 @@ class Ingester:
             if session != self._session:
                 # A new session holds no lock: whatever we owned may have an owner already.
                 await self._stop_all()
-                self.stats.owned.clear()
+                self.owned.clear()
                 self._session = session
             take, give = await self._in_db(self._sink.rebalance, self._count, set(self._tasks))
             await self._stop_some(sorted(give))
@@ -117,15 +108,15 @@ class Ingester:
         except SinkError as exc:
             self._report("db", f"auditledger ingest: database unavailable ({exc.code})")
             await self._stop_all()
-            self.stats.owned.clear()
+            self.owned.clear()
             await self._in_db(self._sink.close)
             return
-        self.stats.owned -= give
+        self.owned -= give
         for p in sorted(take):
             stopping = asyncio.Event()
             task = asyncio.create_task(self._consume(nc, p, session, stopping))
             self._tasks[p] = (task, stopping)
-            self.stats.owned.add(p)
+            self.owned.add(p)
 
     async def _stop_all(self) -> None:
         await self._stop_some(list(self._tasks))
@@ -196,77 +187,16 @@ class Ingester:
                 continue
             if stopping.is_set():
                 return  # not acknowledged: the next owner gets them again
-            if not await self._store(msgs, session, stopping):
+            if not await self._group.store(msgs, session):
                 return
             for msg in msgs:
                 await msg.ack()
 
     async def _give_back(self, partition: int) -> None:
         self._tasks.pop(partition, None)
-        self.stats.owned.discard(partition)
+        self.owned.discard(partition)
         with contextlib.suppress(SinkError):
             await self._in_db(self._sink.release, {partition})
-
-    async def _store(self, msgs: list[Any], session: int, stopping: asyncio.Event) -> bool:
-        """Store the batch; False when the partition was lost (nothing may be acknowledged)."""
-        rows: list[Row] = []
-        quarantined: list[QuarantineRow] = []
-        for msg in msgs:
-            headers = msg.headers or {}
-            msg_id = headers.get("Nats-Msg-Id")
-            try:
-                item = decode(msg.data)
-            except WireError as exc:
-                quarantined.append(poison_row(msg.data, msg_id, str(exc)))
-                continue
-            (rows if len(item) != 4 else quarantined).append(item)
-        backoff = 0.1
-        while True:
-            try:
-                stored, kept = await self._in_db(self._store_split, rows, quarantined, session)
-            except SinkError as exc:
-                if not self._sink.alive(session) or exc.kind is ErrorKind.PERMANENT:
-                    self._report("store", f"auditledger ingest: store failed ({exc.code})")
-                    if exc.kind is ErrorKind.PERMANENT:
-                        await self._in_db(self._sink.close)
-                    return False
-                self._report("store", f"auditledger ingest: store failed ({exc.code}), retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), backoff)
-                if stopping.is_set():
-                    return False
-                backoff = min(_MAX_BACKOFF, backoff * 2)
-                continue
-            self.stats.stored += stored
-            self.stats.quarantined += kept
-            self.stats.batches += 1
-            return True
-
-    def _store_split(
-        self, rows: list[Row], quarantined: list[QuarantineRow], session: int
-    ) -> tuple[int, int]:
-        """On the database thread. A row the database refuses is quarantined, not the batch:
-        the batch is halved until that row is found (as the writer does)."""
-        try:
-            return self._sink.store(rows, quarantined, session)
-        except SinkError as exc:
-            if exc.kind is not ErrorKind.DATA:
-                raise
-            if len(rows) + len(quarantined) <= 1:
-                if not rows:
-                    raise SinkError(ErrorKind.PERMANENT, exc.code) from exc
-                reason = f"refused by the database ({exc.code})"
-                row = self._preparer.quarantine_from_row(rows[0], reason)
-                return self._sink.store([], [row], session)
-            if rows:
-                half = len(rows) // 2
-                a = self._store_split(rows[:half], quarantined, session)
-                b = self._store_split(rows[half:], [], session)
-            else:
-                half = len(quarantined) // 2
-                a = self._store_split([], quarantined[:half], session)
-                b = self._store_split([], quarantined[half:], session)
-            return a[0] + b[0], a[1] + b[1]
 
     def _report(self, key: str, message: str) -> None:
         now = time.monotonic()

@@ -26,6 +26,7 @@ from ._client import Client, connect, nats
 from .group import GroupStore
 from .ownership import IngestSink
 from .partitions import STREAM, consumer_name, count_from_subjects, subject
+from .puller import Puller
 
 log = logging.getLogger("auditledger")
 
@@ -158,7 +159,8 @@ class Ingester:
                     max_ack_pending=self._options.batch_size * 2,
                 ),
             )
-            sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
+            puller = Puller(nc, STREAM, name, self._options.batch_size)
+            await puller.start()
         except Exception as exc:  # noqa: BLE001 - retried by the next rebalance
             self._report(
                 "consumer", f"auditledger ingest: consumer set-up failed ({type(exc).__name__})"
@@ -166,31 +168,29 @@ class Ingester:
             await self._give_back(partition)
             return
         try:
-            await self._pull(sub, session, stopping)
+            await self._pull(puller, session, stopping)
         except Exception as exc:  # noqa: BLE001 - a bug costs this partition a restart, no more
             self._report("internal", f"auditledger ingest: partition error ({type(exc).__name__})")
             if not stopping.is_set():
                 await self._give_back(partition)
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await puller.close()
 
-    async def _pull(self, sub: Any, session: int, stopping: asyncio.Event) -> None:
+    async def _pull(self, puller: Puller, session: int, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
-                msgs = await sub.fetch(self._options.batch_size, self._options.fetch_timeout)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue  # nothing waiting
+                msgs = await puller.take(self._options.fetch_timeout)
             except Exception as exc:  # noqa: BLE001 - the server is away: try again
-                self._report("fetch", f"auditledger ingest: fetch failed ({type(exc).__name__})")
+                self._report("fetch", f"auditledger ingest: pull failed ({type(exc).__name__})")
                 await asyncio.sleep(self._options.fetch_timeout)
+                continue
+            if not msgs:
                 continue
             if stopping.is_set():
                 return  # not acknowledged: the next owner gets them again
             if not await self._group.store(msgs, session):
                 return
-            for msg in msgs:
-                await msg.ack()
+            await puller.ack(msgs)
 
     async def _give_back(self, partition: int) -> None:
         self._tasks.pop(partition, None)

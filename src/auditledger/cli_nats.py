@@ -58,12 +58,13 @@ def setup(
     ] = 10 * 1024**3,
 ) -> None:
     """Create or update the stream (idempotent)."""
+    url = _checked(nats_url)
     try:
         from ._nats.stream import StreamSettings
 
         settings = StreamSettings(partitions, replicas, max_bytes)
         settings.check()
-        result = asyncio.run(_setup(_checked(nats_url), settings))
+        result = asyncio.run(_setup(url, settings))
     except AuditLedgerError as exc:
         raise _fail(str(exc)) from exc
     except (OSError, TimeoutError) as exc:
@@ -81,7 +82,7 @@ async def _setup(url: str, settings: StreamSettings) -> SetupResult:
     from ._nats._client import connect
     from ._nats.stream import setup_stream
 
-    nc = await connect(url, timeout=5, name="auditledger-setup", pending_size=2**20)
+    nc = await connect(url, timeout=5, name="auditledger-setup", pending_size=2**20, give_up=10)
     try:
         return await setup_stream(nc, settings)
     finally:

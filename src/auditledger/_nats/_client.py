@@ -28,9 +28,15 @@ async def _quiet(_: Exception) -> None:
     the writer and the ingester report failures themselves, once a minute at most."""
 
 
-async def connect(url: str, *, timeout: float, name: str, pending_size: int) -> Client:
-    """A connection that keeps reconnecting (never gives up while the process lives)."""
-    return await nats.connect(
+async def connect(
+    url: str, *, timeout: float, name: str, pending_size: int, give_up: float | None = None
+) -> Client:
+    """A connection that keeps reconnecting (never gives up while the process lives).
+
+    nats-py also retries the first connection for ever; ``give_up`` bounds that (TimeoutError)
+    for commands that should say the server is unreachable instead of waiting.
+    """
+    connecting = nats.connect(
         url,
         name=name,
         connect_timeout=max(1, int(timeout)),
@@ -40,6 +46,9 @@ async def connect(url: str, *, timeout: float, name: str, pending_size: int) -> 
         pending_size=pending_size,
         error_cb=_quiet,
     )
+    if give_up is None:
+        return await connecting
+    return await asyncio.wait_for(connecting, give_up)
 
 
 class LoopThread:

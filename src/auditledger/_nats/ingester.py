@@ -55,7 +55,19 @@ class Ingester:
         self._reported: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        nc = await connect(self._url, timeout=5, name="auditledger-ingest", pending_size=2**22)
+        # The first connection retries until the server answers: a stop must not wait for it.
+        connecting = asyncio.create_task(
+            connect(self._url, timeout=5, name="auditledger-ingest", pending_size=2**22)
+        )
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            return
+        nc = connecting.result()
         try:
             self._count = await self._partition_count(nc, stop)
             while not stop.is_set():

@@ -64,11 +64,13 @@ class IngestSink(PostgresSink):
         conn = self._conn
         return conn is not None and not conn.closed and self.session == session
 
-    def store(self, rows: list[Any], quarantined: list[Any], session: int) -> tuple[int, int]:
+    def store(
+        self, rows: list[Any], quarantined: list[Any], session: int, *, replay: bool
+    ) -> tuple[int, int]:
         """``write`` on the session the partition's lock is held on, never on a new one."""
         if not self.alive(session):
             raise SinkError(ErrorKind.TRANSIENT, "session-lost")
-        return self.write(rows, quarantined, replay=True)
+        return self.write(rows, quarantined, replay=replay)
 
     def rebalance(self, partitions: int, mine: set[int]) -> tuple[set[int], set[int]]:
         """Partitions to take now and partitions to give up, for a fair share each.

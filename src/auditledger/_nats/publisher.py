@@ -178,7 +178,8 @@ class NatsSink(Sink):
             try:
                 info = await nc.jetstream(timeout=budget).stream_info(STREAM)
             except nats.js.errors.NotFoundError as exc:
-                raise SinkError(ErrorKind.PERMANENT, "nats-no-stream") from exc
+                # Transient: `auditledger nats setup` may run any moment; until then, spool.
+                raise SinkError(ErrorKind.TRANSIENT, "nats-no-stream") from exc
             count = count_from_subjects(info.config.subjects)
             if count is None:
                 raise SinkError(ErrorKind.PERMANENT, "nats-foreign-stream")

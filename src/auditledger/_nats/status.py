@@ -35,7 +35,9 @@ def collect_nats_status(nats_url: str, database_url: str | None) -> dict[str, An
 
 
 async def _backlog(nats_url: str) -> Any:
-    nc = await connect(nats_url, timeout=3, name="auditledger-status", pending_size=2**20)
+    nc = await connect(
+        nats_url, timeout=3, name="auditledger-status", pending_size=2**20, give_up=5
+    )
     try:
         return await stream_backlog(nc)
     finally:

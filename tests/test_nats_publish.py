@@ -16,6 +16,7 @@ import pytest
 from auditledger import AuditLogger, ConfigurationError, MissingExtraError, WorkspaceRef
 from auditledger._nats.wire import decode
 from auditledger.metrics import AuditLedgerCollector
+from tests.helpers import cli
 from tests.nats_server import NatsServer, nats_server
 
 __all__ = ["nats_server"]
@@ -146,3 +147,41 @@ def test_a_missing_nats_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nats", None)
     with pytest.raises(MissingExtraError, match=r"auditledger\[nats\]"):
         importlib.import_module("auditledger._nats.publisher")
+
+
+def test_setup_is_idempotent_and_keeps_waiting_events_reachable(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    setup = ("nats", "setup", "--nats-url", nats_server.url, "--partitions", "4")
+    first, again = cli(*setup), cli(*setup)
+    assert first.returncode == 0, first.stderr
+    assert "created: 4 partitions" in " ".join(first.stdout.split())
+    assert again.returncode == 0
+    assert "up to date: 4 partitions" in " ".join(again.stdout.split())
+    with AuditLogger(nats_url=nats_server.url, spool_dir=tmp_path) as audit:
+        audit.log_audit_event("auth.login", user_id="U1")
+        assert audit.flush(10)
+    # Another partition count while events wait would strand them: refused, one line, exit 2.
+    changed = cli("nats", "setup", "--nats-url", nats_server.url, "--partitions", "8")
+    assert changed.returncode == 2
+    assert "drain" in changed.stderr
+    assert "Traceback" not in changed.stderr
+    assert nats_server.backlog() == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("nats", "setup", "--nats-url", "http://127.0.0.1:4222"), "nats://host:4222"),
+        (("nats", "setup", "--nats-url", "nats://127.0.0.1:4222", "--replicas", "2"), "1 or 3"),
+        (
+            ("ingest", "--nats-url", "nats://127.0.0.1:4222", "--database-url", "sqlite:///a.db"),
+            "postgresql://",
+        ),
+    ],
+)
+def test_command_mistakes_are_one_line_errors(args: tuple[str, ...], message: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

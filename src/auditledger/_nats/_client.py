@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .._errors import MissingExtraError
@@ -59,9 +60,19 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        """Run ``coro`` on the loop; raises TimeoutError (and cancels it) after ``timeout``."""
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``coro`` on the loop (and ``meanwhile`` on this thread while it runs); raises
+        TimeoutError (and cancels it) after ``timeout``."""
+        started = time.monotonic()
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if meanwhile is not None:
+            meanwhile()
+            timeout = max(0.0, timeout - (time.monotonic() - started))
         try:
             return future.result(timeout)
         except TimeoutError:

@@ -118,7 +118,9 @@ class NatsSink(Sink):
         # here rather than through abort().
         budget = self._timeout * 0.9
         try:
-            self._runner.run(self._publish(messages, budget), budget + 0.5)
+            # The loop thread sends and collects acknowledgements while this (the writer's)
+            # thread prepares the next batch.
+            self._runner.run(self._publish(messages, budget), budget + 0.5, meanwhile)
         except SinkError:
             self._count = None  # the stream may have changed: read it again next time
             raise

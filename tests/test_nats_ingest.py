@@ -47,15 +47,13 @@ def counts(url: str) -> tuple[int, int, int]:
 class Cluster:
     """Publishers and ingesters around one nats-server and one database."""
 
-    def __init__(self, nats: NatsServer, db_url: str, tmp: Path) -> None:
+    def __init__(self, nats: NatsServer, db_url: str, tmp: Path, keys: Path) -> None:
         self.nats = nats
         self.db_url = db_url
         self.tmp = tmp
         self.ingesters: list[subprocess.Popen[bytes]] = []
-        keys = cli("keys", "generate", str(tmp / "keys"))
-        assert keys.returncode == 0, keys.stderr
-        self.public_key = tmp / "keys" / "signing.pub"
-        self.signing_key = tmp / "keys" / "signing.key"
+        self.public_key = keys / "signing.pub"
+        self.signing_key = keys / "signing.key"
 
     def ingester(self, db_url: str | None = None) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
@@ -106,10 +104,20 @@ class Cluster:
                 proc.kill()
 
 
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ingesters' signing key pair (checkpoints are what verify checks against)."""
+    from auditledger._checkpoint import generate_keys
+
+    folder = tmp_path_factory.mktemp("keys")
+    generate_keys(folder)
+    return folder
+
+
 @pytest.fixture
-def cluster(nats_server: NatsServer, pg_url: str, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(nats_server: NatsServer, pg_url: str, tmp_path: Path, keys: Path) -> Iterator[Cluster]:
     nats_server.setup(partitions=8)
-    c = Cluster(nats_server, pg_url, tmp_path)
+    c = Cluster(nats_server, pg_url, tmp_path, keys)
     try:
         yield c
     finally:

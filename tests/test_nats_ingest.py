@@ -131,6 +131,8 @@ def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
 def test_publishers_and_ingesters_store_every_event_once(cluster: Cluster) -> None:
     cluster.ingester()
     cluster.ingester()
+    # Owners spread: each of the two takes its share of the 8 partitions.
+    wait_until(lambda: _shares(cluster.db_url) == [4, 4], 30, "the partitions to spread")
     _wait_all(cluster.publishers(3, 1000))
     cluster.wait_stored(3000)
     cluster.check(3000)
@@ -146,6 +148,8 @@ def test_an_ingester_killed_mid_stream_loses_and_doubles_nothing(cluster: Cluste
     wait_until(lambda: counts(cluster.db_url)[0] > 300, 60, "the first rows")
     victim.send_signal(signal.SIGKILL)  # between a commit and its ack, or anywhere else
     victim.wait()
+    # Its session died with it, and with the session its locks: taken over within seconds.
+    wait_until(lambda: _shares(cluster.db_url) == [8], 10, "the survivor to take over")
     _wait_all(publishers)
     cluster.wait_stored(3000)  # the survivor takes over the victim's partitions
     cluster.check(3000)
@@ -173,6 +177,18 @@ def test_postgresql_away_the_stream_absorbs_then_drains(cluster: Cluster, pg_url
         proxy.restore()
         cluster.wait_stored(2000)
     cluster.check(2000)
+
+
+def _shares(pg_url: str) -> list[int]:
+    """How many partitions each ingester owns, smallest first."""
+    with psycopg.connect(_conninfo(pg_url)) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = x'61756970'::int::oid AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " GROUP BY pid ORDER BY 1"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def _owners(pg_url: str) -> int:

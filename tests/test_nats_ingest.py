@@ -107,7 +107,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ingesters' signing key pair (checkpoints are what verify checks against)."""
-    from auditledger._checkpoint import generate_keys
+    from auditledger._chain.checkpoints import generate_keys
 
     folder = tmp_path_factory.mktemp("keys")
     generate_keys(folder)
@@ -225,10 +225,10 @@ def test_a_poison_message_is_quarantined_not_retried_forever(cluster: Cluster) -
 
 
 def test_duplicate_publishes_are_stored_once(cluster: Cluster, tmp_path: Path) -> None:
-    from auditledger._capture import capture_event
     from auditledger._ids import uuid7_batch
     from auditledger._nats.publisher import NatsSink
-    from auditledger._prepare import Limits, Preparer
+    from auditledger._write.capture import capture_event
+    from auditledger._write.prepare import Limits, Preparer
 
     events = [
         capture_event(1_700_000_000_000_000_000 + i, "auth.login", f"U{i}", WorkspaceRef("T9"),

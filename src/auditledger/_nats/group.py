@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._prepare import Limits, Preparer, QuarantineRow, Row
-from .._sink import ErrorKind, SinkError
+from .._db.rows import QuarantineRow, Row
+from .._sinks.base import ErrorKind, SinkError
+from .._write.prepare import Limits, Preparer
 from .ownership import IngestSink
 from .wire import WireError, decode, poison_row
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .._sink import SinkError
+from .._sinks.base import SinkError
 from ._client import Client, connect, nats
 from .group import GroupStore
 from .ownership import IngestSink

@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 
-from .._sink import ErrorKind, SinkError
-from .._sink_postgres import PostgresSink
+from .._sinks.base import ErrorKind, SinkError
+from .._sinks.postgres import PostgresSink
 
 # Two-key advisory locks: (class, key). Classes spell "auim" and "auip", apart from the
 # chain locks' "audt", and from an application's single-key locks.

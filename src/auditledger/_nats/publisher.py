@@ -18,10 +18,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from .._chain import Sealed
+from .._chain.canonical import Sealed
+from .._db.rows import ROW_ID, ROW_WORKSPACE, QuarantineRow, Row
 from .._events import WorkspaceRef
-from .._prepare import QuarantineRow, Row
-from .._sink import ErrorKind, Sink, SinkError
+from .._sinks.base import ErrorKind, Sink, SinkError
 from ._client import Client, LoopThread, connect, nats
 from .partitions import STREAM, count_from_subjects, partition_of, subject
 from .wire import encode_quarantine, encode_row
@@ -108,7 +108,7 @@ class NatsSink(Sink):
         meanwhile: Callable[[], None] | None = None,
     ) -> tuple[int, int]:
         del replay, sealed  # ids are kept, so a replay is de-duplicated downstream
-        messages = [(r[0], r[2], encode_row(r)) for r in rows]
+        messages = [(r[ROW_ID], r[ROW_WORKSPACE], encode_row(r)) for r in rows]
         messages += [(q[0], None, encode_quarantine(q)) for q in quarantined]
         if not messages:
             return 0, 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
+from .._sinks.base import Sink
 
 ENV_NATS_URL = "AUDITLEDGER_NATS_URL"
 
@@ -37,3 +39,19 @@ def check_nats_url(url: str) -> str:
     if parts.scheme not in ("nats", "tls") or not parts.hostname:
         raise ConfigurationError("the NATS URL must look like nats://host:4222")
     return hashlib.sha256(f"nats:{parts.hostname}:{port}".encode()).hexdigest()[:16]
+
+
+def publisher_factory(
+    url: str, write_timeout: float, signing_key: object
+) -> tuple[Callable[[], Sink], str]:
+    """For ``AuditLogger(nats_url=...)``: a function making the publishing sink, and the
+    server's fingerprint. Raises MissingExtraError at once without nats-py."""
+    fingerprint = check_nats_url(url)
+    if signing_key is not None:
+        raise ConfigurationError("signing_key belongs on the ingesters when nats_url is set")
+    from .publisher import NatsSink
+
+    def factory() -> Sink:
+        return NatsSink(url, timeout=write_timeout)
+
+    return factory, fingerprint

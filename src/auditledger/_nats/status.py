@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url
+from .._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url
 from ._client import connect
 from .stream import stream_backlog
 

@@ -15,13 +15,30 @@ from typing import Any
 
 import orjson
 
+from .._db.rows import (
+    ROW_ACTION,
+    ROW_CREATED,
+    ROW_DETAILS,
+    ROW_ID,
+    ROW_IP,
+    ROW_NEW,
+    ROW_PREVIOUS,
+    ROW_RESOURCE,
+    ROW_RESOURCE_ID,
+    ROW_SANITISED,
+    ROW_UA,
+    ROW_USER,
+    ROW_WORKSPACE,
+    QuarantineRow,
+    Row,
+)
 from .._events import WorkspaceRef
-from .._prepare import QuarantineRow, Row
 
 VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ROW_LENGTH = 13
-_TEXT_INDEXES = (1, 3, 4, 5, 6, 7, 8, 9, 10, 12)
+_ROW_LENGTH = ROW_SANITISED + 1
+_JSON = (ROW_DETAILS, ROW_PREVIOUS, ROW_NEW, ROW_SANITISED)  # JSON text, stored as jsonb
+_TEXT_INDEXES = (ROW_USER, ROW_IP, ROW_UA, ROW_ACTION, ROW_RESOURCE, ROW_RESOURCE_ID, *_JSON)
 
 
 class WireError(ValueError):
@@ -41,13 +58,13 @@ def _from_micros(value: object) -> datetime:
 
 def encode_row(row: Row) -> bytes:
     fields: list[Any] = list(row)
-    fields[0] = str(row[0])
-    ws = row[2]
+    fields[ROW_ID] = str(row[ROW_ID])
+    ws = row[ROW_WORKSPACE]
     if isinstance(ws, WorkspaceRef):
-        fields[2] = {"ref": [ws.team_id, ws.enterprise_id, ws.name, ws.is_active]}
+        fields[ROW_WORKSPACE] = {"ref": [ws.team_id, ws.enterprise_id, ws.name, ws.is_active]}
     elif ws is not None:
-        fields[2] = str(ws)
-    fields[11] = _micros(row[11])
+        fields[ROW_WORKSPACE] = str(ws)
+    fields[ROW_CREATED] = _micros(row[ROW_CREATED])
     return orjson.dumps({"v": VERSION, "row": fields})
 
 
@@ -79,14 +96,14 @@ def _decode_row(fields: object) -> Row:
     for index in _TEXT_INDEXES:
         if fields[index] is not None and type(fields[index]) is not str:
             raise WireError("a text field that is not text")
-    if type(fields[5]) is not str:
+    if type(fields[ROW_ACTION]) is not str:
         raise WireError("an event without an action")
-    for index in (8, 9, 10, 12):  # JSON text the database stores as jsonb
+    for index in _JSON:
         if fields[index] is not None:
             _require_json(fields[index])
-    fields[0] = _uuid(fields[0])
-    fields[2] = _workspace(fields[2])
-    fields[11] = _from_micros(fields[11])
+    fields[ROW_ID] = _uuid(fields[ROW_ID])
+    fields[ROW_WORKSPACE] = _workspace(fields[ROW_WORKSPACE])
+    fields[ROW_CREATED] = _from_micros(fields[ROW_CREATED])
     return tuple(fields)
 
 

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CODE := $(wildcard src tests bench examples)
 export AUDITLEDGER_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install demo viewer test lint typecheck bench bench-read clean
+.PHONY: install demo viewer test lint typecheck bench bench-read bench-scale-out clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: install
 # Searches and exports on a 1,000,000-event log (issue "Speed"); BENCH_ARGS=--quick for 200,000.
 bench-read: install
 	$(PY) bench/read.py $(BENCH_ARGS)
+
+# Starts its own nats-server (JetStream); BENCH_ARGS=--quick for the short version.
+bench-scale-out: install
+	$(PY) bench/scale_out.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache demo-data test-artifacts

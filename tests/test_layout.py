@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("auditledger.metrics", "auditledger._slack_common"),
     ("auditledger._api", "auditledger.testing"),
+    ("auditledger._nats",),  # the NATS transport: publishing sink, stream, ingesters
     ("auditledger._read",),
     ("auditledger._write",),
     ("auditledger._sinks",),

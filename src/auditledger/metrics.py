@@ -32,7 +32,10 @@ class AuditLedgerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self._logger.stats()
         ns = self._ns
+        # With nats_url, "written" means acknowledged by the stream: named for what it is.
+        published = s.written if self._logger.database_backend == "nats" else 0
         for name, value, doc in (
+            ("events_published", published, "Events acknowledged by the NATS stream."),
             ("events_enqueued", s.enqueued, "Events logged through this process."),
             ("events_written", s.written, "Events stored in the database."),
             ("events_spooled", s.spooled, "Events that went to the local spool."),

@@ -19,6 +19,7 @@ from typing import Any, Self
 from .._actions import AuditAction
 from .._db.urls import normalise_url, resolve_url, spool_fingerprint
 from .._errors import ConfigurationError
+from .._nats.settings import publisher_factory, resolve_nats_url
 from .._sinks.base import Sink
 from .._sinks.factory import sink_factory
 from .._write.capture import capture_event
@@ -59,6 +60,9 @@ class AuditLogger(AuditHelpers):
     - ``signing_key``: path of an Ed25519 private key (``auditledger keys generate``; default
       ``AUDITLEDGER_SIGNING_KEY``): the writer then signs a checkpoint of every chain head
       every ``checkpoint_interval`` seconds (300), idle or not.
+    - ``nats_url`` (default ``AUDITLEDGER_NATS_URL`` when no ``database_url`` is given):
+      publish to NATS JetStream instead of writing to a database; ``auditledger ingest``
+      stores the events. "Written" then means acknowledged by the stream.
     """
 
     def __init__(
@@ -79,14 +83,20 @@ class AuditLogger(AuditHelpers):
         handle_sigterm: bool = False,
         signing_key: str | os.PathLike[str] | None = None,
         checkpoint_interval: float = 300.0,
+        nats_url: str | None = None,
     ) -> None:
-        url = normalise_url(resolve_url(database_url))
-        # Raises MissingExtraError at once without psycopg.
-        factory = _with_checkpoints(
-            sink_factory(url, write_timeout), signing_key, checkpoint_interval
-        )
-        fingerprint = spool_fingerprint(url)
-        self.database_backend = url.get_backend_name()
+        nats = resolve_nats_url(nats_url, database_url)
+        if nats is not None:
+            factory, fingerprint = publisher_factory(nats, write_timeout, signing_key)
+            self.database_backend = "nats"
+        else:
+            url = normalise_url(resolve_url(database_url))
+            # Raises MissingExtraError at once without psycopg.
+            factory = _with_checkpoints(
+                sink_factory(url, write_timeout), signing_key, checkpoint_interval
+            )
+            fingerprint = spool_fingerprint(url)
+            self.database_backend = url.get_backend_name()
         self._setup(
             factory,
             Path(spool_dir) if spool_dir is not None else default_spool_dir(fingerprint),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import db, events, export, keys, status, verify, viewer
+from . import db, events, export, keys, nats, status, verify, viewer
 from ._app import app
 
 __all__ = ["app", "main"]
 
 # Imported for their commands, which register themselves on ``app``.
-_COMMAND_GROUPS = (db, events, export, keys, status, verify, viewer)
+_COMMAND_GROUPS = (db, events, export, keys, nats, status, verify, viewer)
 
 
 def main() -> None:

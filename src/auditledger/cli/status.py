@@ -10,11 +10,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from .._nats.settings import ENV_NATS_URL
 from ._app import (
     DatabaseUrl,
     app,
     console,
 )
+
+NatsUrl = Annotated[
+    str | None,
+    typer.Option("--nats-url", envvar=ENV_NATS_URL, help="Also show the stream and ingesters."),
+]
 
 
 @app.command("status")
@@ -24,11 +30,16 @@ def status(
         Path | None, typer.Option(help="The spool folder (default: this database's).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    nats_url: NatsUrl = None,
 ) -> None:
     """Show the spool and the database: what is stored, waiting or quarantined."""
     from .._api.status import collect_status
 
     report = collect_status(database_url, spool_dir)
+    if nats_url:  # the stream's backlog and the ingesters' partitions
+        from .._nats.status import collect_nats_status
+
+        report.update(collect_nats_status(nats_url, database_url))
     if as_json:
         sys.stdout.write(json.dumps(report, default=str, indent=2) + "\n")
     else:

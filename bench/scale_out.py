@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Scale-out benchmark: publishing to NATS JetStream and ingesting into PostgreSQL, measured
+side by side with the direct writer in one run.
+
+    .venv/bin/python bench/scale_out.py            # ~3 minutes
+    .venv/bin/python bench/scale_out.py --quick    # ~1 minute
+
+Starts its own nats-server (JetStream, temporary store, free port) and its own databases
+(AUDITLEDGER_BENCH_POSTGRES_URL, default the local server). It reports; it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # run.py: the main benchmark's helpers
+
+from run import (  # noqa: E402
+    DEFAULT_SERVER,
+    ENV_URL,
+    Databases,
+    Event,
+    Latency,
+    count_rows,
+    fmt_ns,
+    fmt_rate,
+    make_pool,
+    noop_log,
+    out,
+    paced_calls,
+    quiet_library,
+    reset_table,
+    section,
+    sql_one,
+    timed_calls,
+)
+
+from auditledger import AuditLogger  # noqa: E402
+from tests.nats_server import NatsServer  # noqa: E402
+
+Results = dict[str, Any]
+
+
+def ingesters(nats: NatsServer, url: str, count: int) -> list[subprocess.Popen[bytes]]:
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "auditledger.cli",
+                "ingest",
+                "--nats-url",
+                nats.url,
+                "--database-url",
+                url,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    wait_owned(url, nats, count)
+    return procs
+
+
+def wait_owned(url: str, nats: NatsServer, count: int) -> None:
+    """Until every partition has an owner and the ingesters have spread."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        owners, partitions = sql_one(
+            url,
+            "SELECT count(DISTINCT pid), count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = x'61756970'::int::oid AND granted",
+        )
+        if owners == count and partitions == PARTITIONS:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the ingesters did not take every partition")
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(30)
+
+
+def wait_rows(url: str, n: int, timeout: float = 600) -> float:
+    """Seconds until audit_logs holds n rows (polled every 20 ms)."""
+    started = time.perf_counter()
+    while count_rows(url) < n:
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"only {count_rows(url):,} of {n:,} rows")
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+PARTITIONS = 32
+
+
+def bench_caller(
+    url: str, nats: NatsServer, pool: list[Event], n: int, tmp: Path, res: Results
+) -> None:
+    section("1. Caller cost of log_audit_event: NATS publisher beside the direct writer")
+    out(f"   {n:,} calls each, bursts of 100 then 5 ms pause, default options")
+    runs: dict[str, list[Latency]] = {"noop": [], "direct": [], "nats": []}
+    for rep in range(3):
+        runs["noop"].append(Latency.of(timed_calls(noop_log, pool, n)))
+        for name in ("direct", "nats"):
+            spool = tmp / f"caller-{name}-{rep}"
+            if name == "direct":
+                audit = AuditLogger(url, spool_dir=spool)
+            else:
+                audit = AuditLogger(nats_url=nats.url, spool_dir=spool)
+            try:
+                runs[name].append(
+                    Latency.of(paced_calls(audit.log_audit_event, pool, n, 100, 0.005))
+                )
+                audit.flush(60)
+            finally:
+                audit.close(10)
+    lat = {k: Latency.median(v) for k, v in runs.items()}
+    out(f"   NATS publisher        {lat['nats'].row()}")
+    out(f"   direct to PostgreSQL  {lat['direct'].row()}")
+    out(f"   empty call            {lat['noop'].row()}   (harness cost, included above)")
+    res["caller"] = (lat["nats"].p50, lat["direct"].p50)
+
+
+def publish(nats: NatsServer, pool: list[Event], n: int, tmp: Path) -> tuple[float, float]:
+    """(seconds from the first call until every event is acknowledged by the stream, calls)."""
+    audit = AuditLogger(nats_url=nats.url, spool_dir=tmp, queue_size=n + 1)
+    try:
+        started = time.perf_counter()
+        timed_calls(audit.log_audit_event, pool, n)
+        calls = time.perf_counter() - started
+        if not audit.flush(600):
+            raise RuntimeError("publisher flush timed out")
+        return time.perf_counter() - started, calls
+    finally:
+        audit.close(10)
+
+
+def bench_end_to_end(
+    url: str, nats: NatsServer, pool: list[Event], n: int, tmp: Path, res: Results
+) -> None:
+    section(f"2. End to end, first call -> rows stored: {n:,} events, one application process")
+    out("   direct: AuditLogger(database_url), calls then flush();")
+    out("   NATS: AuditLogger(nats_url) in this process, k `auditledger ingest` processes;")
+    out("   the clock stops when audit_logs holds every row. Both on an empty table.")
+    rates: dict[str, list[float]] = {}
+    for rep in range(2):
+        reset_table(url)
+        audit = AuditLogger(url, spool_dir=tmp / f"direct-{rep}", queue_size=n + 1)
+        try:
+            started = time.perf_counter()
+            timed_calls(audit.log_audit_event, pool, n)
+            audit.flush(600)
+            rates.setdefault("direct", []).append(n / (time.perf_counter() - started))
+        finally:
+            audit.close(10)
+        for k in (1, 2, 4):
+            reset_table(url)
+            procs = ingesters(nats, url, k)
+            try:
+                started = time.perf_counter()
+                published, _ = publish(nats, pool, n, tmp / f"pub-{k}-{rep}")
+                wait_rows(url, n)
+                total = time.perf_counter() - started
+            finally:
+                stop(procs)
+            rates.setdefault(f"ingest x{k}", []).append(n / total)
+            rates.setdefault(f"publish only (x{k} run)", []).append(n / published)
+    direct = statistics.median(rates["direct"])
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        note = "" if name == "direct" else f"= {rate / direct:.0%} of direct"
+        each = ", ".join(f"{v:,.0f}" for v in values)
+        out(f"   {name:<24} {fmt_rate(rate):>10}   runs: {each:<22} {note}")
+    res["e2e"] = {k: statistics.median(v) for k, v in rates.items()}
+
+
+def bench_drain(
+    url: str, nats: NatsServer, pool: list[Event], n: int, tmp: Path, res: Results
+) -> None:
+    section(f"3. Backlog drain after an outage: {n:,} events wait in the stream")
+    out("   published while no ingester runs (as when PostgreSQL is away), then k ingesters")
+    out("   start; rate = events / (last row stored - first row stored).")
+    for k in (1, 2, 4):
+        reset_table(url)
+        publish(nats, pool, n, tmp / f"drain-{k}")
+        backlog = nats.backlog()
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "auditledger.cli",
+                    "ingest",
+                    "--nats-url",
+                    nats.url,
+                    "--database-url",
+                    url,
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(k)
+        ]
+        try:
+            while count_rows(url) == 0:
+                time.sleep(0.01)
+            seconds = wait_rows(url, n)
+        finally:
+            stop(procs)
+        rate = n / seconds
+        res.setdefault("drain", {})[k] = rate
+        out(f"   {k} ingester(s): backlog {backlog:,} drained at {fmt_rate(rate)}"
+            f"  ({fmt_rate(rate / k)} per ingester)")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    args = parser.parse_args(argv)
+    n = 10_000 if args.quick else 30_000
+    server = os.environ.get(ENV_URL, DEFAULT_SERVER)
+    db = Databases(server)
+    res: Results = {}
+    with tempfile.TemporaryDirectory() as tmp_name, quiet_library():
+        tmp = Path(tmp_name)
+        nats = NatsServer(tmp / "nats-store")
+        nats.start()
+        try:
+            db.setup()
+            url = db.clone("nats")
+            pool = make_pool(db.workspace_ids)
+            nats.setup(partitions=PARTITIONS, max_bytes=4 * 1024**3)
+            out(f"nats-server (JetStream, file store, 1 replica), {PARTITIONS} partitions")
+            bench_caller(url, nats, pool, 10_000 if args.quick else 30_000, tmp, res)
+            bench_end_to_end(url, nats, pool, n, tmp, res)
+            bench_drain(url, nats, pool, n, tmp, res)
+        finally:
+            nats.kill()
+            db.drop_all()
+    section("Summary")
+    nats_p50, direct_p50 = res["caller"]
+    out(f"   caller p50 with nats_url: {fmt_ns(nats_p50)} (goal <= 3 µs)")
+    out(f"   caller p50 direct:        {fmt_ns(direct_p50)}")
+    e2e = res["e2e"]
+    one = e2e["ingest x1"] / e2e["direct"]
+    out(f"   one ingester end to end: {one:.0%} of the direct writer (goal >= 80%)")
+    out("   drain: " + ", ".join(f"{k} -> {fmt_rate(v)}" for k, v in res["drain"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Group commit for an ingester: the batches its partitions fetched, stored together.
+
+An ingester owns many partitions (32 between a few processes) and has one database session.
+Each partition's fetch returns what is there, often a few events when publishers trickle;
+a transaction each would cost far more than the events. So a partition hands its batch here
+and waits; whichever partition finds no transaction running stores every batch waiting at
+that moment in one transaction, then tells each partition whether to acknowledge. A batch's
+events stay in stream order, and a partition has one batch in flight at a time, so order per
+partition is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._db.rows import QuarantineRow, Row
+from .._sinks.base import ErrorKind, SinkError
+from .._write.prepare import Limits, Preparer
+from .ownership import IngestSink
+from .wire import WireError, decode, poison_row
+
+_MAX_BACKOFF = 5.0
+
+
+@dataclass
+class _Waiting:
+    rows: list[Row]
+    quarantined: list[QuarantineRow]
+    done: asyncio.Future[bool]
+
+
+@dataclass
+class GroupStats:
+    stored: int = 0
+    quarantined: int = 0
+    transactions: int = 0
+
+
+@dataclass
+class GroupStore:
+    sink: IngestSink
+    db: asyncio.Lock  # the session's lock: one statement at a time
+    report: Callable[[str, str], None]
+    max_events: int = 5000
+    stats: GroupStats = field(default_factory=GroupStats)
+    closing: bool = False
+    _waiting: list[_Waiting] = field(default_factory=list)
+    _storing: bool = False
+    _preparer: Preparer = field(default_factory=lambda: Preparer(Limits()))
+
+    async def store(self, msgs: list[Any], session: int) -> bool:
+        """True once the messages are committed; False when they must not be acknowledged
+        (the session, and so the partition, was lost, or the ingester is stopping)."""
+        rows, quarantined = _decoded(msgs)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(rows, quarantined, done))
+        if not self._storing:
+            self._storing = True
+            try:
+                while self._waiting:
+                    await self._store_group(self._take(), session)
+            finally:
+                self._storing = False
+        return await done
+
+    def _take(self) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        size = 0
+        while self._waiting and (not group or size < self.max_events):
+            item = self._waiting.pop(0)
+            group.append(item)
+            size += len(item.rows) + len(item.quarantined)
+        return group
+
+    async def _store_group(self, group: list[_Waiting], session: int) -> None:
+        rows = [r for item in group for r in item.rows]
+        quarantined = [q for item in group for q in item.quarantined]
+        ok = False
+        try:
+            ok = await self._with_retries(rows, quarantined, session)
+        except Exception as exc:  # noqa: BLE001 - not acknowledged: delivered again later
+            self.report("internal", f"auditledger ingest: store error ({type(exc).__name__})")
+        for item in group:
+            if not item.done.done():
+                item.done.set_result(ok)
+
+    async def _with_retries(
+        self, rows: list[Row], quarantined: list[QuarantineRow], session: int
+    ) -> bool:
+        backoff = 0.1
+        # Optimistic, as the writer's own batches: the primary keys refuse an event stored
+        # before (a redelivery after a commit whose ack was lost), and only then is the batch
+        # checked id by id. Checking every batch first cost about a tenth of the write.
+        replay = False
+        while True:
+            try:
+                async with self.db:
+                    stored, kept = await asyncio.to_thread(
+                        self._store_split, rows, quarantined, session, replay
+                    )
+            except SinkError as exc:
+                if exc.kind is ErrorKind.CONFLICT and not replay:
+                    replay = True
+                    continue
+                if not self.sink.alive(session) or exc.kind is ErrorKind.PERMANENT:
+                    self.report("store", f"auditledger ingest: store failed ({exc.code})")
+                    if exc.kind is ErrorKind.PERMANENT:
+                        async with self.db:
+                            await asyncio.to_thread(self.sink.close)
+                    return False
+                self.report("store", f"auditledger ingest: store failed ({exc.code}), retrying")
+                if self.closing:
+                    return False
+                await asyncio.sleep(backoff)
+                backoff = min(_MAX_BACKOFF, backoff * 2)
+                continue
+            self.stats.stored += stored
+            self.stats.quarantined += kept
+            self.stats.transactions += 1
+            return True
+
+    def _store_split(
+        self, rows: list[Row], quarantined: list[QuarantineRow], session: int, replay: bool
+    ) -> tuple[int, int]:
+        """On the database thread. A row the database refuses is quarantined, not the batch:
+        the batch is halved until that row is found (as the writer does)."""
+        try:
+            return self.sink.store(rows, quarantined, session, replay=replay)
+        except SinkError as exc:
+            if exc.kind is not ErrorKind.DATA:
+                raise
+            if len(rows) + len(quarantined) <= 1:
+                if not rows:
+                    raise SinkError(ErrorKind.PERMANENT, exc.code) from exc
+                reason = f"refused by the database ({exc.code})"
+                row = self._preparer.quarantine_from_row(rows[0], reason)
+                return self.sink.store([], [row], session, replay=True)
+            if rows:
+                half = len(rows) // 2
+                a = self._store_split(rows[:half], quarantined, session, replay)
+                b = self._store_split(rows[half:], [], session, replay)
+            else:
+                half = len(quarantined) // 2
+                a = self._store_split([], quarantined[:half], session, replay)
+                b = self._store_split([], quarantined[half:], session, replay)
+            return a[0] + b[0], a[1] + b[1]
+
+
+def _decoded(msgs: list[Any]) -> tuple[list[Row], list[QuarantineRow]]:
+    rows: list[Row] = []
+    quarantined: list[QuarantineRow] = []
+    for msg in msgs:
+        try:
+            item = decode(msg.data)
+        except WireError as exc:
+            msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+            quarantined.append(poison_row(msg.data, msg_id, str(exc)))
+            continue
+        if len(item) == 4:
+            quarantined.append(item)
+        else:
+            rows.append(item)
+    return rows, quarantined

@@ -1,0 +1,57 @@
+"""The NATS URL as users give it; importable without nats-py."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from .._errors import ConfigurationError
+from .._sinks.base import Sink
+
+ENV_NATS_URL = "AUDITLEDGER_NATS_URL"
+
+
+def resolve_nats_url(nats_url: str | None, database_url: str | None) -> str | None:
+    """The NATS URL to publish to, or None to write to the database.
+
+    An argument wins over the environment; ``AUDITLEDGER_NATS_URL`` applies only when no
+    ``database_url`` argument was given.
+    """
+    if nats_url is not None and database_url is not None:
+        raise ConfigurationError("give database_url or nats_url, not both")
+    if nats_url is not None:
+        return nats_url
+    if database_url is not None:
+        return None
+    return os.environ.get(ENV_NATS_URL) or None
+
+
+def check_nats_url(url: str) -> str:
+    """A fingerprint of the server (for the default spool folder), or ConfigurationError.
+    Messages never echo the URL: it may hold a token."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 4222
+    except ValueError as exc:
+        raise ConfigurationError("the NATS URL could not be parsed") from exc
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise ConfigurationError("the NATS URL must look like nats://host:4222")
+    return hashlib.sha256(f"nats:{parts.hostname}:{port}".encode()).hexdigest()[:16]
+
+
+def publisher_factory(
+    url: str, write_timeout: float, signing_key: object
+) -> tuple[Callable[[], Sink], str]:
+    """For ``AuditLogger(nats_url=...)``: a function making the publishing sink, and the
+    server's fingerprint. Raises MissingExtraError at once without nats-py."""
+    fingerprint = check_nats_url(url)
+    if signing_key is not None:
+        raise ConfigurationError("signing_key belongs on the ingesters when nats_url is set")
+    from .publisher import NatsSink
+
+    def factory() -> Sink:
+        return NatsSink(url, timeout=write_timeout)
+
+    return factory, fingerprint

@@ -1,0 +1,133 @@
+"""``auditledger nats setup`` and ``auditledger ingest``: the scale-out commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .._db.urls import ENV_DATABASE_URL
+from .._errors import AuditLedgerError
+from .._nats.settings import ENV_NATS_URL, check_nats_url
+from ._app import app, console, err_console, fail
+
+if TYPE_CHECKING:  # nats-py is imported only when a command needs it
+    from .._nats.ingester import Ingester
+    from .._nats.stream import SetupResult, StreamSettings
+
+nats_app = typer.Typer(help="The NATS JetStream stream that apps publish to.", no_args_is_help=True)
+app.add_typer(nats_app, name="nats")
+
+NatsUrl = Annotated[
+    str,
+    typer.Option("--nats-url", envvar=ENV_NATS_URL, show_envvar=True, help="nats://host:4222"),
+]
+
+
+def _checked(url: str) -> str:
+    try:
+        check_nats_url(url)
+    except AuditLedgerError as exc:
+        raise fail(str(exc)) from exc
+    return url
+
+
+@nats_app.command("setup")
+def setup(
+    nats_url: NatsUrl,
+    partitions: Annotated[int, typer.Option(help="Ingest parallelism cap (fixed hash).")] = 32,
+    replicas: Annotated[int, typer.Option(help="1, or 3 in production.")] = 1,
+    max_bytes: Annotated[
+        int, typer.Option(help="Stream size cap; when full, publishers spool.")
+    ] = 10 * 1024**3,
+) -> None:
+    """Create or update the stream (idempotent)."""
+    url = _checked(nats_url)
+    try:
+        from .._nats.stream import StreamSettings
+
+        settings = StreamSettings(partitions, replicas, max_bytes)
+        settings.check()
+        result = asyncio.run(_setup(url, settings))
+    except AuditLedgerError as exc:
+        raise fail(str(exc)) from exc
+    except (OSError, TimeoutError) as exc:
+        raise fail(f"cannot reach the NATS server ({type(exc).__name__})") from exc
+    except Exception as exc:
+        raise fail(f"the NATS server refused the stream ({type(exc).__name__}: {exc})") from exc
+    verb = "created" if result.created else "up to date"
+    console.print(
+        f"stream AUDIT {verb}: {result.partitions} partitions, {result.replicas} replica(s), "
+        f"max {result.max_bytes} bytes, work-queue retention, discard new, 2 min dedup window"
+    )
+
+
+async def _setup(url: str, settings: StreamSettings) -> SetupResult:
+    from .._nats._client import connect
+    from .._nats.stream import setup_stream
+
+    nc = await connect(url, timeout=5, name="auditledger-setup", pending_size=2**20, give_up=10)
+    try:
+        return await setup_stream(nc, settings)
+    finally:
+        await nc.close()
+
+
+@app.command("ingest")
+def ingest(
+    nats_url: NatsUrl,
+    database_url: Annotated[
+        str,
+        typer.Option("--database-url", envvar=ENV_DATABASE_URL, help="postgresql://..."),
+    ],
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(envvar="AUDITLEDGER_SIGNING_KEY", help="Sign checkpoints (Ed25519 key)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Events per fetch and transaction.")] = 1000,
+) -> None:
+    """Store the stream's events in PostgreSQL; run as many as wanted, anywhere."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    try:
+        ingester = _make_ingester(_checked(nats_url), database_url, signing_key, batch_size)
+    except AuditLedgerError as exc:
+        raise fail(str(exc)) from exc
+    err_console.print("ingesting from the stream into PostgreSQL; SIGTERM or Ctrl-C stops")
+    asyncio.run(_run(ingester))
+    stats = ingester.stats
+    err_console.print(f"stopped: {stats.stored} events stored, {stats.quarantined} quarantined")
+
+
+def _make_ingester(
+    nats_url: str, database_url: str, signing_key: Path | None, batch_size: int
+) -> Ingester:
+    from .._db.urls import is_postgres, libpq_conninfo, normalise_url
+    from .._errors import ConfigurationError
+    from .._nats.ingester import Ingester, IngestOptions
+    from .._nats.ownership import IngestSink
+
+    if batch_size < 1:
+        raise ConfigurationError("--batch-size must be at least 1")
+    url = normalise_url(database_url)
+    if not is_postgres(url):
+        raise ConfigurationError(
+            "auditledger ingest stores to PostgreSQL: give a postgresql:// URL"
+        )
+    sink = IngestSink(libpq_conninfo(url), connect_timeout=10.0)
+    if signing_key is not None:
+        from .._chain.checkpoints import CheckpointSchedule, Signer
+
+        sink.checkpoint_schedule = CheckpointSchedule(Signer.from_file(signing_key), 300.0)
+    return Ingester(nats_url, sink, IngestOptions(batch_size=batch_size))
+
+
+async def _run(ingester: Ingester) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await ingester.run(stop)

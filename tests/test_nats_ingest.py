@@ -1,0 +1,268 @@
+"""Ingesters: exactly once in PostgreSQL, whatever dies when.
+
+Every test runs its own nats-server and PostgreSQL database, real publisher and ingester
+processes, and ends with the same check: rows = distinct ids = events logged, and
+``auditledger verify`` exits 0 (the chains are whole).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from auditledger import AuditLogger, WorkspaceRef
+from tests.helpers import cli, via
+from tests.nats_server import NatsServer, nats_server, wait_until
+from tests.tcp_proxy import TcpProxy
+
+__all__ = ["nats_server"]
+pytestmark = pytest.mark.postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    """(rows, distinct ids, quarantined)."""
+    with psycopg.connect(_conninfo(url)) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT id), (SELECT count(*) FROM audit_quarantine)"
+            " FROM audit_logs"
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+class Cluster:
+    """Publishers and ingesters around one nats-server and one database."""
+
+    def __init__(self, nats: NatsServer, db_url: str, tmp: Path, keys: Path) -> None:
+        self.nats = nats
+        self.db_url = db_url
+        self.tmp = tmp
+        self.ingesters: list[subprocess.Popen[bytes]] = []
+        self.public_key = keys / "signing.pub"
+        self.signing_key = keys / "signing.key"
+
+    def ingester(self, db_url: str | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auditledger.cli", "ingest", "--nats-url", self.nats.url,
+             "--database-url", db_url or self.db_url, "--signing-key", str(self.signing_key),
+             "--batch-size", "200"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.ingesters.append(proc)
+        return proc
+
+    def publishers(self, count: int, each: int) -> list[subprocess.Popen[bytes]]:
+        return [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.nats_children",
+                    "publish",
+                    self.nats.url,
+                    str(self.tmp / f"spool{n}"),
+                    str(each),
+                    f"pub{n}",
+                ],
+                cwd=ROOT,
+            )
+            for n in range(count)
+        ]
+
+    def wait_stored(self, expected: int, timeout: float = 60) -> None:
+        wait_until(lambda: counts(self.db_url)[1] >= expected, timeout, f"{expected} rows")
+
+    def check(self, logged: int, quarantined: int = 0) -> None:
+        rows, distinct, kept = counts(self.db_url)
+        assert (rows, distinct, kept) == (logged, logged, quarantined)
+        assert self.nats.backlog() == 0
+        report = cli("verify", "--public-key", str(self.public_key), "--database-url", self.db_url)
+        assert report.returncode == 0, report.stdout + report.stderr
+
+    def stop(self) -> None:
+        for proc in self.ingesters:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.ingesters:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ingesters' signing key pair (checkpoints are what verify checks against)."""
+    from auditledger._chain.checkpoints import generate_keys
+
+    folder = tmp_path_factory.mktemp("keys")
+    generate_keys(folder)
+    return folder
+
+
+@pytest.fixture
+def cluster(nats_server: NatsServer, pg_url: str, tmp_path: Path, keys: Path) -> Iterator[Cluster]:
+    nats_server.setup(partitions=8)
+    c = Cluster(nats_server, pg_url, tmp_path, keys)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    assert [p.wait(120) for p in procs] == [0] * len(procs)
+
+
+def test_publishers_and_ingesters_store_every_event_once(cluster: Cluster) -> None:
+    cluster.ingester()
+    cluster.ingester()
+    # Owners spread: each of the two takes its share of the 8 partitions.
+    wait_until(lambda: _shares(cluster.db_url) == [4, 4], 30, "the partitions to spread")
+    _wait_all(cluster.publishers(3, 1000))
+    cluster.wait_stored(3000)
+    cluster.check(3000)
+    status = cli("status", "--nats-url", cluster.nats.url, "--database-url", cluster.db_url)
+    assert "0 events waiting" in status.stdout
+    assert "auditledger-ingest" in status.stdout
+
+
+def test_an_ingester_killed_mid_stream_loses_and_doubles_nothing(cluster: Cluster) -> None:
+    victim = cluster.ingester()
+    cluster.ingester()
+    publishers = cluster.publishers(2, 1500)
+    wait_until(lambda: counts(cluster.db_url)[0] > 300, 60, "the first rows")
+    victim.send_signal(signal.SIGKILL)  # between a commit and its ack, or anywhere else
+    victim.wait()
+    # Its session died with it, and with the session its locks: taken over within seconds.
+    wait_until(lambda: _shares(cluster.db_url) == [8], 10, "the survivor to take over")
+    _wait_all(publishers)
+    cluster.wait_stored(3000)  # the survivor takes over the victim's partitions
+    cluster.check(3000)
+
+
+def test_the_nats_server_killed_mid_burst_and_restarted(cluster: Cluster) -> None:
+    cluster.ingester()
+    publishers = cluster.publishers(2, 1500)
+    wait_until(lambda: cluster.nats.backlog() + counts(cluster.db_url)[0] > 300, 60, "a burst")
+    cluster.nats.kill()  # publishers spool what the server has not acknowledged
+    cluster.nats.start()  # on the same store
+    _wait_all(publishers)  # they replay their spools and flush
+    cluster.wait_stored(3000)
+    cluster.check(3000)
+
+
+def test_postgresql_away_the_stream_absorbs_then_drains(cluster: Cluster, pg_url: str) -> None:
+    with TcpProxy(make_url(pg_url).host or "127.0.0.1", make_url(pg_url).port or 5432) as proxy:
+        cluster.ingester(via(proxy, pg_url))
+        wait_until(lambda: _owners(pg_url) == 8, 30, "the ingester to own every partition")
+        proxy.refuse()
+        _wait_all(cluster.publishers(2, 1000))
+        assert cluster.nats.backlog() > 0  # held by the stream, not by the publishers
+        assert counts(pg_url)[0] < 2000
+        proxy.restore()
+        cluster.wait_stored(2000)
+    cluster.check(2000)
+
+
+def _shares(pg_url: str) -> list[int]:
+    """How many partitions each ingester owns, smallest first."""
+    with psycopg.connect(_conninfo(pg_url)) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = x'61756970'::int::oid AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " GROUP BY pid ORDER BY 1"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _owners(pg_url: str) -> int:
+    with psycopg.connect(_conninfo(pg_url)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = x'61756970'::int::oid AND granted"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _publish_raw(nc: Any, bodies: list[tuple[str, bytes, str | None]]) -> None:
+    js = nc.jetstream()
+    for subject, body, msg_id in bodies:
+        await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+
+
+def test_a_poison_message_is_quarantined_not_retried_forever(cluster: Cluster) -> None:
+    cluster.nats.run(
+        _publish_raw,
+        [
+            ("audit.v1.8.3", b"not json at all \xff", "poison-1"),
+            ("audit.v1.8.5", b'{"v": 1, "row": [1, 2]}', None),
+        ],
+    )
+    cluster.ingester()
+    _wait_all(cluster.publishers(1, 500))
+    wait_until(lambda: counts(cluster.db_url)[2] == 2, 60, "the quarantine rows")
+    cluster.wait_stored(500)
+    cluster.check(500, quarantined=2)
+    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+        reasons = [r[0] for r in conn.execute("SELECT reason FROM audit_quarantine")]
+    assert all(r.startswith("unreadable stream message") for r in reasons)
+
+
+def test_duplicate_publishes_are_stored_once(cluster: Cluster, tmp_path: Path) -> None:
+    from auditledger._ids import uuid7_batch
+    from auditledger._nats.publisher import NatsSink
+    from auditledger._write.capture import capture_event
+    from auditledger._write.prepare import Limits, Preparer
+
+    events = [
+        capture_event(1_700_000_000_000_000_000 + i, "auth.login", f"U{i}", WorkspaceRef("T9"),
+                      None, None, None, None, None, None, None)
+        for i in range(300)
+    ]  # fmt: skip
+    ids = uuid7_batch([e[0] for e in events])
+    rows, _ = Preparer(Limits()).prepare(ids, events)
+    sink = NatsSink(cluster.nats.url, timeout=5)
+    try:
+        sink.write(rows, [], replay=False)
+        sink.write(rows, [], replay=True)  # inside the window: the server drops them
+        assert cluster.nats.backlog() == 300
+        cluster.ingester()
+        cluster.wait_stored(300)
+        sink.write(rows[:100], [], replay=True)  # stored already: the ingester drops them
+        assert cluster.nats.backlog() <= 100
+    finally:
+        sink.close()
+    wait_until(lambda: cluster.nats.backlog() == 0, 30, "the repeats to be consumed")
+    cluster.check(300)
+
+
+def test_direct_writers_and_ingesters_share_chains_without_forking(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.ingester()
+    publishers = cluster.publishers(2, 1000)
+    with AuditLogger(cluster.db_url, spool_dir=tmp_path / "direct") as direct:
+        for i in range(1000):
+            direct.log_audit_event(
+                "auth.logout", user_id=f"d{i}", workspace_id=WorkspaceRef(f"T{i % 5}")
+            )
+        assert direct.flush(60)
+    _wait_all(publishers)
+    cluster.wait_stored(3000)
+    cluster.check(3000)

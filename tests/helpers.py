@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditEvent, AuditStore
+from auditledger._capture import capture_event
+from auditledger._spool import SegmentWriter, encode_event
+from auditledger._spool_frames import EVENT
+from auditledger._urls import database_fingerprint, normalise_url
 from tests.tcp_proxy import TcpProxy
 
 
@@ -43,3 +49,47 @@ def cli(
         timeout=120,
         check=False,
     )
+
+
+def fingerprint(url: str) -> str:
+    """The database identity a logger for ``url`` writes into its spool segments."""
+    return database_fingerprint(normalise_url(url))
+
+
+def spool_segment(
+    directory: Path,
+    events: list[tuple[uuid.UUID, str]],
+    then: list[bytes] | None = None,
+    *,
+    url: str,
+) -> Path:
+    """Write a sealed segment the way a writer whose batch outcome was unknown leaves it
+    (and, after the events, the raw records ``then``)."""
+    writer = SegmentWriter(directory, "o", fingerprint(url))
+    writer.append(EVENT, payloads(events) + (then or []))
+    path = writer.path
+    assert path is not None
+    writer.seal()
+    return path
+
+
+def payloads(events: list[tuple[uuid.UUID, str]]) -> list[bytes]:
+    return [
+        encode_event(
+            str(event_id),
+            capture_event(
+                time.time_ns(),
+                "login",
+                user,
+                None,
+                "192.0.2.1",
+                None,
+                "user",
+                user,
+                {"replayed": True},
+                None,
+                None,
+            ),
+        )
+        for event_id, user in events
+    ]

@@ -105,9 +105,10 @@ def test_exit_is_bounded_when_the_database_hangs(pg_url: str, spool_dir: Path) -
         assert done.returncode == 0, done.stderr
         # Interpreter start-up plus the 1 s shutdown budget, never the 60 s write timeout.
         assert elapsed < 15
-        proxy.refuse()
-    with AuditLogger(pg_url, spool_dir=spool_dir) as later:
-        assert later.flush(30)
+        proxy.refuse()  # the hung connection must not commit anything later
+        proxy.restore()
+        with AuditLogger(hung, spool_dir=spool_dir) as later:
+            assert later.flush(30)
     assert len(stored(pg_url)) == 3000
 
 

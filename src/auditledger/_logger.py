@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
 import logging
 import multiprocessing.util
 import os
@@ -25,7 +24,14 @@ from ._prepare import Limits, Preparer
 from ._redact import DEFAULT_REDACT_KEYS, Redactor
 from ._sink import Sink
 from ._spool import default_spool_dir
-from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+from ._urls import (
+    database_fingerprint,
+    is_postgres,
+    libpq_conninfo,
+    normalise_url,
+    resolve_url,
+    sqlite_path,
+)
 from ._writer import AuditStats, State, Writer, WriterOptions
 
 log = logging.getLogger("auditledger")
@@ -87,7 +93,6 @@ class AuditLogger(AuditHelpers):
             def factory() -> Sink:
                 return PostgresSink(conninfo, connect_timeout=write_timeout)
 
-            fingerprint_source = f"postgresql:{url.host}:{url.port}:{url.database}"
         else:
             path = os.path.abspath(sqlite_path(url))
             from ._sink_sqlite import SqliteSink
@@ -95,9 +100,8 @@ class AuditLogger(AuditHelpers):
             def factory() -> Sink:
                 return SqliteSink(path, timeout=write_timeout)
 
-            fingerprint_source = f"sqlite:{path}"
         factory = _with_checkpoints(factory, signing_key, checkpoint_interval)
-        fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()[:16]
+        fingerprint = database_fingerprint(url)
         self.database_backend = url.get_backend_name()
         self._setup(
             factory,
@@ -113,6 +117,7 @@ class AuditLogger(AuditHelpers):
             redact_keys=redact_keys,
             shutdown_timeout=shutdown_timeout,
             handle_sigterm=handle_sigterm,
+            database=fingerprint,
         )
 
     def _setup(
@@ -131,6 +136,7 @@ class AuditLogger(AuditHelpers):
         redact_keys: Iterable[str],
         shutdown_timeout: float,
         handle_sigterm: bool,
+        database: str = "memory",
     ) -> None:
         _require_number("queue_size", queue_size, 1, whole=True)
         _require_number("batch_size", batch_size, 1, whole=True)
@@ -156,6 +162,7 @@ class AuditLogger(AuditHelpers):
                 write_timeout=write_timeout,
                 write_ahead=write_ahead,
                 spool_max_bytes=spool_max_bytes,
+                database=database,
             ),
         )
         self._submit = self._writer.submit

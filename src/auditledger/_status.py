@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
+from ._errors import ConfigurationError
 from ._spool import claim_segments, default_spool_dir, segment_count, spool_bytes
-from ._urls import missing_sqlite_file, normalise_url, resolve_url, sqlite_path
+from ._urls import database_fingerprint, missing_sqlite_file, normalise_url, resolve_url
 
 
 def default_spool_for(database_url: str | None) -> Path:
-    url = normalise_url(resolve_url(database_url))
-    if url.get_backend_name() == "postgresql":
-        source = f"postgresql:{url.host}:{url.port}:{url.database}"
-    else:
-        source = f"sqlite:{os.path.abspath(sqlite_path(url))}"
-    return default_spool_dir(hashlib.sha256(source.encode()).hexdigest()[:16])
+    return default_spool_dir(database_fingerprint(normalise_url(resolve_url(database_url))))
 
 
 def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str, Any]:
@@ -25,17 +19,23 @@ def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str
     from ._store import AuditStore
 
     directory = spool_dir or default_spool_for(database_url)
+    try:
+        database: str | None = database_fingerprint(normalise_url(resolve_url(database_url)))
+    except ConfigurationError:
+        database = None  # reported below as the database's problem; the spool is listed whole
     report: dict[str, Any] = {"spool_dir": str(directory)}
-    report["spool_segments"] = segment_count(directory)
-    report["spool_bytes"] = spool_bytes(directory)
+    report["spool_segments"] = segment_count(directory, database)
+    report["spool_bytes"] = spool_bytes(directory, database)
+    # A shared folder: segments of other databases wait there for loggers of those databases.
+    report["spool_segments_other_databases"] = segment_count(directory) - report["spool_segments"]
     waiting = 0
-    for segment in claim_segments(directory):
+    for segment in claim_segments(directory, database):
         try:
             waiting += sum(1 for _ in segment.events())
         finally:
             segment.release()
     report["spooled_events_replayable"] = waiting
-    report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory)
+    report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory, database)
     report["spool_segments_set_aside"] = len(list(directory.glob("*.corrupt")))
     try:
         missing = missing_sqlite_file(database_url)
@@ -62,9 +62,9 @@ def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str
     return report
 
 
-def _claimable(directory: Path) -> int:
+def _claimable(directory: Path, database: str | None) -> int:
     count = 0
-    for segment in claim_segments(directory):
+    for segment in claim_segments(directory, database):
         count += 1
         segment.release()
     return count

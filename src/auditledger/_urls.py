@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from sqlalchemy.engine import URL, make_url
@@ -71,3 +72,19 @@ def sqlite_path(url: URL) -> str:
     if not path or path == ":memory:":
         raise ConfigurationError("SQLite needs a file path, e.g. sqlite:///auditledger.db")
     return path
+
+
+def database_fingerprint(url: URL) -> str:
+    """Who a spool segment belongs to: a hash of the database's address, never a credential.
+
+    PostgreSQL: host, port and database name (the user is left out: two roles writing to one
+    database share its spool); SQLite: the file's real path.
+    """
+    if is_postgres(url):
+        host = (url.host or str(url.query.get("host") or "")).lower()
+        port = url.port or 5432
+        name = url.database or url.username or ""
+        source = f"postgresql:{host}:{port}:{name}"
+    else:
+        source = f"sqlite:{os.path.realpath(sqlite_path(url))}"
+    return hashlib.sha256(source.encode()).hexdigest()[:16]

@@ -27,8 +27,7 @@ from ._ids import uuid7_batch, uuid7_from_ns
 from ._prepare import Preparer, QuarantineRow, Row
 from ._sink import ErrorKind, Sink, SinkError
 from ._spool import (
-    COMMIT,
-    EVENT,
+    SegmentReplay,
     SegmentWriter,
     claim_segments,
     encode_event,
@@ -36,6 +35,7 @@ from ._spool import (
     segment_count,
     spool_bytes,
 )
+from ._spool_frames import COMMIT, EVENT
 from ._watchdog import Watchdog
 
 log = logging.getLogger("auditledger")
@@ -116,6 +116,8 @@ class WriterOptions:
     write_ahead: bool = False
     spool_max_bytes: int = 1024**3
     replay_interval: float = 30.0
+    # The database's fingerprint: segments carry it, and only its own segments are replayed.
+    database: str = "default"
 
 
 @dataclass
@@ -158,8 +160,11 @@ class Writer:
         self._stop = False
         self._watchdog = Watchdog()
         self._sink: Sink | None = None
-        self._wal = SegmentWriter(self.spool_dir, "w", committed_only=self.options.write_ahead)
-        self._overflow = SegmentWriter(self.spool_dir, "o")
+        database = self.options.database
+        self._wal = SegmentWriter(
+            self.spool_dir, "w", database, committed_only=self.options.write_ahead
+        )
+        self._overflow = SegmentWriter(self.spool_dir, "o", database)
         # Batches taken from the queue and not yet stored or spooled: the one being stored
         # and the next, being prepared meanwhile. close() spools them if the writer is stuck.
         self._held: list[tuple[list[uuid.UUID], list[Captured]]] = []
@@ -290,8 +295,8 @@ class Writer:
             dropped=dropped,
             queue_depth=depth,
             in_flight=sum(len(batch) for _, batch in list(self._held)),
-            spool_bytes=spool_bytes(self.spool_dir),
-            spool_segments=segment_count(self.spool_dir),
+            spool_bytes=spool_bytes(self.spool_dir, self.options.database),
+            spool_segments=segment_count(self.spool_dir, self.options.database),
             flush_latency_seconds=self._latency,
             flush_latency_max_seconds=self._latency_max,
             last_error=self._last_error,
@@ -655,9 +660,12 @@ class Writer:
                 self._wal.discard()  # it only ever holds committed batches (_leave_in_spool)
             else:
                 self._wal.seal()
-        for segment in claim_segments(self.spool_dir):
+        for segment in claim_segments(self.spool_dir, self.options.database):
             try:
                 stored = self._replay_segment(segment.events())
+                if segment.foreign:
+                    segment.release()
+                    continue
             except SinkError as exc:
                 segment.release()
                 self._failed(exc, 0)
@@ -676,11 +684,24 @@ class Writer:
                 continue
             segment.done()
             self._replayed += stored
+            if segment.damage:
+                self._count_damage(segment)
         # Forget our sealed segments that are gone, whoever replayed them (another logger on
         # this spool may have): a stale name would keep every later batch behind the spool.
         for writer in (self._wal, self._overflow):
             writer.sealed = {n for n in writer.sealed if (self.spool_dir / n).exists()}
         return True
+
+    def _count_damage(self, segment: SegmentReplay) -> None:
+        """A damaged segment was replayed around its damage: count what it cost, say so."""
+        for reason, count in segment.lost.items():
+            self._drop(reason, count)
+        self._report(
+            "damaged-segment",
+            f"auditledger: a spool segment was damaged ({sum(segment.lost.values())} events "
+            "lost); the rest was replayed and the damaged bytes kept in *.corrupt",
+            level=logging.ERROR,
+        )
 
     def _replay_segment(self, events: Iterator[tuple[str, Captured]]) -> int:
         """Store a segment's events batch by batch; returns how many. As in ``_drain``, each
@@ -780,7 +801,7 @@ class Writer:
             return False
         # Segments sealed by another logger or left by a dead process: a flush replays them
         # too, so "flush() returned True" means the spool holds nothing replayable.
-        return not has_claimable_segments(self.spool_dir)
+        return not has_claimable_segments(self.spool_dir, self.options.database)
 
     def _finish(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 
 from ._actions import AuditAction
-from ._capture import capture_event
+from ._capture import capture_event, capture_event_guarded
 from ._errors import ConfigurationError
 from ._helpers import AuditHelpers, WorkspaceId
 from ._prepare import Limits, Preparer
@@ -192,23 +192,31 @@ class AuditLogger(AuditHelpers):
         new_value: Any = None,
     ) -> None:
         """Record one event. Returns in microseconds; never blocks, never raises."""
+        args = (
+            action,
+            user_id,
+            workspace_id,
+            ip_address,
+            user_agent,
+            resource,
+            resource_id,
+            details,
+            previous_value,
+            new_value,
+        )
         try:
-            self._submit(
-                capture_event(
-                    time_ns(),
-                    action,
-                    user_id,
-                    workspace_id,
-                    ip_address,
-                    user_agent,
-                    resource,
-                    resource_id,
-                    details,
-                    previous_value,
-                    new_value,
-                )
-            )
-        except Exception as exc:  # noqa: BLE001 - a log call must never break the caller
+            self._submit(capture_event(time_ns(), *args))
+        except Exception:  # noqa: BLE001 - a log call must never break the caller
+            self._capture_the_hard_way(args)
+
+    def _capture_the_hard_way(self, args: tuple[Any, ...]) -> None:
+        """A value raised while being captured (a hostile ``__str__``, a dict whose methods
+        raise...): capture each value alone, so the event is stored or quarantined with notes
+        saying what could not be read; if even that fails, the call is counted as dropped."""
+        try:
+            self._submit(capture_event_guarded(time_ns(), *args))
+        except Exception as exc:  # noqa: BLE001 - counted and reported, never raised
+            self._writer.count_uncapturable()
             log.error("auditledger: an event could not be captured (%s)", type(exc).__name__)
 
     def flush(self, timeout: float = 10.0) -> bool:

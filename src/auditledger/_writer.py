@@ -228,6 +228,12 @@ class Writer:
                 return
             self._spooled += 1
 
+    def count_uncapturable(self) -> None:
+        """A call whose values could not be captured at all: counted, never silently lost."""
+        with self._lock:
+            self._outside_queue += 1
+            self._drop("uncapturable", 1)
+
     def start(self) -> None:
         with self._lock:
             if self._thread is not None:

@@ -12,6 +12,8 @@ from sqlalchemy.engine import make_url
 
 from auditledger import AuditEvent, AuditStore
 from auditledger._capture import capture_event
+from auditledger._redact import Redactor
+from auditledger._scrub import Scrubber
 from auditledger._spool import SegmentWriter, encode_event
 from auditledger._spool_frames import EVENT
 from auditledger._urls import database_fingerprint, normalise_url
@@ -74,6 +76,7 @@ def spool_segment(
 
 
 def payloads(events: list[tuple[uuid.UUID, str]]) -> list[bytes]:
+    scrub = Scrubber(Redactor()).scrub
     return [
         encode_event(
             str(event_id),
@@ -90,6 +93,7 @@ def payloads(events: list[tuple[uuid.UUID, str]]) -> list[bytes]:
                 None,
                 None,
             ),
+            scrub,
         )
         for event_id, user in events
     ]

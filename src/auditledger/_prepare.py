@@ -36,8 +36,9 @@ from ._capture import (
     SanitisedJson,
 )
 from ._events import WorkspaceRef
-from ._redact import REDACTED, Redactor
-from ._sanitise import Note, clean_text, safe_repr, sanitise_json
+from ._redact import Redactor
+from ._sanitise import Note, clean_text, safe_repr
+from ._scrub import Scrubber, nul_free
 
 # (id, user_id, workspace_id, ip_address, user_agent, action, resource, resource_id,
 #  details, previous_value, new_value, created_at, sanitised): JSON values as text.
@@ -47,19 +48,12 @@ QuarantineRow = tuple[uuid.UUID, str, bytes, datetime]
 Prepared = tuple[list[Row], list[QuarantineRow]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_REDACTED_JSON = orjson.dumps(REDACTED).decode()
 _ROW_TEXT_INDEX = {1: "user_id", 3: "ip_address", 4: "user_agent", 6: "resource", 7: "resource_id"}
 
 
 def datetime_from_ns(time_ns: int) -> datetime:
     """Exact to the microsecond (float seconds would round)."""
     return _EPOCH + timedelta(0, 0, time_ns // 1000)  # positional: a third cheaper
-
-
-def _nul_free(value: str | SanitisedJson | None, field: str) -> str | SanitisedJson | None:
-    if type(value) is not str or "\\u0000" not in value:
-        return value
-    return SanitisedJson(*sanitise_json(orjson.loads(value), field))
 
 
 @dataclass
@@ -76,11 +70,15 @@ class Preparer:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self.scrubber = Scrubber(limits.redactor)
         self._valid_actions: set[str] = set()
         self._valid_ips: set[str] = set()
         self._uuids: dict[str, uuid.UUID] = {}
 
     def prepare(self, ids: list[uuid.UUID], events: list[Captured]) -> Prepared:
+        """Rows for a batch. Scrubs the events in place first (redaction happens before
+        anything is stored or spooled, and once per event)."""
+        self.scrubber.scrub_all(events)
         rows: list[Row] = []
         quarantined: list[QuarantineRow] = []
         for event_id, ev in zip(ids, events, strict=True):
@@ -123,37 +121,12 @@ class Preparer:
                 row[index] = self._text(value, name, notes)
         if row[3] is not None:
             row[3] = self._ip(row[3], notes)
-        details, previous, new = ev[DETAILS], ev[PREVIOUS], ev[NEW]
-        # One pre-scan for the event's three values together (it costs per call more than
-        # per byte); the redaction walk then runs only for an event that may hold a secret.
-        joined = None
-        if (
-            type(details) is not SanitisedJson
-            and type(previous) is not SanitisedJson
-            and type(new) is not SanitisedJson
-        ):
-            joined = (details or "") + (previous or "") + (new or "")
-        if joined is None or "\\u0000" in joined:
-            # The rare path: sanitised at the call, or holding a NUL (escaped by orjson;
-            # PostgreSQL refuses it). Always walked: sanitising changes keys the pre-scan saw.
-            details = _nul_free(details, "details")
-            previous = _nul_free(previous, "previous_value")
-            new = _nul_free(new, "new_value")
-            scan = True
-        else:
-            scan = self.limits.redactor.may_hold_secret(joined)
+        # Scrubbed (see prepare): JSON values are text, sanitised and redacted already.
         for offset, (value, name) in enumerate(
-            ((details, "details"), (previous, "previous_value"), (new, "new_value"))
+            ((ev[DETAILS], "details"), (ev[PREVIOUS], "previous_value"), (ev[NEW], "new_value"))
         ):
             if value is not None:
-                row[8 + offset] = self._json(value, name, notes, scan=scan)
-        if row[6] == "settings" and row[7] and self.limits.redactor.key_is_secret(row[7]):
-            # The setting's name is the key its values sit under: "smtp_password" changed from
-            # one secret to another must not store either.
-            for index, name in ((9, "previous_value"), (10, "new_value")):
-                if row[index] is not None and row[index] != _REDACTED_JSON:
-                    row[index] = _REDACTED_JSON
-                    notes.append({"field": name, "path": "$", "change": "redacted (setting)"})
+                row[8 + offset] = self._json(value, name, notes)
         if notes:
             row[12] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode()
         return tuple(row)
@@ -231,15 +204,10 @@ class Preparer:
             fields["is_active"] = None
         return replace(ref, **fields) if fields else ref
 
-    def _json(
-        self, value: str | SanitisedJson, name: str, notes: list[Note], *, scan: bool = True
-    ) -> str:
-        if isinstance(value, SanitisedJson):
+    def _json(self, value: str | SanitisedJson, name: str, notes: list[Note]) -> str:
+        if isinstance(value, SanitisedJson):  # only for an event that was never scrubbed
             notes.extend(value.notes)
             value = value.data
-        if scan:
-            value, redactions = self.limits.redactor.redact_json(value, name)
-            notes.extend(redactions)
         size = len(value)
         if size * 4 > self.limits.max_json_bytes:  # only then can its UTF-8 form exceed the cap
             size = len(value.encode())
@@ -273,7 +241,8 @@ class Preparer:
     def last_resort_row(self, event_id: uuid.UUID, ev: Captured, reason: str) -> QuarantineRow:
         """A quarantine row built from nothing but safe representations, for an event that
         made the writer fail: it must not fail again the same way."""
-        payload = {"event": [safe_repr(value) for value in ev]}
+        redact = self.limits.redactor.redact_text
+        payload = {"event": [redact(safe_repr(value))[0] for value in ev[:NOTES]]}
         created = datetime_from_ns(ev[T_NS]) if isinstance(ev[T_NS], int) else datetime.now(UTC)
         return (event_id, reason, orjson.dumps(payload), created)
 
@@ -289,7 +258,7 @@ class Preparer:
             text = safe_repr(ws) if isinstance(ws, WorkspaceRef) else str(ws)
             payload["workspace_id"] = self._text(text, "workspace_id", [])
         for index, name in JSON_FIELDS.items():
-            value = _nul_free(ev[index], name)
+            value = nul_free(ev[index], name)
             if value is not None:
                 data = self._json(value, name, [])
                 payload[name] = orjson.Fragment(data)

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -53,10 +53,13 @@ def default_spool_dir(fingerprint: str) -> Path:
     return Path(base) / "auditledger" / "spool" / fingerprint
 
 
-def encode_event(event_id: str, ev: Captured) -> bytes:
+def encode_event(event_id: str, ev: Captured, scrub: Callable[[Captured], Captured]) -> bytes:
     """One spool record payload: the captured event and its id, as JSON. Never raises: a
     value JSON cannot carry (a lone surrogate in a text field) is made storable here, as the
-    writer would have made it, and the notes say so."""
+    writer would have made it, and the notes say so.
+
+    ``scrub`` redacts the event first (unless it was already): no secret reaches the disk."""
+    ev = scrub(ev)
     with contextlib.suppress(Exception):  # the event must reach the spool whatever it holds
         return _record(event_id, ev)
     with contextlib.suppress(Exception):
@@ -94,7 +97,7 @@ def _storable(ev: Captured) -> Captured:
     elif isinstance(ws, str):
         out[WORKSPACE_ID] = _text(ws, "workspace_id", notes)
     out[NOTES] = notes or None
-    return tuple(out)
+    return tuple(out)  # the scrubbed marker, if any, stays after the notes
 
 
 def _ref_fields(ref: WorkspaceRef, notes: list[Note], *, clean: bool) -> dict[str, Any]:
@@ -148,6 +151,8 @@ def _record(event_id: str, ev: Captured) -> bytes:
             value = value.data
         out[1 + index] = value
     out.append(notes or None)
+    if len(ev) > NOTES + 1:
+        out.append(1)  # scrubbed: replay need not redact it again
     return dumps_kept(out)
 
 
@@ -162,6 +167,8 @@ def decode_event(payload: bytes) -> tuple[str, Captured]:
         ev[WORKSPACE_ID] = WorkspaceRef(
             ws.get("team_id"), ws.get("enterprise_id"), ws.get("name"), ws.get("is_active")
         )
+    if len(ev) > NOTES + 1:
+        ev[NOTES + 1] = True
     return event_id, tuple(ev)
 
 

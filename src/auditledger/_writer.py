@@ -217,7 +217,7 @@ class Writer:
             event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
             try:
                 self._spool_bytes_estimate += self._overflow.append(
-                    EVENT, [encode_event(event_id, event)]
+                    EVENT, [encode_event(event_id, event, self._preparer.scrubber.scrub)]
                 )
                 if self.state is State.CLOSED:
                     # No writer will seal it later: release it now so another logger on this
@@ -421,6 +421,9 @@ class Writer:
     ) -> None:
         try:
             self._assign_ids(ids, batch)
+            if self.options.write_ahead:
+                # Redacted before its write-ahead copy, once: the preparation skips it then.
+                self._preparer.scrubber.scrub_all(batch)
             in_wal = self.options.write_ahead and self._to_spool(
                 self._wal, ids, batch, fsync=True, count=False
             )
@@ -625,7 +628,7 @@ class Writer:
                     self._drop("spool_full", len(batch))
                 return False
             try:
-                self._spool_bytes_estimate += segment.append(EVENT, _encode(ids, batch))
+                self._spool_bytes_estimate += segment.append(EVENT, self._encode(ids, batch))
                 segment.flush(fsync=fsync)
             except OSError:
                 if count:
@@ -842,11 +845,12 @@ class Writer:
                 for ids, batch in held:
                     self._assign_ids(ids, batch)
                     # The writer may still be appending to it: what has an id is spooled.
-                    self._overflow.append(EVENT, _encode(ids, batch[: len(ids)]))
+                    self._overflow.append(EVENT, self._encode(ids, batch[: len(ids)]))
                     held_spooled += len(ids)
                 for event in leftovers:
                     event_id = str(uuid7_from_ns(event[0], os.urandom(10)))
-                    self._overflow.append(EVENT, [encode_event(event_id, event)])
+                    scrub = self._preparer.scrubber.scrub
+                    self._overflow.append(EVENT, [encode_event(event_id, event, scrub)])
                 self._overflow.seal()
             except OSError:
                 self._drop("spool_unavailable", len(leftovers))
@@ -911,5 +915,7 @@ class Writer:
         return orphans
 
 
-def _encode(ids: list[uuid.UUID], batch: list[Captured]) -> list[bytes]:
-    return [encode_event(str(i), ev) for i, ev in zip(ids, batch, strict=True)]
+    def _encode(self, ids: list[uuid.UUID], batch: list[Captured]) -> list[bytes]:
+        """Spool records for a batch, redacted first (see ``_scrub``)."""
+        scrub = self._preparer.scrubber.scrub
+        return [encode_event(str(i), ev, scrub) for i, ev in zip(ids, batch, strict=True)]

@@ -1,0 +1,167 @@
+"""Redaction of a whole captured event, before any of it is written anywhere.
+
+Every path to disk (the write-ahead copy, the spool when the queue is full or the database is
+down, rows, quarantine rows, ``sanitised`` notes) takes events through ``Scrubber.scrub`` first,
+on the writer's thread (or, when the queue is full, the caller's, which then appends to the
+spool anyway). A scrubbed event carries a marker, so the work is done once per event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from ._capture import (
+    ACTION,
+    JSON_FIELDS,
+    NEW,
+    NOTES,
+    PREVIOUS,
+    RESOURCE,
+    RESOURCE_ID,
+    TEXT_FIELDS,
+    WORKSPACE_ID,
+    BadAction,
+    Captured,
+    SanitisedJson,
+)
+from ._events import WorkspaceRef
+from ._redact import REDACTED, Redactor
+from ._sanitise import Note, safe_repr, sanitise_json
+
+SCRUBBED = NOTES + 1  # a scrubbed event has one more element: True
+_REDACTED_JSON = orjson.dumps(REDACTED).decode()
+_TEXTS = (*TEXT_FIELDS.items(), (ACTION, "action"))
+
+
+def is_scrubbed(ev: Captured) -> bool:
+    return len(ev) > SCRUBBED
+
+
+def nul_free(value: str | SanitisedJson | None, field: str) -> str | SanitisedJson | None:
+    """JSON text holding an escaped NUL (PostgreSQL refuses it), sanitised."""
+    if type(value) is not str or "\\u0000" not in value:
+        return value
+    return SanitisedJson(*sanitise_json(orjson.loads(value), field))
+
+
+class Scrubber:
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+
+    def scrub(self, ev: Captured) -> Captured:
+        """The event with every credential replaced, and notes saying where. Never raises."""
+        if len(ev) > SCRUBBED:
+            return ev
+        try:
+            return self._scrub(ev)
+        except Exception:  # noqa: BLE001 - a hostile value: redact it as text, field by field
+            return self._scrub_as_text(ev)
+
+    def scrub_all(self, events: list[Captured]) -> None:
+        """Scrub a batch in place (so that later spooling of it does not do it again)."""
+        for i, ev in enumerate(events):
+            if len(ev) <= SCRUBBED:
+                events[i] = self.scrub(ev)
+
+    def _scrub(self, ev: Captured) -> Captured:
+        out = list(ev)
+        notes: list[Note] = list(ev[NOTES]) if ev[NOTES] else []
+        pieces: list[str] = []
+        for index, name in JSON_FIELDS.items():
+            value = nul_free(out[index], name)
+            if isinstance(value, SanitisedJson):
+                notes.extend(value.notes)
+                value = value.data
+            out[index] = value
+            if value is not None:
+                pieces.append(value)
+        for index, _ in _TEXTS:
+            if type(out[index]) is str:
+                pieces.append(out[index])
+        action, ws = out[ACTION], out[WORKSPACE_ID]
+        if isinstance(action, BadAction):
+            pieces.append(action.text)
+        if type(ws) is str:
+            pieces.append(ws)
+        elif isinstance(ws, WorkspaceRef):
+            pieces.extend(v for v in (ws.team_id, ws.enterprise_id, ws.name) if type(v) is str)
+        if notes:
+            pieces.append(repr(notes))
+        redactor = self.redactor
+        if redactor.may_hold_secret("\x1f".join(pieces)):
+            self._redact(out, notes)
+        resource_id = out[RESOURCE_ID]
+        if out[RESOURCE] == "settings" and resource_id and redactor.key_is_secret(resource_id):
+            # The setting's name is the key its values sit under: "smtp_password" changed
+            # from one secret to another must not store either.
+            for index, name in ((PREVIOUS, "previous_value"), (NEW, "new_value")):
+                if out[index] is not None and out[index] != _REDACTED_JSON:
+                    out[index] = _REDACTED_JSON
+                    notes.append({"field": name, "path": "$", "change": "redacted (setting)"})
+        out[NOTES] = notes or None
+        out.append(True)
+        return tuple(out)
+
+    def _redact(self, out: list[Any], notes: list[Note]) -> None:
+        redact = self.redactor.redact_text
+        for index, name in _TEXTS:
+            value = out[index]
+            if type(value) is str:
+                text, changed = redact(value)
+                if changed:
+                    out[index] = text
+                    notes.append({"field": name, "change": "redacted (value)"})
+        action = out[ACTION]
+        if isinstance(action, BadAction):
+            out[ACTION] = BadAction(redact(action.text)[0])
+        ws = out[WORKSPACE_ID]
+        if type(ws) is str:
+            text, changed = redact(ws)
+            if changed:
+                out[WORKSPACE_ID] = text
+                notes.append({"field": "workspace_id", "change": "redacted (value)"})
+        elif isinstance(ws, WorkspaceRef):
+            fields: dict[str, Any] = {}
+            for name in ("team_id", "enterprise_id", "name"):
+                value = getattr(ws, name)
+                if type(value) is str:
+                    text, changed = redact(value)
+                    if changed:
+                        fields[name] = text
+                        notes.append({"field": f"workspace.{name}", "change": "redacted (value)"})
+            if fields:
+                out[WORKSPACE_ID] = replace(ws, **fields)
+        for i, note in enumerate(notes):
+            notes[i] = {k: redact(v)[0] if isinstance(v, str) else v for k, v in note.items()}
+        for index, name in JSON_FIELDS.items():
+            if out[index] is not None:
+                out[index], found = self.redactor.redact_json_walk(out[index], name)
+                notes.extend(found)
+
+    def _scrub_as_text(self, ev: Captured) -> Captured:
+        """For an event the scrub itself failed on: every part as redacted text."""
+
+        def text(value: object) -> str:
+            return self.redactor.redact_text(value if type(value) is str else safe_repr(value))[0]
+
+        out: list[Any] = list(ev[:NOTES]) + [None] * max(0, NOTES - len(ev))
+        for index, _ in TEXT_FIELDS.items():
+            if out[index] is not None:
+                out[index] = text(out[index])
+        action = out[ACTION]
+        out[ACTION] = text(action) if type(action) is str else BadAction(text(action))
+        if not isinstance(out[WORKSPACE_ID], uuid.UUID | type(None)):
+            out[WORKSPACE_ID] = None
+        for index in JSON_FIELDS:
+            value = out[index]
+            if value is not None:
+                data = value.data if isinstance(value, SanitisedJson) else value
+                out[index] = orjson.dumps(text(data)).decode()
+        change = "could not be checked for secrets field by field: stored as redacted text"
+        out.append([{"field": "event", "change": change}])
+        out.append(True)
+        return tuple(out)

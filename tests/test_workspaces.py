@@ -10,8 +10,8 @@ from sqlalchemy import select
 from auditledger import AuditLogger, WorkspaceRef
 from auditledger._capture import capture_event
 from auditledger._db import make_engine
-from auditledger._schema import workspaces
 from auditledger._redact import Redactor
+from auditledger._schema import workspaces
 from auditledger._scrub import Scrubber
 from auditledger._spool import decode_event, encode_event
 

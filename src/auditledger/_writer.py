@@ -914,7 +914,6 @@ class Writer:
         self.state = State.UNOPENED if state is State.RUNNING else state
         return orphans
 
-
     def _encode(self, ids: list[uuid.UUID], batch: list[Captured]) -> list[bytes]:
         """Spool records for a batch, redacted first (see ``_scrub``)."""
         scrub = self._preparer.scrubber.scrub

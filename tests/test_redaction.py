@@ -86,7 +86,7 @@ def _everything_stored(url: str) -> str:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT * FROM audit_logs")).all()
+            rows = [*conn.execute(text("SELECT * FROM audit_logs")).all()]
             rows += conn.execute(text("SELECT * FROM audit_quarantine")).all()
     finally:
         engine.dispose()

@@ -57,3 +57,30 @@ for _ in range(200):
 print("in-flight", audit.stats().queue_depth, flush=True)
 sys.stdin.read()
 """
+
+
+# Write-ahead, a database that hangs from the first write on, and events that keep arriving:
+# a burst (more than one batch, so one is taken ahead) then waves. Says "queued <n>" once the
+# queue is empty or after ~10 s, then waits to be killed.
+KILLED_DURING_HANG = """
+import sys
+from auditledger import AuditLogger
+url, spool, waves = sys.argv[1], sys.argv[2], int(sys.argv[3])
+audit = AuditLogger(url, spool_dir=spool, write_ahead=True, write_timeout=120.0,
+                    flush_interval=0.05, batch_size=100)
+n = 0
+for i in range(250):
+    audit.log_audit_event("admin_action", user_id=f"hang-{n}")
+    n += 1
+for wave in range(waves):
+    audit.flush(0.05)  # the writer is stuck: this only lets a flush_interval pass
+    for i in range(40):
+        audit.log_audit_event("admin_action", user_id=f"hang-{n}")
+        n += 1
+for _ in range(200):
+    if audit.stats().queue_depth == 0:
+        break
+    audit.flush(0.05)
+print("queued", audit.stats().queue_depth, flush=True)
+sys.stdin.read()
+"""

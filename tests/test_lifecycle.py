@@ -10,7 +10,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger, AuditStore
-from tests.children import KILLED_IN_FLIGHT, child, run_child, wait_for_line
+from tests.children import (
+    KILLED_DURING_HANG,
+    KILLED_IN_FLIGHT,
+    child,
+    run_child,
+    wait_for_line,
+)
 from tests.helpers import via
 from tests.tcp_proxy import TcpProxy
 
@@ -98,6 +104,23 @@ def test_sigkill_loses_at_most_the_batch_in_flight_and_write_ahead_keeps_it(
     with AuditLogger(via(proxy, pg_url), spool_dir=spool_dir) as survivor:
         assert survivor.flush(30)
     assert count(pg_url) == (3000 if write_ahead else 0)
+
+
+def test_write_ahead_bounds_sigkill_loss_while_the_database_hangs(
+    proxy: TcpProxy, pg_url: str, spool_dir: Path
+) -> None:
+    # The batch in flight is written ahead; what queues behind it must reach the spool once
+    # the write overruns flush_interval, not wait in memory for the hang to end.
+    proxy.hang()
+    proc = child(KILLED_DURING_HANG, via(proxy, pg_url), str(spool_dir), "20")
+    assert wait_for_line(proc, "queued") == "queued 0"
+    proc.kill()
+    proc.communicate(timeout=30)
+    proxy.refuse()  # the killed child's hung connection must not commit anything later
+    proxy.restore()
+    with AuditLogger(via(proxy, pg_url), spool_dir=spool_dir) as survivor:
+        assert survivor.flush(60)
+    assert distinct_users(pg_url) == {f"hang-{i}" for i in range(250 + 20 * 40)}
 
 
 SHARED_SPOOL_CHILD = """

@@ -158,7 +158,17 @@ class Writer:
         self._requests_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._watchdog = Watchdog()
+        # With write-ahead, what waits behind a write that overruns flush_interval is spooled
+        # while it waits (see _spool_behind_stuck_write), so a SIGKILL during a hang loses
+        # about one flush_interval, not everything queued behind it.
+        self._watchdog = (
+            Watchdog(self.options.flush_interval, self._spool_behind_stuck_write)
+            if self.options.write_ahead
+            else Watchdog()
+        )
+        # Held batches (by id) already in the spool: written ahead, or spooled while stuck.
+        self._held_in_spool: set[int] = set()
+        self._held_spooled_while_stuck: set[int] = set()
         self._sink: Sink | None = None
         database = self.options.database
         self._wal = SegmentWriter(
@@ -370,12 +380,14 @@ class Writer:
     def _take_batch(self, into: list[Captured] | None = None) -> list[Captured]:
         queue = self._queue
         batch: list[Captured] = [] if into is None else into
-        try:
-            for _ in range(min(len(queue), self.options.batch_size)):
-                batch.append(queue.popleft())
-        except IndexError:
-            pass  # close() took the rest for the spool (a stuck writer came back)
-        self._popped += len(batch)
+        # Under the lock: the watchdog's thread may be spooling the queue (write-ahead).
+        with self._lock:
+            try:
+                for _ in range(min(len(queue), self.options.batch_size)):
+                    batch.append(queue.popleft())
+            except IndexError:
+                pass  # close() took the rest for the spool (a stuck writer came back)
+            self._popped += len(batch)
         return batch
 
     def _take_and_prepare(self) -> tuple[list[uuid.UUID], list[Captured], Preparation]:
@@ -421,12 +433,17 @@ class Writer:
     ) -> None:
         try:
             self._assign_ids(ids, batch)
+            in_wal = False
             if self.options.write_ahead:
                 # Redacted before its write-ahead copy, once: the preparation skips it then.
                 self._preparer.scrubber.scrub_all(batch)
-            in_wal = self.options.write_ahead and self._to_spool(
-                self._wal, ids, batch, fsync=True, count=False
-            )
+                with self._lock:
+                    if id(batch) in self._held_spooled_while_stuck:
+                        self._wake.set()  # it is in the spool: replayed, in order, from there
+                        return
+                    in_wal = self._to_spool(self._wal, ids, batch, fsync=True, count=False)
+                    if in_wal:
+                        self._held_in_spool.add(id(batch))
             retry_due = time.monotonic() >= self._next_attempt
             if self._spool_pending() or (not self._healthy and not retry_due):
                 # Older events wait in the spool (keep order by queueing behind them), or the
@@ -447,7 +464,10 @@ class Writer:
                 with self._lock:
                     self._wal.append(COMMIT, [b""])
         finally:
-            self._held = [held for held in self._held if held[1] is not batch]
+            with self._lock:
+                self._held = [held for held in self._held if held[1] is not batch]
+                self._held_in_spool.discard(id(batch))
+                self._held_spooled_while_stuck.discard(id(batch))
 
     def _prepare_and_store(
         self,
@@ -860,6 +880,48 @@ class Writer:
             # The batch a stuck writer holds counts as spooled too: it is in the spool now, and
             # if its write does commit later, the replay de-duplicates it.
             self._spooled += len(leftovers) + held_spooled
+
+    # ---- write-ahead: what waits behind a stuck write -----------------------------------
+
+    def _spool_behind_stuck_write(self) -> None:
+        """On the watchdog's thread, while a write overruns ``flush_interval`` (and then every
+        ``flush_interval``): the queue, and any batch taken but not yet written ahead, go to
+        the spool (fsynced), to be replayed in order once the database answers."""
+        try:
+            with self._lock:
+                if self.state is State.CLOSED:
+                    return  # close() spools what is left itself
+                events: list[Captured] = []
+                queue = self._queue
+                while queue:
+                    events.append(queue.popleft())
+                self._popped += len(events)
+                spooled = 0
+                for ids, batch in list(self._held):
+                    if id(batch) in self._held_in_spool:
+                        continue
+                    self._assign_ids(ids, batch)
+                    if self._to_spool(self._overflow, ids, batch, count=False):
+                        spooled += len(ids)
+                        self._held_in_spool.add(id(batch))
+                        self._held_spooled_while_stuck.add(id(batch))
+                if events:
+                    ids = uuid7_batch([ev[0] for ev in events])
+                    if self._to_spool(self._overflow, ids, events, fsync=True, count=False):
+                        spooled += len(events)
+                    else:
+                        queue.extendleft(reversed(events))  # no room: they wait in memory
+                        self._popped -= len(events)
+                elif spooled:
+                    self._overflow.flush(fsync=True)
+                self._spooled += spooled
+        except Exception as exc:  # noqa: BLE001 - reported; the writer spools it later anyway
+            self._report(
+                "internal",
+                f"auditledger writer error ({type(exc).__name__}) while spooling behind a stuck "
+                "write",
+                level=logging.ERROR,
+            )
 
     # ---- shared helpers ----------------------------------------------------------------
 

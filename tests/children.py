@@ -50,9 +50,11 @@ audit = AuditLogger(url, spool_dir=spool, write_ahead=wal, write_timeout=60.0,
                     flush_interval=0.05, batch_size=5000)
 for i in range(n):
     audit.log_audit_event("admin_action", user_id=f"kill-{i}", details={"i": i})
-# The batch is now in flight, waiting on a database that does not answer.
+# The batch is now in flight, waiting on a database that does not answer (with write-ahead:
+# once its copy, a record of 150 bytes or more per event, is in the spool).
 for _ in range(200):
-    if audit.flush(0.1) or audit.stats().queue_depth == 0:
+    s = audit.stats()
+    if audit.flush(0.1) or (s.queue_depth == 0 and (not wal or s.spool_bytes >= 150 * n)):
         break
 print("in-flight", audit.stats().queue_depth, flush=True)
 sys.stdin.read()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from auditledger import AuditLogger
+from auditledger import AuditLogger, WorkspaceRef
 from auditledger._db import make_engine
 from auditledger._prepare import Preparer
 from auditledger._redact import Redactor
@@ -48,6 +48,8 @@ def _log_every_shape(audit: AuditLogger) -> None:
         resource_id=PAT,
     )
     audit.log_audit_event("login", user_id="U2", workspace_id=f"ws-{SLACK}")
+    audit.log_audit_event("login", user_id="U7", workspace_id=WorkspaceRef("T7", name=Account()))
+    audit.log_audit_event("login", user_id="U8", workspace_id=WorkspaceRef("T8", name=SLACK))
     audit.log_audit_event(
         "admin_action",
         user_id="U3",
@@ -88,6 +90,7 @@ def _everything_stored(url: str) -> str:
         with engine.connect() as conn:
             rows = [*conn.execute(text("SELECT * FROM audit_logs")).all()]
             rows += conn.execute(text("SELECT * FROM audit_quarantine")).all()
+            rows += conn.execute(text("SELECT * FROM workspaces")).all()
     finally:
         engine.dispose()
     return repr(rows)

@@ -79,12 +79,18 @@ class Scrubber:
         # The common case inline (this runs for every event, on the writer's thread): plain
         # JSON text, plain text fields, no notes, nothing the scan finds.
         details, previous, new, ws = ev[DETAILS], ev[PREVIOUS], ev[NEW], ev[WORKSPACE_ID]
+        if type(ws) is WorkspaceRef:  # every Slack event carries one
+            team, enterprise, name = ws.team_id, ws.enterprise_id, ws.name
+            plain = all(v is None or type(v) is str for v in (team, enterprise, name))
+            ws_text = f"{team or ''}\x1f{enterprise or ''}\x1f{name or ''}" if plain else None
+        else:
+            ws_text = ws if type(ws) is str else ""
         if (
-            type(details) is not SanitisedJson
+            ws_text is not None
+            and type(details) is not SanitisedJson
             and type(previous) is not SanitisedJson
             and type(new) is not SanitisedJson
             and type(ev[ACTION]) is str
-            and type(ws) is not WorkspaceRef
             and not ev[NOTES]
             and (
                 ev[RESOURCE] != "settings"
@@ -95,7 +101,7 @@ class Scrubber:
             joined = (
                 f"{details or ''}\x1f{previous or ''}\x1f{new or ''}\x1f{ev[USER_ID] or ''}"
                 f"\x1f{ev[IP] or ''}\x1f{ev[UA] or ''}\x1f{ev[RESOURCE] or ''}"
-                f"\x1f{ev[RESOURCE_ID] or ''}\x1f{ev[ACTION]}\x1f{ws if type(ws) is str else ''}"
+                f"\x1f{ev[RESOURCE_ID] or ''}\x1f{ev[ACTION]}\x1f{ws_text}"
             )
             if "\\u0000" not in joined and not self.redactor.may_hold_secret(joined):
                 return (*ev, True)
@@ -122,6 +128,7 @@ class Scrubber:
         if type(ws) is str:
             pieces.append(ws)
         elif isinstance(ws, WorkspaceRef):
+            ws = out[WORKSPACE_ID] = _ref_as_text(ws, notes)
             pieces.extend(v for v in (ws.team_id, ws.enterprise_id, ws.name) if type(v) is str)
         if notes:
             pieces.append(repr(notes))
@@ -199,3 +206,15 @@ class Scrubber:
         out.append([{"field": "event", "change": change}])
         out.append(True)
         return tuple(out)
+
+
+def _ref_as_text(ref: WorkspaceRef, notes: list[Note]) -> WorkspaceRef:
+    """A ref whose ids or name are not text (an object, an Enum...): their text, as the
+    writer would store it, so that redaction sees what will be stored."""
+    fields: dict[str, Any] = {}
+    for name in ("team_id", "enterprise_id", "name"):
+        value = getattr(ref, name)
+        if value is not None and type(value) is not str:
+            fields[name] = str.__str__(value) if isinstance(value, str) else safe_repr(value)
+            notes.append({"field": f"workspace.{name}", "change": "stored as text"})
+    return replace(ref, **fields) if fields else ref

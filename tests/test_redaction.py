@@ -48,7 +48,8 @@ def _log_every_shape(audit: AuditLogger) -> None:
         resource_id=PAT,
     )
     audit.log_audit_event("login", user_id="U2", workspace_id=f"ws-{SLACK}")
-    audit.log_audit_event("login", user_id="U7", workspace_id=WorkspaceRef("T7", name=Account()))
+    hostile_ref = WorkspaceRef("T7", name=Account())  # type: ignore[arg-type]
+    audit.log_audit_event("login", user_id="U7", workspace_id=hostile_ref)
     audit.log_audit_event("login", user_id="U8", workspace_id=WorkspaceRef("T8", name=SLACK))
     audit.log_audit_event(
         "admin_action",

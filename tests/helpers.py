@@ -8,15 +8,17 @@ import time
 import uuid
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditEvent, AuditStore
-from auditledger._capture import capture_event
-from auditledger._redact import Redactor
-from auditledger._scrub import Scrubber
-from auditledger._spool import SegmentWriter, encode_event
-from auditledger._spool_frames import EVENT
-from auditledger._urls import database_fingerprint, normalise_url
+from auditledger._db.engine import make_engine
+from auditledger._db.urls import normalise_url, spool_fingerprint
+from auditledger._write.capture import capture_event
+from auditledger._write.redact import Redactor
+from auditledger._write.scrub import Scrubber
+from auditledger._write.spool import SegmentWriter, encode_event
+from auditledger._write.spool_frames import EVENT
 from tests.tcp_proxy import TcpProxy
 
 
@@ -55,7 +57,7 @@ def cli(
 
 def fingerprint(url: str) -> str:
     """The database identity a logger for ``url`` writes into its spool segments."""
-    return database_fingerprint(normalise_url(url))
+    return spool_fingerprint(normalise_url(url))
 
 
 def spool_segment(
@@ -97,3 +99,10 @@ def payloads(events: list[tuple[uuid.UUID, str]]) -> list[bytes]:
         )
         for event_id, user in events
     ]
+
+
+def add_rule(url: str, postgres_sql: str, sqlite_sql: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(postgres_sql if engine.dialect.name == "postgresql" else sqlite_sql))
+    engine.dispose()

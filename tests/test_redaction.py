@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from auditledger import AuditLogger, WorkspaceRef
-from auditledger._db import make_engine
-from auditledger._prepare import Preparer
-from auditledger._redact import Redactor
+from auditledger._db.engine import make_engine
+from auditledger._write.prepare import Preparer
+from auditledger._write.redact import Redactor
 from tests.helpers import stored
 
 SLACK = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"

@@ -16,7 +16,7 @@ import pytest
 
 from auditledger import AuditLogger
 from auditledger._ids import uuid7_batch
-from auditledger._spool_frames import FRAME_SIZE, MAGIC, parse
+from auditledger._write.spool_frames import FRAME_SIZE, MAGIC, parse
 from tests.helpers import spool_segment, stored
 
 N = 400

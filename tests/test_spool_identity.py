@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger
-from auditledger._migrate import upgrade
-from auditledger._status import collect_status
+from auditledger._api.status import collect_status
+from auditledger._db.migrate import upgrade
 from tests.conftest import PgDatabases
 from tests.helpers import fingerprint, stored
 

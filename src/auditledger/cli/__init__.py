@@ -1,0 +1,15 @@
+"""The ``auditledger`` command line: one module per command group, all on one Typer app."""
+
+from __future__ import annotations
+
+from . import db, events, keys, status, verify
+from ._app import app
+
+__all__ = ["app", "main"]
+
+# Imported for their commands, which register themselves on ``app``.
+_COMMAND_GROUPS = (db, events, keys, status, verify)
+
+
+def main() -> None:
+    app()

@@ -7,7 +7,7 @@ Three rules, applied to every stored text and at any depth of the JSON values:
   ``passenger`` or ``oauth_provider`` stay; longer ones may be anywhere in it). Keys are
   compared folded: case, separators, accents and look-alike letters do not matter;
 - credential-shaped text (Slack tokens, ``Bearer`` values, JWTs, PEM private keys, ...: see
-  ``_redact_patterns``) is replaced wherever it appears;
+  ``redact_patterns``) is replaced wherever it appears;
 - in free text, ``key=value`` and ``key: value`` with a credential key (an object's repr, a URL
   query, a header line) lose the value.
 

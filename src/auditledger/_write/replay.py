@@ -16,6 +16,7 @@ from .._ids import uuid7_from_ns
 from .._sinks.base import SinkError
 from .backoff import Health
 from .capture import T_NS, Captured
+from .options import WriterOptions
 from .spool import (
     SegmentReplay,
     SegmentWriter,
@@ -39,25 +40,21 @@ class SpoolKeeper:
     def __init__(
         self,
         spool_dir: Path,
+        options: WriterOptions,
         *,
-        write_ahead: bool,
-        max_bytes: int,
-        batch_size: int,
-        replay_interval: float,
         counters: Counters,
         reporter: Reporter,
-        database: str,
         scrub: Callable[[Captured], Captured],
     ) -> None:
         self.spool_dir = spool_dir
         # Segments carry the database's fingerprint; only its own are replayed here.
-        self._database = database
+        self._database = database = options.database
         # Redacts an event before its first write to disk (see scrub.py).
         self._scrub = scrub
-        self._write_ahead = write_ahead
-        self._max_bytes = max_bytes
-        self._batch_size = batch_size
-        self._replay_interval = replay_interval
+        self._write_ahead = write_ahead = options.write_ahead
+        self._max_bytes = options.spool_max_bytes
+        self._batch_size = options.batch_size
+        self._replay_interval = options.replay_interval
         self._counters = counters
         self._reporter = reporter
         self.lock = threading.RLock()

@@ -44,10 +44,6 @@ _REDACTED_JSON = orjson.dumps(REDACTED).decode()
 _TEXTS = (*TEXT_FIELDS.items(), (ACTION, "action"))
 
 
-def is_scrubbed(ev: Captured) -> bool:
-    return len(ev) > SCRUBBED
-
-
 def nul_free(value: str | SanitisedJson | None, field: str) -> str | SanitisedJson | None:
     """JSON text holding an escaped NUL (PostgreSQL refuses it), sanitised."""
     if type(value) is not str or "\\u0000" not in value:

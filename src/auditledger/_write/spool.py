@@ -7,7 +7,7 @@ it. Segments carry the identity of their database (a fingerprint of its address,
 credential) in their name and header: a folder shared by loggers of several databases replays
 each segment only into its own database.
 
-Records are framed so that damage costs only the records it hits (see ``_spool_frames``). A
+Records are framed so that damage costs only the records it hits (see ``spool_frames``). A
 commit record (kind ``C``) says that every event before it in the segment is already in the
 database (used by the write-ahead mode).
 """

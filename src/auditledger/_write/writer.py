@@ -11,6 +11,7 @@ the counters are objects it calls, which never call back into it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -21,15 +22,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .._ids import uuid7_batch
 from .._sinks.base import Sink, SinkError
 from .backoff import Health
-from .capture import T_NS, Captured
+from .capture import Captured
 from .options import WriterOptions
 from .prepare import Preparer
 from .replay import SpoolKeeper
 from .spool import segment_count, spool_bytes
-from .stats import AuditStats, Counters, Reporter
+from .stall import BehindStuckWrite, assign_ids
+from .stats import AuditStats, Counters, Reporter, snapshot
 from .storing import Preparation, Ready, Storer
 
 log = logging.getLogger("auditledger")
@@ -87,9 +88,6 @@ class Writer:
         self._reporter = Reporter()
         self._counters = Counters(self._reporter)
         self._health = Health(self._reporter)
-        # With write-ahead, what waits behind a write that overruns flush_interval is spooled
-        # while it waits (see _spool_behind_stuck_write), so a SIGKILL during a hang loses
-        # about one flush_interval, not everything queued behind it.
         self._storer = Storer(
             self._sink_factory,
             self._preparer,
@@ -97,28 +95,30 @@ class Writer:
             self._counters,
             self._health,
             self._reporter,
-            overrun=(
-                (options.flush_interval, self._spool_behind_stuck_write)
-                if options.write_ahead
-                else None
-            ),
+            # With write-ahead, what waits behind a stuck write is spooled as it waits.
+            overrun=(options.flush_interval, lambda: self._behind())
+            if options.write_ahead
+            else None,
         )
-        # Held batches (by id) already in the spool: written ahead, or spooled while stuck.
-        self._held_in_spool: set[int] = set()
-        self._held_spooled_while_stuck: set[int] = set()
         self._spool = SpoolKeeper(
             self.spool_dir,
-            write_ahead=options.write_ahead,
-            max_bytes=options.spool_max_bytes,
-            batch_size=options.batch_size,
-            replay_interval=options.replay_interval,
+            options,
             counters=self._counters,
             reporter=self._reporter,
-            database=options.database,
             scrub=self._preparer.scrubber.scrub,
         )
         # Guards spool segments and the counters callers touch (see SpoolKeeper).
         self._lock = self._spool.lock
+        self._assign_ids = functools.partial(assign_ids, self._lock)
+        self._behind = BehindStuckWrite(
+            self._queue,
+            lambda: self._held,
+            self._assign_ids,
+            self._spool,
+            self._counters,
+            self._reporter,
+            lambda: self.state is State.CLOSED,
+        )
 
     def submit(self, event: Captured) -> None:
         queue = self._queue
@@ -135,11 +135,9 @@ class Writer:
             return
         self._spool.spill(event, closed=self.state is State.CLOSED)
 
-    def count_uncapturable(self) -> None:
-        """A call whose values could not be captured at all: counted, never silently lost."""
+    def count_uncapturable(self) -> None:  # a call whose values could not be read at all
         with self._lock:
-            self._counters.outside_queue += 1
-            self._counters.drop("uncapturable", 1)
+            self._counters.uncapturable()
 
     def start(self) -> None:
         with self._lock:
@@ -193,27 +191,15 @@ class Writer:
         return ok and self._nothing_pending()
 
     def stats(self) -> AuditStats:
-        counters = self._counters
-        with self._lock:
-            spooled = counters.spooled
-            dropped = dict(counters.dropped)
-            outside = counters.outside_queue
-        depth = len(self._queue)
-        return AuditStats(
-            enqueued=counters.popped + depth + outside,
-            written=counters.written,
-            spooled=spooled,
-            replayed=counters.replayed,
-            quarantined=counters.quarantined,
-            dropped=dropped,
-            queue_depth=depth,
+        return snapshot(
+            self._counters,
+            self._lock,
+            last_error=self._health.last_error,
+            healthy=self._health.healthy,
+            queue_depth=len(self._queue),
             in_flight=sum(len(batch) for _, batch in list(self._held)),
             spool_bytes=spool_bytes(self.spool_dir, self.options.database),
             spool_segments=segment_count(self.spool_dir, self.options.database),
-            flush_latency_seconds=counters.latency,
-            flush_latency_max_seconds=counters.latency_max,
-            last_error=self._health.last_error,
-            healthy=self._health.healthy,
         )
 
     def _run(self) -> None:
@@ -288,19 +274,6 @@ class Writer:
         self._take_batch(into=batch)
         return ids, batch, Preparation(lambda: self._ready(ids, batch))
 
-    def _assign_ids(self, ids: list[uuid.UUID], batch: list[Captured]) -> None:
-        """Fill a held batch's ids, once: in its preparation (usually while the batch before
-        it is being stored), or before it is first spooled, whichever comes first. Under the
-        lock, because close() may spool a stuck writer's held batches from another thread."""
-        if len(ids) == len(batch):
-            return
-        with self._lock:
-            # Only the events without one yet: close() may have spooled the first ones under
-            # their ids while the writer was still filling the batch.
-            given = len(ids)
-            if given < len(batch):
-                ids.extend(uuid7_batch([ev[T_NS] for ev in batch[given:]]))
-
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
         self._assign_ids(ids, batch)
         return self._storer.ready(ids, batch)
@@ -317,15 +290,12 @@ class Writer:
             self._assign_ids(ids, batch)
             in_wal = False
             if self.options.write_ahead:
-                # Redacted before its write-ahead copy, once: the preparation skips it then.
-                self._preparer.scrubber.scrub_all(batch)
-                with self._lock:
-                    if id(batch) in self._held_spooled_while_stuck:
-                        self._wake.set()  # it is in the spool: replayed, in order, from there
-                        return
-                    in_wal = self._spool.write_ahead(ids, batch)
-                    if in_wal:
-                        self._held_in_spool.add(id(batch))
+                self._preparer.scrubber.scrub_all(batch)  # redacted before its copy, once
+                written = self._behind.write_ahead(ids, batch)
+                if written is None:  # spooled while a write was stuck: replayed from there
+                    self._wake.set()
+                    return
+                in_wal = written
             retry_due = self._health.retry_due(time.monotonic())
             if self._spool.pending() or (not self._health.healthy and not retry_due):
                 # Older events wait in the spool (keep order by queueing behind them), or the
@@ -347,8 +317,7 @@ class Writer:
         finally:
             with self._lock:
                 self._held = [held for held in self._held if held[1] is not batch]
-                self._held_in_spool.discard(id(batch))
-                self._held_spooled_while_stuck.discard(id(batch))
+                self._behind.forget(batch)
 
     def _answer_flushes(self) -> None:
         with self._requests_lock:
@@ -414,46 +383,6 @@ class Writer:
             for ids, batch in held:
                 self._assign_ids(ids, batch)
             self._spool.leftovers(leftovers, held)
-
-    def _spool_behind_stuck_write(self) -> None:
-        """On the watchdog's thread, while a write overruns ``flush_interval`` (and then every
-        ``flush_interval``): the queue, and any batch taken but not yet written ahead, go to
-        the spool (fsynced), to be replayed in order once the database answers."""
-        try:
-            with self._lock:
-                if self.state is State.CLOSED:
-                    return  # close() spools what is left itself
-                events: list[Captured] = []
-                queue = self._queue
-                while queue:
-                    events.append(queue.popleft())
-                self._counters.popped += len(events)
-                spooled = 0
-                for ids, batch in list(self._held):
-                    if id(batch) in self._held_in_spool:
-                        continue
-                    self._assign_ids(ids, batch)
-                    if self._spool.spool_while_stuck(ids, batch, fsync=False):
-                        spooled += len(ids)
-                        self._held_in_spool.add(id(batch))
-                        self._held_spooled_while_stuck.add(id(batch))
-                if events:
-                    ids = uuid7_batch([ev[T_NS] for ev in events])
-                    if self._spool.spool_while_stuck(ids, events, fsync=True):
-                        spooled += len(events)
-                    else:
-                        queue.extendleft(reversed(events))  # no room: they wait in memory
-                        self._counters.popped -= len(events)
-                elif spooled:
-                    self._spool.sync_overflow()
-                self._counters.spooled += spooled
-        except Exception as exc:  # noqa: BLE001 - reported; the writer spools it later anyway
-            self._reporter.report(
-                "internal",
-                f"auditledger writer error ({type(exc).__name__}) while spooling behind a stuck "
-                "write",
-                level=logging.ERROR,
-            )
 
     def before_fork(self) -> None:
         self._spool.before_fork()  # holds the spool's lock across the fork

@@ -176,22 +176,26 @@ class AuditLogger(AuditHelpers):
         new_value: Any = None,
     ) -> None:
         """Record one event. Returns in microseconds; never blocks, never raises."""
-        args = (
-            action,
-            user_id,
-            workspace_id,
-            ip_address,
-            user_agent,
-            resource,
-            resource_id,
-            details,
-            previous_value,
-            new_value,
-        )
         try:
-            self._submit(capture_event(time_ns(), *args))
+            self._submit(
+                capture_event(
+                    time_ns(),
+                    action,
+                    user_id,
+                    workspace_id,
+                    ip_address,
+                    user_agent,
+                    resource,
+                    resource_id,
+                    details,
+                    previous_value,
+                    new_value,
+                )
+            )
         except Exception:  # noqa: BLE001 - a log call must never break the caller
-            self._capture_the_hard_way(args)
+            # Built only here: packing the arguments costs the common call ~0.2 µs.
+            first = (action, user_id, workspace_id, ip_address, user_agent, resource)
+            self._capture_the_hard_way((*first, resource_id, details, previous_value, new_value))
 
     def _capture_the_hard_way(self, args: tuple[Any, ...]) -> None:
         """A value raised while being captured (a hostile ``__str__``, a dict whose methods

@@ -5,7 +5,9 @@ README), installs the app into three workspaces through the OAuth flow, sends sl
 uninstall events signed like Slack signs them, and sends browsers' requests to the portal through
 a "load balancer" (X-Forwarded-For from 127.0.0.1, a trusted proxy), forged hops included. The
 apps are stopped the way a deployment stops them (SIGTERM: the lifespan flushes the log), then
-the newest events are printed with ``auditledger events``. Nothing here calls auditledger's API.
+the newest events are printed with ``auditledger events``, followed by one investigation query,
+an export bundle of one workspace and its offline verification. Nothing here calls auditledger's
+API.
 """
 
 from __future__ import annotations
@@ -199,12 +201,26 @@ def main() -> None:
         print(f"web portal on {portal_base}: sign-ins, settings, GDPR, admin", flush=True)
         drive_portal(portal_base)
     env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "160")}
-    events = ["events", "--database-url", DATABASE_URL, "--limit", "40"]
-    subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", *events],
-        check=True,
-        env=env,
+
+    def auditledger(*args: str) -> None:
+        print(f"\n$ auditledger {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, "-m", "auditledger.cli", *args], check=True, env=env)
+
+    db = ["--database-url", DATABASE_URL]
+    auditledger("events", *db, "--limit", "40")
+    # An investigation: who changed sso_required in Globex in the last hour, from where?
+    auditledger(
+        "events", *db, "--workspace", "T0GLOBEX", "--resource-id", "sso_required", "--since", "1h"
     )
+    # Acme's trail for an external auditor: a bundle that checks itself offline.
+    keys = DATA / "keys"
+    auditledger("keys", "generate", str(keys))
+    bundle = str(DATA / "acme-bundle.zip")
+    auditledger(
+        "export", *db, "--workspace", "T0ACME", "--bundle", bundle,
+        "--signing-key", str(keys / "signing.key"), "--actor", "demo@example.com",
+    )  # fmt: skip
+    auditledger("verify-bundle", bundle, "--public-key", str(keys / "signing.pub"))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ from ._actions import AuditAction
 from ._api.default import close, configure, default_logger, flush, get_logger
 from ._api.helpers import AuditHelpers, BoundAuditLogger
 from ._api.logger import AuditLogger, install_sigterm_handler
+from ._api.reader import AuditReader, Page
 from ._errors import (
     AuditLedgerError,
     ConfigurationError,
+    InvalidCursor,
     MissingExtraError,
     SchemaError,
     VerifyError,
@@ -54,11 +56,14 @@ __all__ = [
     "AuditHelpers",
     "AuditLedgerError",
     "AuditLogger",
+    "AuditReader",
     "AuditStats",
     "AuditStore",
     "BoundAuditLogger",
     "ConfigurationError",
+    "InvalidCursor",
     "MissingExtraError",
+    "Page",
     "QuarantinedEvent",
     "SchemaError",
     "VerifyError",

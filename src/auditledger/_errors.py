@@ -4,7 +4,8 @@
      ├── ConfigurationError   an option or URL is wrong; raised at start-up, never by a log call
      ├── MissingExtraError    an optional dependency is not installed (names the extra)
      ├── SchemaError          the database schema is missing or behind the migrations
-     └── VerifyError          verification could not run at all (it found nothing either way)
+     ├── VerifyError          verification could not run at all (it found nothing either way)
+     └── InvalidCursor        a page cursor was edited, or used with other filters (ValueError)
 
 A log call never raises any of these: a failing write is reported through the
 ``auditledger`` logger and accounted for in ``AuditLogger.stats()``.
@@ -37,6 +38,10 @@ class SchemaError(AuditLedgerError):
 
 class VerifyError(AuditLedgerError):
     """Verification could not run (database unreachable, schema too old, unreadable key)."""
+
+
+class InvalidCursor(AuditLedgerError, ValueError):
+    """A page cursor is not one this database issued for these filters and this workspace."""
 
 
 def describe_database_error(exc: BaseException) -> str:

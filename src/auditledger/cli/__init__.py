@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import db, events, keys, status, verify
+from . import db, events, export, keys, status, verify
 from ._app import app
 
 __all__ = ["app", "main"]
 
 # Imported for their commands, which register themselves on ``app``.
-_COMMAND_GROUPS = (db, events, keys, status, verify)
+_COMMAND_GROUPS = (db, events, export, keys, status, verify)
 
 
 def main() -> None:

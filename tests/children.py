@@ -50,10 +50,39 @@ audit = AuditLogger(url, spool_dir=spool, write_ahead=wal, write_timeout=60.0,
                     flush_interval=0.05, batch_size=5000)
 for i in range(n):
     audit.log_audit_event("admin_action", user_id=f"kill-{i}", details={"i": i})
-# The batch is now in flight, waiting on a database that does not answer.
+# The batch is now in flight, waiting on a database that does not answer (with write-ahead:
+# once its copy, a record of 150 bytes or more per event, is in the spool).
 for _ in range(200):
-    if audit.flush(0.1) or audit.stats().queue_depth == 0:
+    s = audit.stats()
+    if audit.flush(0.1) or (s.queue_depth == 0 and (not wal or s.spool_bytes >= 150 * n)):
         break
 print("in-flight", audit.stats().queue_depth, flush=True)
+sys.stdin.read()
+"""
+
+
+# Write-ahead, a database that hangs from the first write on, and events that keep arriving:
+# a burst (more than one batch, so one is taken ahead) then waves. Says "queued <n>" once the
+# queue is empty or after ~10 s, then waits to be killed.
+KILLED_DURING_HANG = """
+import sys
+from auditledger import AuditLogger
+url, spool, waves = sys.argv[1], sys.argv[2], int(sys.argv[3])
+audit = AuditLogger(url, spool_dir=spool, write_ahead=True, write_timeout=120.0,
+                    flush_interval=0.05, batch_size=100)
+n = 0
+for i in range(250):
+    audit.log_audit_event("admin_action", user_id=f"hang-{n}")
+    n += 1
+for wave in range(waves):
+    audit.flush(0.05)  # the writer is stuck: this only lets a flush_interval pass
+    for i in range(40):
+        audit.log_audit_event("admin_action", user_id=f"hang-{n}")
+        n += 1
+for _ in range(200):
+    if audit.stats().queue_depth == 0:
+        break
+    audit.flush(0.05)
+print("queued", audit.stats().queue_depth, flush=True)
 sys.stdin.read()
 """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 from sqlalchemy import text
@@ -11,6 +13,12 @@ from sqlalchemy.engine import make_url
 
 from auditledger import AuditEvent, AuditStore
 from auditledger._db.engine import make_engine
+from auditledger._db.urls import normalise_url, spool_fingerprint
+from auditledger._write.capture import capture_event
+from auditledger._write.redact import Redactor
+from auditledger._write.scrub import Scrubber
+from auditledger._write.spool import SegmentWriter, encode_event
+from auditledger._write.spool_frames import EVENT
 from tests.tcp_proxy import TcpProxy
 
 
@@ -45,6 +53,52 @@ def cli(
         timeout=120,
         check=False,
     )
+
+
+def fingerprint(url: str) -> str:
+    """The database identity a logger for ``url`` writes into its spool segments."""
+    return spool_fingerprint(normalise_url(url))
+
+
+def spool_segment(
+    directory: Path,
+    events: list[tuple[uuid.UUID, str]],
+    then: list[bytes] | None = None,
+    *,
+    url: str,
+) -> Path:
+    """Write a sealed segment the way a writer whose batch outcome was unknown leaves it
+    (and, after the events, the raw records ``then``)."""
+    writer = SegmentWriter(directory, "o", fingerprint(url))
+    writer.append(EVENT, payloads(events) + (then or []))
+    path = writer.path
+    assert path is not None
+    writer.seal()
+    return path
+
+
+def payloads(events: list[tuple[uuid.UUID, str]]) -> list[bytes]:
+    scrub = Scrubber(Redactor()).scrub
+    return [
+        encode_event(
+            str(event_id),
+            capture_event(
+                time.time_ns(),
+                "login",
+                user,
+                None,
+                "192.0.2.1",
+                None,
+                "user",
+                user,
+                {"replayed": True},
+                None,
+                None,
+            ),
+            scrub,
+        )
+        for event_id, user in events
+    ]
 
 
 def add_rule(url: str, postgres_sql: str, sqlite_sql: str) -> None:

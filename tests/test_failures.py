@@ -14,7 +14,13 @@ from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger
 from auditledger._db.migrate import upgrade
-from tests.children import KILLED_IN_FLIGHT, child, run_child, wait_for_line
+from tests.children import (
+    KILLED_DURING_HANG,
+    KILLED_IN_FLIGHT,
+    child,
+    run_child,
+    wait_for_line,
+)
 from tests.conftest import PgDatabases
 from tests.helpers import cli, stored
 from tests.tcp_proxy import TcpProxy
@@ -84,6 +90,25 @@ def test_sigkill_on_sqlite_while_the_batch_waits_for_the_lock(
     assert len(stored(sqlite_url)) == (1500 if write_ahead else 0)
 
 
+def test_write_ahead_bounds_sigkill_loss_while_sqlite_is_locked(
+    sqlite_url: str, spool_dir: Path
+) -> None:
+    # A SQLite "hang": another connection holds the database's exclusive lock, so the batch
+    # in flight waits (up to write_timeout) and events keep queueing behind it.
+    blocker = sqlite3.connect(make_url(sqlite_url).database or "", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    proc = child(KILLED_DURING_HANG, sqlite_url, str(spool_dir), "20")
+    assert wait_for_line(proc, "queued") == "queued 0"
+    proc.kill()
+    proc.communicate(timeout=30)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with AuditLogger(sqlite_url, spool_dir=spool_dir) as survivor:
+        assert survivor.flush(60)
+    users = {e.user_id for e in stored(sqlite_url)}
+    assert users == {f"hang-{i}" for i in range(250 + 20 * 40)}
+
+
 HANG_AT_EXIT = """
 import sys, time
 from auditledger import AuditLogger
@@ -106,9 +131,10 @@ def test_exit_is_bounded_when_the_database_hangs(pg_url: str, spool_dir: Path) -
         assert done.returncode == 0, done.stderr
         # Interpreter start-up plus the 1 s shutdown budget, never the 60 s write timeout.
         assert elapsed < 15
-        proxy.refuse()
-    with AuditLogger(pg_url, spool_dir=spool_dir) as later:
-        assert later.flush(30)
+        proxy.refuse()  # the hung connection must not commit anything later
+        proxy.restore()
+        with AuditLogger(hung, spool_dir=spool_dir) as later:
+            assert later.flush(30)
     assert len(stored(pg_url)) == 3000
 
 

@@ -7,9 +7,16 @@ import signal
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger, AuditStore
-from tests.children import KILLED_IN_FLIGHT, child, run_child, wait_for_line
+from tests.children import (
+    KILLED_DURING_HANG,
+    KILLED_IN_FLIGHT,
+    child,
+    run_child,
+    wait_for_line,
+)
 from tests.helpers import via
 from tests.tcp_proxy import TcpProxy
 
@@ -93,9 +100,27 @@ def test_sigkill_loses_at_most_the_batch_in_flight_and_write_ahead_keeps_it(
     proc.communicate(timeout=30)
     proxy.refuse()  # the killed child's hung connection must not commit anything later
     proxy.restore()
-    with AuditLogger(pg_url, spool_dir=spool_dir) as survivor:
+    # The spool belongs to the database as the child named it: the survivor names it alike.
+    with AuditLogger(via(proxy, pg_url), spool_dir=spool_dir) as survivor:
         assert survivor.flush(30)
     assert count(pg_url) == (3000 if write_ahead else 0)
+
+
+def test_write_ahead_bounds_sigkill_loss_while_the_database_hangs(
+    proxy: TcpProxy, pg_url: str, spool_dir: Path
+) -> None:
+    # The batch in flight is written ahead; what queues behind it must reach the spool once
+    # the write overruns flush_interval, not wait in memory for the hang to end.
+    proxy.hang()
+    proc = child(KILLED_DURING_HANG, via(proxy, pg_url), str(spool_dir), "20")
+    assert wait_for_line(proc, "queued") == "queued 0"
+    proc.kill()
+    proc.communicate(timeout=30)
+    proxy.refuse()  # the killed child's hung connection must not commit anything later
+    proxy.restore()
+    with AuditLogger(via(proxy, pg_url), spool_dir=spool_dir) as survivor:
+        assert survivor.flush(60)
+    assert distinct_users(pg_url) == {f"hang-{i}" for i in range(250 + 20 * 40)}
 
 
 SHARED_SPOOL_CHILD = """
@@ -117,13 +142,16 @@ sys.stdin.read()
 
 
 def test_survivor_replays_the_events_of_a_killed_process_sharing_its_spool(
-    proxy: TcpProxy, pg_url: str, spool_dir: Path
+    pg_url: str, spool_dir: Path
 ) -> None:
     survivor = AuditLogger(pg_url, spool_dir=spool_dir)
     survivor.audit_login("survivor", None)
     assert survivor.flush(30)
-    proxy.refuse()
-    victim = child(SHARED_SPOOL_CHILD, via(proxy, pg_url), str(spool_dir), "2500")
+    # The same database, but a role the server refuses: the database is down for the victim.
+    refused = make_url(pg_url).set(username="auditledger_no_such_role")
+    victim = child(
+        SHARED_SPOOL_CHILD, refused.render_as_string(hide_password=False), str(spool_dir), "2500"
+    )
     assert wait_for_line(victim, "spooled") == "spooled 2500"
     # Alive, the victim holds its segment locked: the survivor must leave it alone.
     assert survivor.flush(5)

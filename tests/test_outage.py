@@ -85,6 +85,6 @@ def test_close_returns_within_its_timeout_when_the_database_hangs(
     assert time.monotonic() - started < 3.0
     assert audit.stats().spooled == 20_000
     proxy.restore()
-    with AuditLogger(pg_url, spool_dir=spool_dir) as survivor:
+    with AuditLogger(via(proxy, pg_url), spool_dir=spool_dir) as survivor:
         assert survivor.flush(30)
     assert counts(pg_url, "user_id") == (20_000, 20_000)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from enum import Enum
 from pathlib import Path
 
@@ -12,38 +11,8 @@ from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger, WorkspaceRef, verify_log
 from auditledger._ids import uuid7_batch
-from auditledger._write.capture import capture_event
-from auditledger._write.spool import EVENT, SegmentWriter, encode_event
-from tests.helpers import stored
-
-
-def spool_segment(
-    directory: Path, events: list[tuple[uuid.UUID, str]], then: list[bytes] | None = None
-) -> None:
-    """Write a sealed segment the way a writer whose batch outcome was unknown leaves it
-    (and, after the events, the raw records ``then``)."""
-    writer = SegmentWriter(directory, "o")
-    payloads = [
-        encode_event(
-            str(event_id),
-            capture_event(
-                time.time_ns(),
-                "login",
-                user,
-                None,
-                "192.0.2.1",
-                None,
-                "user",
-                user,
-                {"replayed": True},
-                None,
-                None,
-            ),
-        )
-        for event_id, user in events
-    ]
-    writer.append(EVENT, payloads + (then or []))
-    writer.seal()
+from auditledger._write.spool_frames import EVENT, frame
+from tests.helpers import payloads, spool_segment, stored
 
 
 def test_replayed_events_that_already_reached_the_database_are_not_stored_twice(
@@ -51,12 +20,12 @@ def test_replayed_events_that_already_reached_the_database_are_not_stored_twice(
 ) -> None:
     ids = uuid7_batch([time.time_ns()] * 15)
     first = [(ids[i], f"user-{i}") for i in range(10)]
-    spool_segment(spool_dir, first)
+    spool_segment(spool_dir, first, url=db_url)
     with AuditLogger(db_url, spool_dir=spool_dir) as audit:
         assert audit.flush(30)
         assert audit.stats().replayed == 10
     # The same ten again (their commit outcome was unknown), plus five new ones.
-    spool_segment(spool_dir, first + [(ids[i], f"user-{i}") for i in range(10, 15)])
+    spool_segment(spool_dir, first + [(ids[i], f"user-{i}") for i in range(10, 15)], url=db_url)
     with AuditLogger(db_url, spool_dir=spool_dir) as audit:
         assert audit.flush(30)
         assert audit.stats().replayed == 15
@@ -68,7 +37,7 @@ def test_replayed_events_that_already_reached_the_database_are_not_stored_twice(
 
 def test_a_torn_last_record_does_not_poison_the_segment(db_url: str, spool_dir: Path) -> None:
     ids = uuid7_batch([time.time_ns()] * 3)
-    spool_segment(spool_dir, [(i, "torn") for i in ids])
+    spool_segment(spool_dir, [(i, "torn") for i in ids], url=db_url)
     (segment,) = spool_dir.glob("*.seg")
     data = segment.read_bytes()
     segment.write_bytes(data[:-7])  # a crash in the middle of appending the last record
@@ -77,20 +46,25 @@ def test_a_torn_last_record_does_not_poison_the_segment(db_url: str, spool_dir: 
     assert sorted(e.id for e in stored(db_url)) == sorted(ids[:2])
 
 
-def test_an_unreadable_record_sets_the_segment_aside_after_storing_what_came_before(
+def test_an_unreadable_record_costs_that_record_only(
     db_url: str, spool_dir: Path, internal_errors: object
 ) -> None:
     # Intact framing, a payload that is not an event (a bug of some older version, say):
     # replay cannot skip it silently, nor retry it forever holding later events back.
     ids = uuid7_batch([time.time_ns()] * 7)
-    spool_segment(spool_dir, [(i, f"U{n}") for n, i in enumerate(ids)], then=[b"[1, 2"])
+    events = [(i, f"U{n}") for n, i in enumerate(ids)]
+    path = spool_segment(spool_dir, events[:4], then=[b"[1, 2"], url=db_url)
+    with path.open("ab") as f:  # and three events behind it
+        f.write(b"".join(frame(EVENT, p) for p in payloads(events[4:])))
     with AuditLogger(db_url, spool_dir=spool_dir, batch_size=3) as audit:
         assert not audit.flush(30)  # the flush says something went missing
         stats = audit.stats()
     assert sorted(e.id for e in stored(db_url)) == sorted(ids)
     assert stats.replayed == 7
-    assert stats.dropped == {"corrupt_segment": 1}
-    assert [p.suffix for p in spool_dir.iterdir() if p.is_file()] == [".corrupt"]
+    assert stats.dropped == {"unreadable_record": 1}
+    (corrupt,) = spool_dir.glob("*.corrupt")
+    assert b"[1, 2" in corrupt.read_bytes()
+    assert list(spool_dir.glob("*.seg")) == []
     internal_errors.records.clear()  # type: ignore[attr-defined]  # reported at ERROR: expected
 
 
@@ -100,11 +74,11 @@ def test_batches_prepared_ahead_still_leave_out_what_is_stored(
     # Replay prepares (and seals) each batch while the one before it is stored; events that
     # turn out to be stored already, or twice in the segment, must drop out of both.
     ids = uuid7_batch([time.time_ns()] * 9)
-    spool_segment(spool_dir, [(i, f"U{n}") for n, i in enumerate(ids[:4])])
+    spool_segment(spool_dir, [(i, f"U{n}") for n, i in enumerate(ids[:4])], url=db_url)
     with AuditLogger(db_url, spool_dir=spool_dir) as audit:
         assert audit.flush(30)
     again = [(i, f"U{n}") for n, i in enumerate(ids)] + [(ids[5], "U5"), (ids[7], "U7")]
-    spool_segment(spool_dir, again)
+    spool_segment(spool_dir, again, url=db_url)
     with AuditLogger(db_url, spool_dir=spool_dir, batch_size=3) as audit:
         assert audit.flush(30)
         assert audit.stats().replayed == 11  # read from the spool; 5 of them new

@@ -11,6 +11,8 @@ from auditledger import AuditLogger, AuditStore, WorkspaceRef
 from auditledger._db.engine import make_engine
 from auditledger._db.schema import workspaces
 from auditledger._write.capture import capture_event
+from auditledger._write.redact import Redactor
+from auditledger._write.scrub import Scrubber
 from auditledger._write.spool import decode_event, encode_event
 from tests.helpers import add_rule, stored
 
@@ -63,7 +65,7 @@ def test_refs_with_a_name_or_status_refresh_the_row(db_url: str, spool_dir: Path
 def test_the_spool_keeps_a_refresh() -> None:
     ref = WorkspaceRef("T1", "E1", "Acme", is_active=False)
     ev = capture_event(1, "oauth_disconnected", None, ref, None, None, None, None, None, None, None)
-    _, decoded = decode_event(encode_event("id-1", ev))
+    _, decoded = decode_event(encode_event("id-1", ev, Scrubber(Redactor()).scrub))
     assert decoded[3] == ref
 
 

@@ -22,13 +22,14 @@ from .._errors import ConfigurationError
 from .._nats.settings import publisher_factory, resolve_nats_url
 from .._sinks.base import Sink
 from .._sinks.factory import sink_factory
-from .._write.capture import capture_event
+from .._write.capture import capture_event, capture_event_guarded
 from .._write.options import WriterOptions
 from .._write.prepare import Limits, Preparer
 from .._write.redact import DEFAULT_REDACT_KEYS, Redactor
 from .._write.spool import default_spool_dir
 from .._write.stats import AuditStats
 from .._write.writer import State, Writer
+from .checks import require, require_number, require_spool_dir
 from .helpers import AuditHelpers, WorkspaceId
 
 log = logging.getLogger("auditledger")
@@ -111,6 +112,7 @@ class AuditLogger(AuditHelpers):
             redact_keys=redact_keys,
             shutdown_timeout=shutdown_timeout,
             handle_sigterm=handle_sigterm,
+            database=fingerprint,
         )
 
     def _setup(
@@ -129,16 +131,17 @@ class AuditLogger(AuditHelpers):
         redact_keys: Iterable[str],
         shutdown_timeout: float,
         handle_sigterm: bool,
+        database: str = "memory",
     ) -> None:
-        _require_number("queue_size", queue_size, 1, whole=True)
-        _require_number("batch_size", batch_size, 1, whole=True)
-        _require_number("flush_interval", flush_interval, 0, exclusive=True)
-        _require_number("write_timeout", write_timeout, 0, exclusive=True)
-        _require_number("spool_max_bytes", spool_max_bytes, 0, whole=True)
-        _require_number("max_text_length", max_text_length, 16, whole=True)
-        _require_number("max_json_bytes", max_json_bytes, 1024, whole=True)
-        _require_number("shutdown_timeout", shutdown_timeout, 0)
-        _require_spool_dir(spool_dir)
+        require_number("queue_size", queue_size, 1, whole=True)
+        require_number("batch_size", batch_size, 1, whole=True)
+        require_number("flush_interval", flush_interval, 0, exclusive=True)
+        require_number("write_timeout", write_timeout, 0, exclusive=True)
+        require_number("spool_max_bytes", spool_max_bytes, 0, whole=True)
+        require_number("max_text_length", max_text_length, 16, whole=True)
+        require_number("max_json_bytes", max_json_bytes, 1024, whole=True)
+        require_number("shutdown_timeout", shutdown_timeout, 0)
+        require_spool_dir(spool_dir)
         if isinstance(redact_keys, str):
             raise ConfigurationError("redact_keys takes a list of key fragments, not one string")
         self.shutdown_timeout = shutdown_timeout
@@ -154,6 +157,7 @@ class AuditLogger(AuditHelpers):
                 write_timeout=write_timeout,
                 write_ahead=write_ahead,
                 spool_max_bytes=spool_max_bytes,
+                database=database,
             ),
         )
         self._submit = self._writer.submit
@@ -199,7 +203,19 @@ class AuditLogger(AuditHelpers):
                     new_value,
                 )
             )
-        except Exception as exc:  # noqa: BLE001 - a log call must never break the caller
+        except Exception:  # noqa: BLE001 - a log call must never break the caller
+            # Built only here: packing the arguments costs the common call ~0.2 µs.
+            first = (action, user_id, workspace_id, ip_address, user_agent, resource)
+            self._capture_the_hard_way((*first, resource_id, details, previous_value, new_value))
+
+    def _capture_the_hard_way(self, args: tuple[Any, ...]) -> None:
+        """A value raised while being captured (a hostile ``__str__``, a dict whose methods
+        raise...): capture each value alone, so the event is stored or quarantined with notes
+        saying what could not be read; if even that fails, the call is counted as dropped."""
+        try:
+            self._submit(capture_event_guarded(time_ns(), *args))
+        except Exception as exc:  # noqa: BLE001 - counted and reported, never raised
+            self._writer.count_uncapturable()
             log.error("auditledger: an event could not be captured (%s)", type(exc).__name__)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -245,36 +261,6 @@ class AuditLogger(AuditHelpers):
         return f"<AuditLogger {self.database_backend} {self._writer.state.value}>"
 
 
-def _require_number(
-    name: str, value: object, minimum: float, *, whole: bool = False, exclusive: bool = False
-) -> None:
-    kind = "a whole number" if whole else "a number"
-    valid_type = int if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, valid_type):
-        raise ConfigurationError(f"{name} must be {kind}, got {type(value).__name__}")
-    assert isinstance(value, int | float)
-    if value < minimum or (exclusive and value == minimum):
-        if exclusive:
-            raise ConfigurationError(f"{name} must be positive")
-        bound = "not be negative" if minimum == 0 else f"be at least {minimum}"
-        raise ConfigurationError(f"{name} must {bound}")
-
-
-def _require_spool_dir(path: Path) -> None:
-    """The spool is where events wait when the database cannot take them: check it now."""
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"spool_dir cannot be used as a folder ({type(exc).__name__}): {path}"
-        ) from exc
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigurationError(message)
-
-
 # ---- tamper evidence: scheduled checkpoints --------------------------------------------------
 
 
@@ -289,7 +275,7 @@ def _with_checkpoints(
     """
     from .._chain.checkpoints import ENV_SIGNING_KEY, CheckpointSchedule, Signer
 
-    _require(interval > 0, "checkpoint_interval must be positive")
+    require(interval > 0, "checkpoint_interval must be positive")
     path = signing_key if signing_key is not None else os.environ.get(ENV_SIGNING_KEY)
     if not path:
         return factory

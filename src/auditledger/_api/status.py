@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .._db.urls import missing_sqlite_file, normalise_url, resolve_url, spool_fingerprint
+from .._errors import ConfigurationError
 from .._write.spool import claim_segments, default_spool_dir, segment_count, spool_bytes
 
 
@@ -19,17 +20,23 @@ def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str
     from .._read.store import AuditStore
 
     directory = spool_dir or default_spool_for(database_url)
+    try:
+        database: str | None = spool_fingerprint(normalise_url(resolve_url(database_url)))
+    except ConfigurationError:
+        database = None  # reported below as the database's problem; the spool is listed whole
     report: dict[str, Any] = {"spool_dir": str(directory)}
-    report["spool_segments"] = segment_count(directory)
-    report["spool_bytes"] = spool_bytes(directory)
+    report["spool_segments"] = segment_count(directory, database)
+    report["spool_bytes"] = spool_bytes(directory, database)
+    # A shared folder: segments of other databases wait there for loggers of those databases.
+    report["spool_segments_other_databases"] = segment_count(directory) - report["spool_segments"]
     waiting = 0
-    for segment in claim_segments(directory):
+    for segment in claim_segments(directory, database):
         try:
             waiting += sum(1 for _ in segment.events())
         finally:
             segment.release()
     report["spooled_events_replayable"] = waiting
-    report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory)
+    report["spool_segments_in_use"] = report["spool_segments"] - _claimable(directory, database)
     report["spool_segments_set_aside"] = len(list(directory.glob("*.corrupt")))
     try:
         missing = missing_sqlite_file(database_url)
@@ -56,9 +63,9 @@ def collect_status(database_url: str | None, spool_dir: Path | None) -> dict[str
     return report
 
 
-def _claimable(directory: Path) -> int:
+def _claimable(directory: Path, database: str | None) -> int:
     count = 0
-    for segment in claim_segments(directory):
+    for segment in claim_segments(directory, database):
         count += 1
         segment.release()
     return count

@@ -75,10 +75,18 @@ def sqlite_path(url: URL) -> str:
 
 
 def spool_fingerprint(url: URL) -> str:
-    """Names a database's default spool folder: the logger writes there and ``auditledger
-    status`` looks there, so both must derive it from the URL the same way (here only)."""
+    """Who a spool segment belongs to, and the name of its default spool folder: a hash of
+    the database's address, never a credential (the logger and ``auditledger status`` both
+    derive it here).
+
+    PostgreSQL: host, port and database name (the user is left out: two roles writing to one
+    database share its spool); SQLite: the file's real path.
+    """
     if is_postgres(url):
-        source = f"postgresql:{url.host}:{url.port}:{url.database}"
+        host = (url.host or str(url.query.get("host") or "")).lower()
+        port = url.port or 5432
+        name = url.database or url.username or ""
+        source = f"postgresql:{host}:{port}:{name}"
     else:
-        source = f"sqlite:{os.path.abspath(sqlite_path(url))}"
+        source = f"sqlite:{os.path.realpath(sqlite_path(url))}"
     return hashlib.sha256(source.encode()).hexdigest()[:16]

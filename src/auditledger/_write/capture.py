@@ -62,8 +62,13 @@ def capture_json(value: object, field: str) -> str | SanitisedJson:
     # orjson writes NaN and infinities as null, a silent change that only the value itself
     # shows. (It escapes NUL too, which PostgreSQL rejects: the text shows that, so the writer
     # deals with it, off this thread.) Searched in the text: `in` on bytes costs twice as much.
-    if "null" in text and has_nonfinite(value):
-        return SanitisedJson(*sanitise_json(value, field))
+    if "null" in text:
+        try:
+            nonfinite = has_nonfinite(value)
+        except Exception:  # noqa: BLE001 - a hostile container: the walk copes with it
+            nonfinite = True
+        if nonfinite:
+            return SanitisedJson(*sanitise_json(value, field))
     return text
 
 
@@ -73,6 +78,10 @@ _SCALAR_OK = (str, uuid.UUID, WorkspaceRef)
 def coerce_scalar(value: object, field: str, notes: list[Note] | None) -> tuple[Any, list[Note]]:
     """A non-string id or text value, turned into text now (it may be mutable)."""
     notes = [] if notes is None else notes
+    if isinstance(value, str):
+        # A str subclass: its characters, not what its (overridable) __str__ says.
+        notes.append({"field": field, "change": f"{type_name(value)} stored as text"})
+        return str.__str__(value), notes
     text = safe_repr(value)
     if isinstance(value, int | float | uuid.UUID):
         # A subclass may override __str__ with anything; the repr already stands in.
@@ -137,5 +146,69 @@ class BadAction:
 
 def _capture_action(action: object) -> object:
     if isinstance(action, str):
-        return str(action)  # AuditAction members and other str subclasses: their value
+        # AuditAction members and other str subclasses: their characters (str.__str__: a
+        # subclass's own __str__ may say anything, or raise).
+        return str.__str__(action)
     return BadAction(f"{type_name(action)}: {safe_repr(action)}")
+
+
+def capture_event_guarded(
+    time_ns: int,
+    action: object,
+    user_id: object,
+    workspace_id: object,
+    ip_address: object,
+    user_agent: object,
+    resource: object,
+    resource_id: object,
+    details: object,
+    previous_value: object,
+    new_value: object,
+) -> Captured:
+    """``capture_event`` for a call whose values made it raise: each value on its own, so
+    that the event is kept with whatever could be read, and the notes say what could not."""
+    notes: list[Note] = []
+    out: list[Any] = [time_ns]
+    try:
+        out.append(action if type(action) is str else _capture_action(action))
+    except Exception as exc:  # noqa: BLE001 - the event is quarantined as an unusable action
+        out.append(BadAction(f"{type_name(action)}: unreadable ({type_name(exc)})"))
+    for value, field in (
+        (user_id, "user_id"),
+        (workspace_id, "workspace_id"),
+        (ip_address, "ip_address"),
+        (user_agent, "user_agent"),
+        (resource, "resource"),
+        (resource_id, "resource_id"),
+    ):
+        out.append(_guarded_scalar(value, field, notes))
+    for value, field in (
+        (details, "details"),
+        (previous_value, "previous_value"),
+        (new_value, "new_value"),
+    ):
+        out.append(_guarded_json(value, field))
+    out.append(notes or None)
+    return tuple(out)
+
+
+def _guarded_scalar(value: object, field: str, notes: list[Note]) -> Any:
+    if value is None or type(value) is str:
+        return value
+    if field == "workspace_id" and type(value) in (uuid.UUID, WorkspaceRef):
+        return value
+    try:
+        return coerce_scalar(value, field, notes)[0]
+    except Exception as exc:  # noqa: BLE001 - unreadable: stored as a marker, and said so
+        notes.append({"field": field, "change": f"unreadable ({type_name(exc)}), dropped"})
+        return None
+
+
+def _guarded_json(value: object, field: str) -> str | SanitisedJson | None:
+    if value is None:
+        return None
+    try:
+        return capture_json(value, field)
+    except Exception as exc:  # noqa: BLE001 - a value that defeats even the sanitising walk
+        note = {"field": field, "path": "$", "change": f"unserialisable ({type_name(exc)})"}
+        return SanitisedJson(orjson.dumps(safe_repr(value)).decode(), [note])

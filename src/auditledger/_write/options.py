@@ -14,3 +14,5 @@ class WriterOptions:
     write_ahead: bool = False
     spool_max_bytes: int = 1024**3
     replay_interval: float = 30.0
+    # The database's fingerprint: segments carry it, and only its own segments are replayed.
+    database: str = "default"

@@ -53,13 +53,13 @@ from .capture import (
     Captured,
     SanitisedJson,
 )
-from .redact import REDACTED, Redactor
-from .sanitise import Note, clean_text, safe_repr, sanitise_json
+from .redact import Redactor
+from .sanitise import Note, clean_text, safe_repr
+from .scrub import Scrubber, nul_free
 
 Prepared = tuple[list[Row], list[QuarantineRow]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_REDACTED_JSON = orjson.dumps(REDACTED).decode()
 _ROW_TEXT_INDEX = {
     ROW_USER: "user_id",
     ROW_IP: "ip_address",
@@ -72,12 +72,6 @@ _ROW_TEXT_INDEX = {
 def datetime_from_ns(time_ns: int) -> datetime:
     """Exact to the microsecond (float seconds would round)."""
     return _EPOCH + timedelta(0, 0, time_ns // 1000)  # positional: a third cheaper
-
-
-def _nul_free(value: str | SanitisedJson | None, field: str) -> str | SanitisedJson | None:
-    if type(value) is not str or "\\u0000" not in value:
-        return value
-    return SanitisedJson(*sanitise_json(orjson.loads(value), field))
 
 
 @dataclass
@@ -94,11 +88,15 @@ class Preparer:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self.scrubber = Scrubber(limits.redactor)
         self._valid_actions: set[str] = set()
         self._valid_ips: set[str] = set()
         self._uuids: dict[str, uuid.UUID] = {}
 
     def prepare(self, ids: list[uuid.UUID], events: list[Captured]) -> Prepared:
+        """Rows for a batch. Scrubs the events in place first (redaction happens before
+        anything is stored or spooled, and once per event)."""
+        self.scrubber.scrub_all(events)
         rows: list[Row] = []
         quarantined: list[QuarantineRow] = []
         for event_id, ev in zip(ids, events, strict=True):
@@ -141,42 +139,12 @@ class Preparer:
                 row[index] = self._text(value, name, notes)
         if row[ROW_IP] is not None:
             row[ROW_IP] = self._ip(row[ROW_IP], notes)
-        details, previous, new = ev[DETAILS], ev[PREVIOUS], ev[NEW]
-        # One pre-scan for the event's three values together (it costs per call more than
-        # per byte); the redaction walk then runs only for an event that may hold a secret.
-        joined = None
-        if (
-            type(details) is not SanitisedJson
-            and type(previous) is not SanitisedJson
-            and type(new) is not SanitisedJson
-        ):
-            joined = (details or "") + (previous or "") + (new or "")
-        if joined is None or "\\u0000" in joined:
-            # The rare path: sanitised at the call, or holding a NUL (escaped by orjson;
-            # PostgreSQL refuses it). Always walked: sanitising changes keys the pre-scan saw.
-            details = _nul_free(details, "details")
-            previous = _nul_free(previous, "previous_value")
-            new = _nul_free(new, "new_value")
-            scan = True
-        else:
-            scan = self.limits.redactor.may_hold_secret(joined)
+        # Scrubbed (see prepare): JSON values are text, sanitised and redacted already.
         for offset, (value, name) in enumerate(
-            ((details, "details"), (previous, "previous_value"), (new, "new_value"))
+            ((ev[DETAILS], "details"), (ev[PREVIOUS], "previous_value"), (ev[NEW], "new_value"))
         ):
             if value is not None:
-                row[ROW_DETAILS + offset] = self._json(value, name, notes, scan=scan)
-        resource, resource_id = row[ROW_RESOURCE], row[ROW_RESOURCE_ID]
-        if (
-            resource == "settings"
-            and resource_id
-            and self.limits.redactor.key_is_secret(resource_id)
-        ):
-            # The setting's name is the key its values sit under: "smtp_password" changed from
-            # one secret to another must not store either.
-            for index, name in ((ROW_PREVIOUS, "previous_value"), (ROW_NEW, "new_value")):
-                if row[index] is not None and row[index] != _REDACTED_JSON:
-                    row[index] = _REDACTED_JSON
-                    notes.append({"field": name, "path": "$", "change": "redacted (setting)"})
+                row[ROW_DETAILS + offset] = self._json(value, name, notes)
         if notes:
             row[ROW_SANITISED] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode()
         return tuple(row)
@@ -254,15 +222,10 @@ class Preparer:
             fields["is_active"] = None
         return replace(ref, **fields) if fields else ref
 
-    def _json(
-        self, value: str | SanitisedJson, name: str, notes: list[Note], *, scan: bool = True
-    ) -> str:
-        if isinstance(value, SanitisedJson):
+    def _json(self, value: str | SanitisedJson, name: str, notes: list[Note]) -> str:
+        if isinstance(value, SanitisedJson):  # only for an event that was never scrubbed
             notes.extend(value.notes)
             value = value.data
-        if scan:
-            value, redactions = self.limits.redactor.redact_json(value, name)
-            notes.extend(redactions)
         size = len(value)
         if size * 4 > self.limits.max_json_bytes:  # only then can its UTF-8 form exceed the cap
             size = len(value.encode())
@@ -296,7 +259,8 @@ class Preparer:
     def last_resort_row(self, event_id: uuid.UUID, ev: Captured, reason: str) -> QuarantineRow:
         """A quarantine row built from nothing but safe representations, for an event that
         made the writer fail: it must not fail again the same way."""
-        payload = {"event": [safe_repr(value) for value in ev]}
+        redact = self.limits.redactor.redact_text
+        payload = {"event": [redact(safe_repr(value))[0] for value in ev[:NOTES]]}
         created = datetime_from_ns(ev[T_NS]) if isinstance(ev[T_NS], int) else datetime.now(UTC)
         return (event_id, reason, orjson.dumps(payload), created)
 
@@ -312,7 +276,7 @@ class Preparer:
             text = safe_repr(ws) if isinstance(ws, WorkspaceRef) else str(ws)
             payload["workspace_id"] = self._text(text, "workspace_id", [])
         for index, name in JSON_FIELDS.items():
-            value = _nul_free(ev[index], name)
+            value = nul_free(ev[index], name)
             if value is not None:
                 data = self._json(value, name, [])
                 payload[name] = orjson.Fragment(data)

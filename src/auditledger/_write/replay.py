@@ -9,22 +9,23 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._ids import uuid7_from_ns
 from .._sinks.base import SinkError
 from .backoff import Health
 from .capture import T_NS, Captured
+from .options import WriterOptions
 from .spool import (
-    COMMIT,
-    EVENT,
+    SegmentReplay,
     SegmentWriter,
     claim_segments,
     encode_event,
     has_claimable_segments,
     spool_bytes,
 )
+from .spool_frames import COMMIT, EVENT
 from .stats import Counters, Reporter
 from .storing import Preparation, Storer
 
@@ -39,24 +40,26 @@ class SpoolKeeper:
     def __init__(
         self,
         spool_dir: Path,
+        options: WriterOptions,
         *,
-        write_ahead: bool,
-        max_bytes: int,
-        batch_size: int,
-        replay_interval: float,
         counters: Counters,
         reporter: Reporter,
+        scrub: Callable[[Captured], Captured],
     ) -> None:
         self.spool_dir = spool_dir
-        self._write_ahead = write_ahead
-        self._max_bytes = max_bytes
-        self._batch_size = batch_size
-        self._replay_interval = replay_interval
+        # Segments carry the database's fingerprint; only its own are replayed here.
+        self._database = database = options.database
+        # Redacts an event before its first write to disk (see scrub.py).
+        self._scrub = scrub
+        self._write_ahead = write_ahead = options.write_ahead
+        self._max_bytes = options.spool_max_bytes
+        self._batch_size = options.batch_size
+        self._replay_interval = options.replay_interval
         self._counters = counters
         self._reporter = reporter
         self.lock = threading.RLock()
-        self._wal = SegmentWriter(spool_dir, "w", committed_only=write_ahead)
-        self._overflow = SegmentWriter(spool_dir, "o")
+        self._wal = SegmentWriter(spool_dir, "w", database, committed_only=write_ahead)
+        self._overflow = SegmentWriter(spool_dir, "o", database)
         self._bytes_estimate = 0
         self._rescan_at = 0.0
         self._next_scan = 0.0
@@ -73,7 +76,7 @@ class SpoolKeeper:
             event_id = str(uuid7_from_ns(event[T_NS], os.urandom(10)))
             try:
                 self._bytes_estimate += self._overflow.append(
-                    EVENT, [encode_event(event_id, event)]
+                    EVENT, [encode_event(event_id, event, self._scrub)]
                 )
                 if closed:
                     # No writer will seal it later: release it now so another logger on this
@@ -87,6 +90,16 @@ class SpoolKeeper:
     def write_ahead(self, ids: list[uuid.UUID], batch: list[Captured]) -> bool:
         """With ``write_ahead``, a batch about to be stored is first fsynced to the spool."""
         return self._write_ahead and self._to_spool(self._wal, ids, batch, fsync=True, count=False)
+
+    def spool_while_stuck(
+        self, ids: list[uuid.UUID], batch: list[Captured], *, fsync: bool
+    ) -> bool:
+        """What waits behind a stuck write (write-ahead): to the overflow segment."""
+        return self._to_spool(self._overflow, ids, batch, fsync=fsync, count=False)
+
+    def sync_overflow(self) -> None:
+        with self.lock:
+            self._overflow.flush(fsync=True)
 
     def committed(self) -> None:
         """The batch just written ahead is stored."""
@@ -121,7 +134,7 @@ class SpoolKeeper:
                     self._counters.drop("spool_full", len(batch))
                 return False
             try:
-                self._bytes_estimate += segment.append(EVENT, _encode(ids, batch))
+                self._bytes_estimate += segment.append(EVENT, self._encode(ids, batch))
                 segment.flush(fsync=fsync)
             except OSError:
                 if count:
@@ -143,11 +156,11 @@ class SpoolKeeper:
             try:
                 for ids, batch in held:
                     # The writer may still be appending to it: what has an id is spooled.
-                    self._overflow.append(EVENT, _encode(ids, batch[: len(ids)]))
+                    self._overflow.append(EVENT, self._encode(ids, batch[: len(ids)]))
                     held_spooled += len(ids)
                 for event in queued:
                     event_id = str(uuid7_from_ns(event[T_NS], os.urandom(10)))
-                    self._overflow.append(EVENT, [encode_event(event_id, event)])
+                    self._overflow.append(EVENT, [encode_event(event_id, event, self._scrub)])
                 self._overflow.seal()
             except OSError:
                 self._counters.drop("spool_unavailable", len(queued))
@@ -191,7 +204,7 @@ class SpoolKeeper:
             return False
         # Segments sealed by another logger or left by a dead process: a flush replays them
         # too, so "flush() returned True" means the spool holds nothing replayable.
-        return not has_claimable_segments(self.spool_dir)
+        return not has_claimable_segments(self.spool_dir, self._database)
 
     def flush(self) -> None:
         with self.lock:
@@ -226,9 +239,12 @@ class SpoolKeeper:
     def replay(self, storer: Storer, health: Health) -> bool:
         """Store every replayable segment, ours first-sealed and dead processes' alike."""
         self.seal()
-        for segment in claim_segments(self.spool_dir):
+        for segment in claim_segments(self.spool_dir, self._database):
             try:
                 stored = self._replay_segment(storer, segment.events())
+                if segment.foreign:
+                    segment.release()
+                    continue
             except SinkError as exc:
                 segment.release()
                 health.failed(exc, 0)
@@ -247,11 +263,24 @@ class SpoolKeeper:
                 continue
             segment.done()
             self._counters.replayed += stored
+            if segment.damage:
+                self._count_damage(segment)
         # Forget our sealed segments that are gone, whoever replayed them (another logger on
         # this spool may have): a stale name would keep every later batch behind the spool.
         for writer in (self._wal, self._overflow):
             writer.sealed = {n for n in writer.sealed if (self.spool_dir / n).exists()}
         return True
+
+    def _count_damage(self, segment: SegmentReplay) -> None:
+        """A damaged segment was replayed around its damage: count what it cost, say so."""
+        for reason, count in segment.lost.items():
+            self._counters.drop(reason, count)
+        self._reporter.report(
+            "damaged-segment",
+            f"auditledger: a spool segment was damaged ({sum(segment.lost.values())} events "
+            "lost); the rest was replayed and the damaged bytes kept in *.corrupt",
+            level=logging.ERROR,
+        )
 
     def _replay_segment(self, storer: Storer, events: Iterator[tuple[str, Captured]]) -> int:
         """Store a segment's events batch by batch; returns how many. As the writer's drain,
@@ -297,6 +326,11 @@ class SpoolKeeper:
         if batch:
             yield ids, batch
 
+    def _encode(self, ids: list[uuid.UUID], batch: list[Captured]) -> list[bytes]:
+        """Spool records for a batch, redacted first (see scrub.py)."""
+        scrub = self._scrub
+        return [encode_event(str(i), ev, scrub) for i, ev in zip(ids, batch, strict=True)]
+
     # ---- fork ----------------------------------------------------------------------------
 
     def before_fork(self) -> None:
@@ -318,7 +352,3 @@ class SpoolKeeper:
 def _preparation(storer: Storer, held: Held) -> Preparation:
     ids, batch = held
     return Preparation(lambda: storer.ready(ids, batch))
-
-
-def _encode(ids: list[uuid.UUID], batch: list[Captured]) -> list[bytes]:
-    return [encode_event(str(i), ev) for i, ev in zip(ids, batch, strict=True)]

@@ -24,6 +24,8 @@ import orjson
 Note = dict[str, Any]
 
 MAX_DEPTH = 64
+# orjson refuses values nested deeper than this, so a value it accepted is never deeper.
+_ORJSON_MAX_DEPTH = 255
 MAX_REPR = 1000
 _REPLACEMENT = "\ufffd"
 
@@ -95,21 +97,32 @@ class _Walker:
     def walk(self, value: Any, path: str, depth: int) -> Any:
         if value is None or value is True or value is False:
             return value
+        # The base types' own methods: a subclass may override __str__ and the like with
+        # anything, including code that raises.
         if isinstance(value, str):
-            return self.text(str(value), path)
+            return self.text(str.__str__(value), path)
         if isinstance(value, int):
-            if -(2**63) <= value < 2**64:
-                return int(value)
+            number = int.__int__(value)
+            if -(2**63) <= number < 2**64:
+                return number
             self.note(path, "integer too large for JSON, stored as a string")
-            return str(value)
+            return int.__repr__(number)
         if isinstance(value, float):
-            if math.isfinite(value):
-                return float(value)
-            self.note(path, f"non-finite number {value!r} stored as a string")
-            return repr(float(value))
+            real = float.__float__(value)
+            if math.isfinite(real):
+                return real
+            self.note(path, f"non-finite number {real!r} stored as a string")
+            return repr(real)
         if depth >= MAX_DEPTH:
-            self.note(path, f"nested deeper than {MAX_DEPTH} levels, cut")
+            held = " (it held NaN or an infinity)" if _nonfinite_inside(value) else ""
+            self.note(path, f"nested deeper than {MAX_DEPTH} levels, cut{held}")
             return f"[nested deeper than {MAX_DEPTH} levels]"
+        if isinstance(value, tuple) and isinstance(getattr(type(value), "_fields", None), tuple):
+            # A namedtuple: its field names are what says what each value is (a password...).
+            self.note(path, f"{type_name(value)} (named tuple) stored as an object")
+            names = [str(f) for f in getattr(type(value), "_fields", ())]
+            fields = dict(zip(names, tuple.__iter__(value), strict=False))
+            return self._container(fields, path, depth)
         if isinstance(value, Mapping | list | tuple | set | frozenset):
             return self._container(value, path, depth)
         if isinstance(value, Enum):
@@ -156,12 +169,19 @@ class _Walker:
 
     def _mapping(self, value: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for k, v in list(value.items()):
+        # A dict subclass may override items() with anything: its stored items are the truth.
+        items = list(dict.items(value) if isinstance(value, dict) else value.items())
+        for k, v in items:
             if isinstance(k, str):
-                name = self.text(str(k), path)
+                name = self.text(str.__str__(k), path)
             else:
-                name = self.text(k if isinstance(k, str) else safe_repr(k), path)
+                name = self.text(safe_repr(k), path)
                 self.note(f"{path}.{name}", "non-string key stored as its repr")
+            if name in out:
+                self.note(
+                    f"{path}.{name}",
+                    "key repeated once made text; the value before this one was overwritten",
+                )
             out[name] = self.walk(v, f"{path}.{name}", depth + 1)
         return out
 
@@ -193,8 +213,8 @@ def has_nonfinite(value: object, depth: int = 0) -> bool:
         return False
     if kind is float:
         return not math.isfinite(value)  # type: ignore[arg-type]
-    if depth > MAX_DEPTH:
-        return False
+    if depth > _ORJSON_MAX_DEPTH:
+        return True  # never reached for a value orjson took; if it is, let the walk decide
     if kind is dict or kind is list or kind is tuple:
         items: Iterable[object] = value.values() if kind is dict else value  # type: ignore[attr-defined, assignment]
         for item in items:  # noqa: SIM110 - any() over a generator costs ~60 ns an item
@@ -203,6 +223,8 @@ def has_nonfinite(value: object, depth: int = 0) -> bool:
         return False
     if isinstance(value, float):
         return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(has_nonfinite(v, depth + 1) for v in dict.values(value))
     if isinstance(value, Mapping):
         return any(has_nonfinite(v, depth + 1) for v in value.values())
     if isinstance(value, list | tuple):
@@ -212,4 +234,24 @@ def has_nonfinite(value: object, depth: int = 0) -> bool:
             has_nonfinite(getattr(value, f.name, None), depth + 1)
             for f in dataclasses.fields(value)
         )
+    return False
+
+
+def _nonfinite_inside(value: object) -> bool:
+    """Whether a value cut for its depth held NaN or an infinity (any depth, bounded work)."""
+    stack = [value]
+    budget = 100_000
+    try:
+        while stack and budget:
+            budget -= 1
+            item = stack.pop()
+            if isinstance(item, float):
+                if not math.isfinite(float.__float__(item)):
+                    return True
+            elif isinstance(item, dict):
+                stack.extend(dict.values(item))
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
+    except Exception:  # noqa: BLE001 - a hostile container: the cut note stands alone
+        return False
     return False

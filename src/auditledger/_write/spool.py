@@ -2,12 +2,14 @@
 
 A spool directory holds segment files. Each process appends to segments of its own, holding an
 exclusive ``flock`` on each open segment; a segment whose lock is free was either sealed by its
-owner or left behind by a dead process, and any process may replay it.
+owner or left behind by a dead process, and any process writing to the same database may replay
+it. Segments carry the identity of their database (a fingerprint of its address, never a
+credential) in their name and header: a folder shared by loggers of several databases replays
+each segment only into its own database.
 
-Every record is framed as ``kind (1 byte) | length (4) | crc32 (4) | payload``, so a crash in
-the middle of an append leaves a torn last record that replay detects and ignores, instead of
-a half-written batch that poisons the rest. A commit record (kind ``C``) says that every event
-before it in the segment is already in the database (used by the write-ahead mode).
+Records are framed so that damage costs only the records it hits (see ``spool_frames``). A
+commit record (kind ``C``) says that every event before it in the segment is already in the
+database (used by the write-ahead mode).
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ import contextlib
 import fcntl
 import os
 import socket
-import struct
 import time
 import uuid
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,11 +41,9 @@ from .capture import (
     SanitisedJson,
 )
 from .sanitise import Note, clean_text, safe_repr
+from .spool_frames import COMMIT, EVENT, Damage, corrupt_file_bytes, frame, parse, segment_header
 
-MAGIC = b"AUDITLEDGER-SPOOL-1\n"
 SUFFIX = ".seg"
-_HEADER = struct.Struct(">cII")
-EVENT, COMMIT = b"E", b"C"
 MAX_SEGMENT_BYTES = 16 * 1024 * 1024
 
 
@@ -55,10 +53,13 @@ def default_spool_dir(fingerprint: str) -> Path:
     return Path(base) / "auditledger" / "spool" / fingerprint
 
 
-def encode_event(event_id: str, ev: Captured) -> bytes:
+def encode_event(event_id: str, ev: Captured, scrub: Callable[[Captured], Captured]) -> bytes:
     """One spool record payload: the captured event and its id, as JSON. Never raises: a
     value JSON cannot carry (a lone surrogate in a text field) is made storable here, as the
-    writer would have made it, and the notes say so."""
+    writer would have made it, and the notes say so.
+
+    ``scrub`` redacts the event first (unless it was already): no secret reaches the disk."""
+    ev = scrub(ev)
     with contextlib.suppress(Exception):  # the event must reach the spool whatever it holds
         return _record(event_id, ev)
     with contextlib.suppress(Exception):
@@ -96,7 +97,7 @@ def _storable(ev: Captured) -> Captured:
     elif isinstance(ws, str):
         out[WORKSPACE_ID] = _text(ws, "workspace_id", notes)
     out[NOTES] = notes or None
-    return tuple(out)
+    return tuple(out)  # the scrubbed marker, if any, stays after the notes
 
 
 def _ref_fields(ref: WorkspaceRef, notes: list[Note], *, clean: bool) -> dict[str, Any]:
@@ -150,6 +151,8 @@ def _record(event_id: str, ev: Captured) -> bytes:
             value = value.data
         out[1 + index] = value
     out.append(notes or None)
+    if len(ev) > NOTES + 1:
+        out.append(1)  # scrubbed: replay need not redact it again
     return dumps_kept(out)
 
 
@@ -164,19 +167,21 @@ def decode_event(payload: bytes) -> tuple[str, Captured]:
         ev[WORKSPACE_ID] = WorkspaceRef(
             ws.get("team_id"), ws.get("enterprise_id"), ws.get("name"), ws.get("is_active")
         )
+    if len(ev) > NOTES + 1:
+        ev[NOTES + 1] = True
     return event_id, tuple(ev)
-
-
-def frame(kind: bytes, payload: bytes) -> bytes:
-    return _HEADER.pack(kind, len(payload), zlib.crc32(payload)) + payload
 
 
 class SegmentWriter:
     """Appends records to this process's segments, rotating them by size. Not thread-safe."""
 
-    def __init__(self, directory: Path, stream: str, *, committed_only: bool = False) -> None:
+    def __init__(
+        self, directory: Path, stream: str, database: str, *, committed_only: bool = False
+    ) -> None:
         self.directory = directory
         self.stream = stream
+        self.database = database
+        self._header = segment_header(database)
         # A write-ahead segment that only ever holds committed batches (see the writer): when
         # it rotates there is nothing in it to replay, so it is deleted instead of sealed.
         self.committed_only = committed_only
@@ -185,6 +190,10 @@ class SegmentWriter:
         self._size = 0
         self._seq = 0
         self.sealed: set[str] = set()  # our sealed segments not yet replayed
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
 
     def append(self, kind: bytes, payloads: list[bytes]) -> int:
         """Append records; returns the bytes written."""
@@ -195,7 +204,7 @@ class SegmentWriter:
                 self.seal()
             self._open()
         assert self._file is not None
-        data = b"".join(frame(kind, p) for p in payloads)
+        data = b"".join([frame(kind, p) for p in payloads])
         self._file.write(data)
         self._size += len(data)
         return len(data)
@@ -207,7 +216,7 @@ class SegmentWriter:
                 os.fsync(self._file.fileno())
 
     def has_events(self) -> bool:
-        return self._file is not None and self._size > len(MAGIC)
+        return self._file is not None and self._size > len(self._header)
 
     def seal(self) -> None:
         """Close the open segment: its lock is released and any process may replay it."""
@@ -216,7 +225,7 @@ class SegmentWriter:
         self._file.flush()
         self._file.close()  # releases the flock
         assert self._path is not None
-        if self._size > len(MAGIC):
+        if self._size > len(self._header):
             self.sealed.add(self._path.name)
         else:
             with contextlib.suppress(FileNotFoundError):
@@ -250,7 +259,10 @@ class SegmentWriter:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._seq += 1
         host = socket.gethostname()
-        name = f"{time.time_ns():020d}-{host}-{os.getpid()}-{self.stream}-{self._seq:05d}{SUFFIX}"
+        name = (
+            f"{time.time_ns():020d}-{self.database}-{host}-{os.getpid()}-{self.stream}-"
+            f"{self._seq:05d}{SUFFIX}"
+        )
         path = self.directory / name
         # Created under another name and renamed once locked: a replayer in another process
         # could otherwise claim the new, still unlocked segment, find it empty and delete it
@@ -259,10 +271,16 @@ class SegmentWriter:
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         f = os.fdopen(fd, "wb", buffering=256 * 1024)
-        f.write(MAGIC)
+        f.write(self._header)
         f.flush()
         os.rename(draft, path)
-        self._file, self._path, self._size = f, path, len(MAGIC)
+        self._file, self._path, self._size = f, path, len(self._header)
+
+
+def segment_database(name: str) -> str | None:
+    """The database fingerprint in a segment's file name (the second part of it)."""
+    parts = name.split("-", 2)
+    return parts[1] if len(parts) == 3 and parts[0].isdigit() else None
 
 
 @dataclass
@@ -271,19 +289,54 @@ class SegmentReplay:
 
     path: Path
     fd: int
+    # Filled by events(): what could not be read, and how many events that cost.
+    damage: list[Damage] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=dict)
+    # Its intact header names another database than its file name: never replayed here.
+    foreign: bool = False
+
+    def read(self) -> bytes:
+        with os.fdopen(os.dup(self.fd), "rb") as f:
+            f.seek(0)
+            return f.read()
 
     def events(self) -> Iterator[tuple[str, Captured]]:
-        """The events not yet committed, in order; a torn tail is ignored."""
-        pending: list[bytes] = []
-        for kind, payload in read_records(self.fd):
+        """The events not yet committed, in order. A damaged record costs that record only;
+        what it cost is in ``damage`` and ``lost`` once the iteration is over."""
+        parsed = parse(self.read())
+        if parsed.database is not None and parsed.database != segment_database(self.path.name):
+            self.foreign = True
+            return
+        self.damage = list(parsed.damage)
+        pending: list[tuple[int, bytes]] = []
+        for offset, kind, payload in parsed.records:
             if kind == COMMIT:
                 pending.clear()
+                # Damage before a commit record hit events that were stored already.
+                for d in self.damage:
+                    if d.offset < offset:
+                        d.records = 0
             elif kind == EVENT:
-                pending.append(payload)
-        for payload in pending:
-            yield decode_event(payload)
+                pending.append((offset, payload))
+        decoded: list[tuple[str, Captured]] = []
+        for offset, payload in pending:
+            try:
+                decoded.append(decode_event(payload))
+            except Exception:  # noqa: BLE001 - framed intact but not an event: keep it aside
+                self.damage.append(Damage(offset, payload, "unreadable_record", 1))
+        self.lost = {}
+        for d in self.damage:
+            if d.records:
+                self.lost[d.reason] = self.lost.get(d.reason, 0) + d.records
+        yield from decoded
 
     def done(self) -> None:
+        """Every readable event is stored: keep the damaged bytes, if any, and delete it."""
+        if self.damage:
+            corrupt = self.path.with_name(self.path.name + ".corrupt")
+            fd = os.open(corrupt, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(corrupt_file_bytes(self.damage))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         os.close(self.fd)
@@ -298,27 +351,10 @@ class SegmentReplay:
         os.close(self.fd)
 
 
-def read_records(fd: int) -> Iterator[tuple[bytes, bytes]]:
-    with os.fdopen(os.dup(fd), "rb") as f:
-        f.seek(0)
-        if f.read(len(MAGIC)) != MAGIC:
-            return
-        while True:
-            header = f.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                return
-            kind, length, crc = _HEADER.unpack(header)
-            payload = f.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                return  # torn write at the end of a crashed process's segment
-            yield kind, payload
-
-
-def claim_segments(directory: Path) -> Iterator[SegmentReplay]:
-    """Lock and yield, oldest first, each segment whose owner sealed it or died."""
-    if not directory.is_dir():
-        return
-    for path in sorted(directory.glob(f"*{SUFFIX}")):
+def claim_segments(directory: Path, database: str | None) -> Iterator[SegmentReplay]:
+    """Lock and yield, oldest first, each segment of ``database`` (None: of any database)
+    whose owner sealed it or died."""
+    for path in segment_paths(directory, database):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -334,21 +370,30 @@ def claim_segments(directory: Path) -> Iterator[SegmentReplay]:
         yield SegmentReplay(path, fd)
 
 
-def has_claimable_segments(directory: Path) -> bool:
-    for segment in claim_segments(directory):
+def segment_paths(directory: Path, database: str | None) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(
+        path
+        for path in directory.glob(f"*{SUFFIX}")
+        if database is None or segment_database(path.name) == database
+    )
+
+
+def has_claimable_segments(directory: Path, database: str | None) -> bool:
+    for segment in claim_segments(directory, database):
         segment.release()
         return True
     return False
 
 
-def spool_bytes(directory: Path) -> int:
+def spool_bytes(directory: Path, database: str | None = None) -> int:
     total = 0
-    if directory.is_dir():
-        for path in directory.glob(f"*{SUFFIX}"):
-            with contextlib.suppress(FileNotFoundError):
-                total += path.stat().st_size
+    for path in segment_paths(directory, database):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
     return total
 
 
-def segment_count(directory: Path) -> int:
-    return len(list(directory.glob(f"*{SUFFIX}"))) if directory.is_dir() else 0
+def segment_count(directory: Path, database: str | None = None) -> int:
+    return len(segment_paths(directory, database))

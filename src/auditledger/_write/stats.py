@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -70,8 +71,47 @@ class Counters:
             level=logging.ERROR,
         )
 
+    def uncapturable(self) -> None:
+        """A call whose values could not be captured at all (see AuditLogger)."""
+        self.outside_queue += 1
+        self.drop("uncapturable", 1)
+
     def stored(self, written: int, quarantined: int, latency: float) -> None:
         self.latency = latency
         self.latency_max = max(latency, self.latency_max or 0.0)
         self.written += written
         self.quarantined += quarantined
+
+
+def snapshot(
+    counters: Counters,
+    lock: threading.RLock,
+    *,
+    last_error: str | None,
+    healthy: bool,
+    queue_depth: int,
+    in_flight: int,
+    spool_bytes: int,
+    spool_segments: int,
+) -> AuditStats:
+    """The writer's numbers as one consistent ``AuditStats`` (``lock``: the spool's)."""
+    with lock:
+        spooled = counters.spooled
+        dropped = dict(counters.dropped)
+        outside = counters.outside_queue
+    return AuditStats(
+        enqueued=counters.popped + queue_depth + outside,
+        written=counters.written,
+        spooled=spooled,
+        replayed=counters.replayed,
+        quarantined=counters.quarantined,
+        dropped=dropped,
+        queue_depth=queue_depth,
+        in_flight=in_flight,
+        spool_bytes=spool_bytes,
+        spool_segments=spool_segments,
+        flush_latency_seconds=counters.latency,
+        flush_latency_max_seconds=counters.latency_max,
+        last_error=last_error,
+        healthy=healthy,
+    )

@@ -62,6 +62,8 @@ class Storer:
         counters: Counters,
         health: Health,
         reporter: Reporter,
+        *,
+        overrun: tuple[float, Callable[[], None]] | None = None,
     ) -> None:
         self._sink_factory = sink_factory
         self._preparer = preparer
@@ -69,7 +71,9 @@ class Storer:
         self._counters = counters
         self._health = health
         self._reporter = reporter
-        self._watchdog = Watchdog()
+        # overrun: (every, callback) while a database call runs longer (see Watchdog).
+        self._overrun = overrun
+        self._watchdog = Watchdog(*overrun) if overrun else Watchdog()
         self._sink: Sink | None = None
         self._own_work = 0.0  # seconds of the current write spent on the writer's own work
 
@@ -228,5 +232,5 @@ class Storer:
         """The parent's connection: returned to be kept alive (never closed from the child)."""
         orphans: list[object] = [] if self._sink is None else [self._sink]
         self._sink = None
-        self._watchdog = Watchdog()
+        self._watchdog = Watchdog(*self._overrun) if self._overrun else Watchdog()
         return orphans

@@ -14,18 +14,30 @@ from collections.abc import Callable, Iterator
 
 
 class Watchdog:
-    def __init__(self) -> None:
+    """``every``/``overrun``: while a call runs longer than ``every`` seconds, ``overrun`` is
+    called on the watchdog's thread, then again every ``every`` seconds until the call ends
+    (the write-ahead writer uses it to spool what waits behind a stuck write)."""
+
+    def __init__(
+        self, every: float | None = None, overrun: Callable[[], None] | None = None
+    ) -> None:
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._action: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
+        self._every = every
+        self._overrun = overrun
+        self._next_overrun: float | None = None
         self.fired = 0
 
     @contextlib.contextmanager
     def deadline(self, seconds: float, action: Callable[[], None]) -> Iterator[None]:
         with self._cond:
-            self._deadline = time.monotonic() + seconds
+            now = time.monotonic()
+            self._deadline = now + seconds
             self._action = action
+            if self._every is not None and self._overrun is not None:
+                self._next_overrun = now + self._every
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="auditledger-watchdog", daemon=True
@@ -40,6 +52,7 @@ class Watchdog:
             with self._cond:
                 self._deadline = None
                 self._action = None
+                self._next_overrun = None
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -61,7 +74,14 @@ class Watchdog:
                 if self._deadline is None:
                     self._cond.wait(60.0)
                     continue
-                remaining = self._deadline - time.monotonic()
+                now = time.monotonic()
+                if self._next_overrun is not None and now >= self._next_overrun:
+                    self._next_overrun = now + (self._every or 1.0)
+                    self._call_overrun()
+                    continue
+                remaining = self._deadline - now
+                if self._next_overrun is not None:
+                    remaining = min(remaining, self._next_overrun - now)
                 if remaining > 0:
                     self._cond.wait(remaining)
                     continue
@@ -70,3 +90,15 @@ class Watchdog:
                     self.fired += 1
                     with contextlib.suppress(Exception):
                         action()
+
+    def _call_overrun(self) -> None:
+        """Outside the lock: the call may end meanwhile, which must not wait for this."""
+        overrun = self._overrun
+        if overrun is None:
+            return
+        self._cond.release()
+        try:
+            with contextlib.suppress(Exception):
+                overrun()
+        finally:
+            self._cond.acquire()

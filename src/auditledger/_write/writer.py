@@ -11,6 +11,7 @@ the counters are objects it calls, which never call back into it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -21,15 +22,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .._ids import uuid7_batch
 from .._sinks.base import Sink, SinkError
 from .backoff import Health
-from .capture import T_NS, Captured
+from .capture import Captured
 from .options import WriterOptions
 from .prepare import Preparer
 from .replay import SpoolKeeper
 from .spool import segment_count, spool_bytes
-from .stats import AuditStats, Counters, Reporter
+from .stall import BehindStuckWrite, assign_ids
+from .stats import AuditStats, Counters, Reporter, snapshot
 from .storing import Preparation, Ready, Storer
 
 log = logging.getLogger("auditledger")
@@ -94,18 +95,30 @@ class Writer:
             self._counters,
             self._health,
             self._reporter,
+            # With write-ahead, what waits behind a stuck write is spooled as it waits.
+            overrun=(options.flush_interval, lambda: self._behind())
+            if options.write_ahead
+            else None,
         )
         self._spool = SpoolKeeper(
             self.spool_dir,
-            write_ahead=options.write_ahead,
-            max_bytes=options.spool_max_bytes,
-            batch_size=options.batch_size,
-            replay_interval=options.replay_interval,
+            options,
             counters=self._counters,
             reporter=self._reporter,
+            scrub=self._preparer.scrubber.scrub,
         )
         # Guards spool segments and the counters callers touch (see SpoolKeeper).
         self._lock = self._spool.lock
+        self._assign_ids = functools.partial(assign_ids, self._lock)
+        self._behind = BehindStuckWrite(
+            self._queue,
+            lambda: self._held,
+            self._assign_ids,
+            self._spool,
+            self._counters,
+            self._reporter,
+            lambda: self.state is State.CLOSED,
+        )
 
     def submit(self, event: Captured) -> None:
         queue = self._queue
@@ -121,6 +134,10 @@ class Writer:
                 self._spool_leftovers()
             return
         self._spool.spill(event, closed=self.state is State.CLOSED)
+
+    def count_uncapturable(self) -> None:  # a call whose values could not be read at all
+        with self._lock:
+            self._counters.uncapturable()
 
     def start(self) -> None:
         with self._lock:
@@ -174,27 +191,15 @@ class Writer:
         return ok and self._nothing_pending()
 
     def stats(self) -> AuditStats:
-        counters = self._counters
-        with self._lock:
-            spooled = counters.spooled
-            dropped = dict(counters.dropped)
-            outside = counters.outside_queue
-        depth = len(self._queue)
-        return AuditStats(
-            enqueued=counters.popped + depth + outside,
-            written=counters.written,
-            spooled=spooled,
-            replayed=counters.replayed,
-            quarantined=counters.quarantined,
-            dropped=dropped,
-            queue_depth=depth,
-            in_flight=sum(len(batch) for _, batch in list(self._held)),
-            spool_bytes=spool_bytes(self.spool_dir),
-            spool_segments=segment_count(self.spool_dir),
-            flush_latency_seconds=counters.latency,
-            flush_latency_max_seconds=counters.latency_max,
+        return snapshot(
+            self._counters,
+            self._lock,
             last_error=self._health.last_error,
             healthy=self._health.healthy,
+            queue_depth=len(self._queue),
+            in_flight=sum(len(batch) for _, batch in list(self._held)),
+            spool_bytes=spool_bytes(self.spool_dir, self.options.database),
+            spool_segments=segment_count(self.spool_dir, self.options.database),
         )
 
     def _run(self) -> None:
@@ -250,12 +255,14 @@ class Writer:
     def _take_batch(self, into: list[Captured] | None = None) -> list[Captured]:
         queue = self._queue
         batch: list[Captured] = [] if into is None else into
-        try:
-            for _ in range(min(len(queue), self.options.batch_size)):
-                batch.append(queue.popleft())
-        except IndexError:
-            pass  # close() took the rest for the spool (a stuck writer came back)
-        self._counters.popped += len(batch)
+        # Under the lock: the watchdog's thread may be spooling the queue (write-ahead).
+        with self._lock:
+            try:
+                for _ in range(min(len(queue), self.options.batch_size)):
+                    batch.append(queue.popleft())
+            except IndexError:
+                pass  # close() took the rest for the spool (a stuck writer came back)
+            self._counters.popped += len(batch)
         return batch
 
     def _take_and_prepare(self) -> tuple[list[uuid.UUID], list[Captured], Preparation]:
@@ -266,19 +273,6 @@ class Writer:
         self._held.append((ids, batch))
         self._take_batch(into=batch)
         return ids, batch, Preparation(lambda: self._ready(ids, batch))
-
-    def _assign_ids(self, ids: list[uuid.UUID], batch: list[Captured]) -> None:
-        """Fill a held batch's ids, once: in its preparation (usually while the batch before
-        it is being stored), or before it is first spooled, whichever comes first. Under the
-        lock, because close() may spool a stuck writer's held batches from another thread."""
-        if len(ids) == len(batch):
-            return
-        with self._lock:
-            # Only the events without one yet: close() may have spooled the first ones under
-            # their ids while the writer was still filling the batch.
-            given = len(ids)
-            if given < len(batch):
-                ids.extend(uuid7_batch([ev[T_NS] for ev in batch[given:]]))
 
     def _ready(self, ids: list[uuid.UUID], batch: list[Captured]) -> Ready:
         self._assign_ids(ids, batch)
@@ -294,7 +288,14 @@ class Writer:
     ) -> None:
         try:
             self._assign_ids(ids, batch)
-            in_wal = self._spool.write_ahead(ids, batch)
+            in_wal = False
+            if self.options.write_ahead:
+                self._preparer.scrubber.scrub_all(batch)  # redacted before its copy, once
+                written = self._behind.write_ahead(ids, batch)
+                if written is None:  # spooled while a write was stuck: replayed from there
+                    self._wake.set()
+                    return
+                in_wal = written
             retry_due = self._health.retry_due(time.monotonic())
             if self._spool.pending() or (not self._health.healthy and not retry_due):
                 # Older events wait in the spool (keep order by queueing behind them), or the
@@ -314,7 +315,9 @@ class Writer:
             if in_wal:
                 self._spool.committed()
         finally:
-            self._held = [held for held in self._held if held[1] is not batch]
+            with self._lock:
+                self._held = [held for held in self._held if held[1] is not batch]
+                self._behind.forget(batch)
 
     def _answer_flushes(self) -> None:
         with self._requests_lock:

@@ -22,7 +22,8 @@ import psycopg
 import pytest
 
 from auditledger import AuditLogger, _verify
-from auditledger._chain import commitment, link
+from auditledger._chain import link
+from auditledger._chain_v2 import commit
 from auditledger._checkpoint import generate_keys, read_checkpoint_file
 from auditledger._sink_sqlite import SqliteSink
 from auditledger._verify import VerifyReport, _Source, verify_log
@@ -428,7 +429,8 @@ def test_a_recomputed_chain_fails_against_the_signed_checkpoints(log: Log) -> No
         rows = _rows(conn, chain)
         target = rows[20]
         hashed = orjson.loads(target["canonical"])
-        hashed[7] = commitment(bytes(target["pii_salt"]), "user_id", "someone-else")
+        # Version 2: the user id is the first committed value, with the first salt.
+        hashed[6] = commit(bytes(target["pii_salt"])[:16], "user_id", "someone-else")
         rows[20]["canonical"] = orjson.dumps(hashed)
         conn.execute(
             "UPDATE audit_logs SET user_id = 'someone-else', canonical = %s WHERE id = %s",

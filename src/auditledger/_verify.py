@@ -38,6 +38,7 @@ from ._checkpoint import Checkpoint, load_public_keys, read_checkpoint_file
 from ._db import make_engine
 from ._errors import AuditLedgerError, describe_database_error
 from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+from ._verify_v2 import Erased, differences, erasure_coverage, fast_match
 
 # Kinds of problem.
 MODIFIED = "modified"
@@ -114,6 +115,9 @@ class VerifyReport:
     erased: int = 0
     problems: list[VerifyProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Events with values removed: each must be covered by a gdpr.erasure event (checked once
+    # every share of the log is walked).
+    erased_events: list[Erased] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -271,6 +275,9 @@ class _Source:
                         row[i] = _sqlite_uuid_text(row[i])
                 row[R_CREATED] = _sqlite_micros(row[R_CREATED], datetime, UTC, micros)
                 salt = row[R_SALT] or b""
+                if row[R_CANONICAL] is not None and row[R_CANONICAL][:3] == b"[2,":
+                    yield tuple(row)  # version 2 commits each value with its own salt
+                    continue
                 for name, index in _PERSONAL_ROW.items():
                     if row[index] is not None:
                         row[index] = commitment(salt, name, row[index])
@@ -580,6 +587,12 @@ def verify_log(
         raise VerifyError(f"cannot read the events ({type(exc).__name__})") from exc
     report.chains = len(ends)
     _check_heads(good, ends, workspace, report)
+    if report.erased_events:
+        try:
+            covered = erasure_coverage(source.url_text(), source.postgres)
+        except Exception as exc:
+            raise VerifyError(describe_database_error(exc)) from exc
+        uncovered_erasures(report, covered)
     if not stored and not external:
         report.notes.append(
             "no checkpoints: deleting the newest events, or rewriting a whole chain, would not"
@@ -591,6 +604,23 @@ def verify_log(
             " checkpoints would not be detected"
         )
     return report
+
+
+def uncovered_erasures(report: VerifyReport, covered: set[str]) -> None:
+    """Values removed from events that no gdpr.erasure event names: tampering."""
+    for event_id, workspace, seq, names in report.erased_events:
+        if str(event_id) in covered:
+            continue
+        report.erased -= 1
+        report.problems.append(
+            VerifyProblem(
+                MODIFIED,
+                f"values removed without a gdpr.erasure event covering them: {', '.join(names)}",
+                event_id,
+                workspace,
+                seq,
+            )
+        )
 
 
 def walk_part(
@@ -651,9 +681,44 @@ def _workspace(value: uuid.UUID | str | None) -> uuid.UUID | None:
         raise VerifyError("the workspace id is not a UUID") from exc
 
 
+def _check_v2(row: _Row, created_us: int, rebuild_json: bool, report: VerifyReport) -> None:
+    if fast_match(row, created_us, rebuild_json):
+        return
+    event_id = uuid.UUID(row[R_ID])
+    chain = None if row[R_CHAIN] is None else uuid.UUID(row[R_CHAIN])
+    workspace = None if chain in (None, NO_WORKSPACE) else chain
+    found = differences(row, created_us, rebuild_json)
+    if found is None:
+        report.problems.append(
+            VerifyProblem(MODIFIED, "the stored canonical form is unreadable", event_id, workspace)
+        )
+        return
+    wrong, erased = found
+    if chain is not None and "workspace_id" not in wrong:
+        hashed_ws = None if row[R_WS] is None else uuid.UUID(row[R_WS])
+        if chain_of(hashed_ws) != chain:
+            wrong.append("chain_id")
+    if wrong:
+        report.problems.append(
+            VerifyProblem(
+                MODIFIED,
+                f"columns changed after the event was hashed: {', '.join(sorted(wrong))}",
+                event_id,
+                workspace,
+                row[R_SEQ],
+            )
+        )
+    elif erased:
+        report.erased += 1
+        report.erased_events.append((event_id, workspace, row[R_SEQ], tuple(erased)))
+
+
 def _check_columns(row: _Row, report: VerifyReport) -> None:
     data = row[R_CANONICAL]
     if data is None:
+        return
+    if data[:3] == b"[2,":
+        _check_v2(row, row[R_CREATED], False, report)
         return
     try:
         if _expected_canonical(row) == data:
@@ -688,6 +753,8 @@ def _check_columns(row: _Row, report: VerifyReport) -> None:
         )
     elif erased:
         report.erased += 1
+        names = ("user_id", "ip_address", "user_agent")
+        report.erased_events.append((event_id, workspace, row[R_SEQ], names))
 
 
 _USER_TAG, _IP_TAG, _UA_TAG = (PERSONAL_TAGS[n] for n in ("user_id", "ip_address", "user_agent"))
@@ -725,6 +792,9 @@ def _check_pg_columns(
     difference goes through ``_check_columns`` to be explained."""
     data = row[R_CANONICAL]
     if data is None:
+        return
+    if data[:3] == b"[2,":
+        _check_v2(row, row[R_CREATED] + _PG_EPOCH_US, True, report)
         return
     user, ip, ua, salt = row[R_USER], row[R_IP], row[R_UA], row[R_SALT] or b""
     details, previous, new, sanitised = row[R_DETAILS], row[R_PREVIOUS], row[R_NEW], row[12]

@@ -76,6 +76,7 @@ def walk_log(
                     tick(0, others())
             report.events += share.events
             report.erased += share.erased
+            report.erased_events.extend(share.erased_events)
             report.problems.extend(share.problems)
             ends.update(share_ends)
     tick(0, others())

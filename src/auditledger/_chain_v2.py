@@ -95,7 +95,7 @@ def slots(hashed: list[Any], salt: bytes | None) -> dict[str, bytes | None]:
     return out
 
 
-def erased_salt(hashed: list[Any], salt: bytes, erase: set[str]) -> bytes:
+def erased_salt(hashed: list[Any], salt: bytes, erase: frozenset[str]) -> bytes:
     """``salt`` with the slots of the fields in ``erase`` zeroed."""
     out = bytearray(salt)
     offset = 0

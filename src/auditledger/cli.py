@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ._cli_gdpr import gdpr_app
 from ._errors import AuditLedgerError, describe_database_error
 from ._urls import ENV_DATABASE_URL
 
@@ -27,6 +28,7 @@ db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_a
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="Ed25519 keys that sign checkpoints.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(gdpr_app, name="gdpr")
 
 console = Console()
 if not console.is_terminal:

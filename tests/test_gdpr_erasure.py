@@ -79,9 +79,9 @@ def _every_value(url: str) -> Iterator[tuple[str, str, Any]]:
         ]
         for table in tables:
             # Every column as text (jsonb as PostgreSQL prints it) and bytea as raw bytes.
-            cur = pg.execute(f'SELECT * FROM "{table}"')
-            names = [d.name for d in cur.description or []]
-            for row in cur:
+            pg_cur = pg.execute(f'SELECT * FROM "{table}"')
+            names = [d.name for d in pg_cur.description or []]
+            for row in pg_cur:
                 for name, value in zip(names, row, strict=True):
                     yield table, name, value
             text = pg.execute(f'SELECT t::text FROM "{table}" t').fetchall()
@@ -172,7 +172,7 @@ def test_what_remains_cannot_be_tested_against_guesses(
     tried = 0
     for canonical, salt in rows:
         hashed = json.loads(canonical)
-        salts = [salt[i : i + 16] for i in range(0, len(salt or b""), 16)]
+        salts = [(salt or b"")[i : i + 16] for i in range(0, len(salt or b""), 16)]
         for name, position, _ in ERASABLE:
             if hashed[position] is None:
                 continue

@@ -4,6 +4,7 @@ every chain verifies, and the triggers let the owner erase and nothing more."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +13,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from auditledger import AuditLogger, WorkspaceRef
+from auditledger import AuditLogger, WorkspaceRef, _sink_postgres, _sink_sqlite, _writer
+from auditledger._chain import canonical as canonical_v1
+from auditledger._chain import chain_of
 from auditledger._chain_v2 import ERASABLE, commit
 from auditledger._checkpoint import generate_keys
 from auditledger._gdpr.erase import ErasureError, erase_subject
 from auditledger._gdpr.subject import subject_hash
 from auditledger._verify import verify_log
+from tests.children import child
 from tests.conftest import RUN_ID
 from tests.helpers import cli, stored
 
@@ -293,3 +297,100 @@ def test_cli_erase(db_url: str, spool_dir: Path, key: Path) -> None:
     verified = cli("verify", "--public-key", public, "--database-url", db_url)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "5 with personal values erased" in verified.stdout
+
+
+_WRITER = """
+import sys
+from auditledger import AuditLogger, WorkspaceRef, _sink_postgres, _sink_sqlite, _writer
+from auditledger._chain import canonical as canonical_v1
+from auditledger._chain import chain_of
+
+url, spool, index, count, subject = sys.argv[1:6]
+with AuditLogger(url, spool_dir=spool, batch_size=25, flush_interval=0.01) as audit:
+    for i in range(int(count)):
+        names = i % 3 == 0
+        audit.log_audit_event(
+            "admin_action",
+            user_id=subject if names else f"U{index}x{i}",
+            workspace_id=WorkspaceRef(f"TW{i % 3}") if i % 4 else None,
+            ip_address=f"192.0.2.{i % 200}",
+            user_agent="writer/1.0",
+            resource="user",
+            resource_id=subject if i % 5 == 0 else None,
+            details={"mention": subject} if i % 7 == 0 else {"i": i},
+        )
+        if i % 25 == 24 and not audit.flush(30):
+            sys.exit("flush timed out")
+    if not audit.flush(30):
+        sys.exit("flush timed out")
+"""
+
+
+def test_erasure_while_several_processes_write(db_url: str, tmp_path: Path, key: Path) -> None:
+    """Writers keep appending to the same chains while the subject is erased: the
+    gdpr.erasure events take their place in the chains like any event, and verify passes
+    after each erasure."""
+    writers = [
+        child(_WRITER, db_url, str(tmp_path / f"spool{i}"), str(i), "300", SUBJECT)
+        for i in range(3)
+    ]
+    first = _erase(db_url, key)  # whatever the writers have stored so far
+    report = verify_log(db_url)
+    assert report.ok, report.problems
+    assert report.erased == first.events
+    for proc in writers:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+    second = _erase(db_url, key)
+    assert first.events + second.events == 3 * len([i for i in range(300) if _names(i)])
+    report = verify_log(db_url)
+    assert report.ok, report.problems
+    assert report.erased == first.events + second.events
+    assert report.events == 900 + len(first.erasure_events) + len(second.erasure_events)
+    assert _naming(db_url, (SUBJECT,)) == []
+
+
+def _names(i: int) -> bool:
+    return i % 3 == 0 or i % 5 == 0 or i % 7 == 0
+
+
+def _seal_v1(rows: list[tuple[Any, ...]]) -> list[Any]:
+    """How the previous version sealed events (canonical form 1, one salt per event)."""
+    out = []
+    for row in rows:
+        salt = os.urandom(16) if any(row[i] is not None for i in (1, 3, 4)) else None
+        out.append((chain_of(row[2]), canonical_v1(row, salt), salt))
+    return out
+
+
+def test_events_of_canonical_form_1_keep_verifying_and_lose_what_they_can(
+    db_url: str, spool_dir: Path, key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        for module in (_writer, _sink_postgres, _sink_sqlite):
+            m.setattr(module, "seal", _seal_v1)
+        with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+            audit.audit_login(SUBJECT, WorkspaceRef("T0NE"), SUBJECT_IP, SUBJECT_UA)
+            audit.log_audit_event(
+                "admin_action", user_id=OTHER, workspace_id=WorkspaceRef("T0NE"),
+                resource="user", resource_id=SUBJECT,
+            )  # fmt: skip
+            assert audit.flush(20)
+    assert all(c.startswith(b"[1,") for c, _ in _chained_rows(db_url))
+    _write(db_url, spool_dir)  # then events of this version, in the same chains
+    assert verify_log(db_url).ok
+
+    result = _erase(db_url, key)
+    # The v1 login loses its actor values; but both v1 events hashed the subject's id as their
+    # resource_id in clear: erasing it would break the chain, so it stays and is counted.
+    assert result.unerasable == 2
+    assert result.events == 6
+    report = verify_log(db_url)
+    assert report.ok, report.problems
+    assert report.erased == 6
+    assert _naming(db_url, (SUBJECT_IP, SUBJECT_UA)) == []
+    left = [e for e in stored(db_url) if SUBJECT in (e.user_id, e.resource_id)]
+    assert sorted((e.action, e.user_id, e.resource_id) for e in left) == [
+        ("admin_action", OTHER, SUBJECT),
+        ("login", None, SUBJECT),
+    ]

@@ -35,6 +35,7 @@ from ._chain import (
     normalise_json,
 )
 from ._checkpoint import Checkpoint, load_public_keys, read_checkpoint_file
+from ._cuts import Cut, read_cuts
 from ._db import make_engine
 from ._errors import AuditLedgerError, describe_database_error
 from ._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
@@ -64,6 +65,8 @@ Part = tuple[list[str], bool]
 # What a share's walk leaves for the checkpoint comparison: each chain's head position and the
 # stored hashes at the positions checkpoints name.
 ChainEnds = dict[uuid.UUID, tuple[int, dict[int, tuple[bytes, uuid.UUID]]]]
+# Where chains start after retention: the first kept position and the hash before it.
+Starts = dict[uuid.UUID, tuple[int, bytes]]
 R_ID, R_USER, R_WS, R_IP, R_UA, R_ACTION, R_RESOURCE, R_RESOURCE_ID = range(8)
 R_DETAILS, R_PREVIOUS, R_NEW, R_CREATED, R_SANITISED = range(8, 13)
 R_CHAIN, R_SEQ, R_HASH, R_CANONICAL, R_SALT = range(13, 18)
@@ -113,6 +116,7 @@ class VerifyReport:
     checkpoints: int = 0
     external_checkpoints: int = 0
     erased: int = 0
+    cuts: int = 0
     problems: list[VerifyProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Events with values removed: each must be covered by a gdpr.erasure event (checked once
@@ -131,6 +135,7 @@ class VerifyReport:
             "checkpoints": self.checkpoints,
             "external_checkpoints": self.external_checkpoints,
             "erased": self.erased,
+            "cuts": self.cuts,
             "problems": [p.to_dict() for p in self.problems],
             "notes": self.notes,
         }
@@ -390,12 +395,19 @@ class _Failed:
 class _ChainCheck:
     """Walks one chain in order; keeps only the little it needs to explain a failure."""
 
-    def __init__(self, chain_id: uuid.UUID, report: VerifyReport, wanted: set[int]) -> None:
+    def __init__(
+        self,
+        chain_id: uuid.UUID,
+        report: VerifyReport,
+        wanted: set[int],
+        start: tuple[int, bytes] | None = None,
+    ) -> None:
         self.chain_id = chain_id
         self.workspace = None if chain_id == NO_WORKSPACE else chain_id
         self.report = report
-        self.expected = 1
-        self.previous = genesis(chain_id)
+        # A signed cut moves the start: the events before it expired (retention).
+        self.floor, self.previous = start if start is not None else (1, genesis(chain_id))
+        self.expected = self.floor
         self.before_previous = self.previous
         self.previous_id: str | None = None
         self.pending: dict[int, _Row] = {}
@@ -413,6 +425,8 @@ class _ChainCheck:
         """Take rows in any order: rows of one chain arrive nearly in order from a sequential
         scan (concurrent writers fill different pages), so a few wait here for their turn."""
         seq = row[R_SEQ]
+        if seq is not None and seq < self.floor:
+            return  # below the chain's signed cut: expired, and not yet deleted
         if seq == self.expected:
             self.add(row)
             pending = self.pending
@@ -574,13 +588,19 @@ def verify_log(
         raise VerifyError(describe_database_error(exc)) from exc
 
     good = _check_signatures(stored, external, keys, report, checkpoints_file)
+    try:
+        starts = chain_starts(read_cuts(source.url_text()), keys, report)
+    except Exception as exc:
+        raise VerifyError(describe_database_error(exc)) from exc
     wanted: dict[uuid.UUID, set[int]] = {}
     for _, checkpoint in good:
         for chain_id, seq, _digest in checkpoint.heads:
             wanted.setdefault(chain_id, set()).add(seq)
 
     try:
-        ends = walk_log(source, wanted, workspace, report, progress, total, workers=workers)
+        ends = walk_log(
+            source, wanted, workspace, report, progress, total, workers=workers, starts=starts
+        )
     except VerifyError:
         raise
     except Exception as exc:
@@ -604,6 +624,32 @@ def verify_log(
             " checkpoints would not be detected"
         )
     return report
+
+
+def chain_starts(cuts: list[Cut], keys: dict[str, Any], report: VerifyReport) -> Starts:
+    """Each chain's newest cut whose signature holds; a bad one is a problem (and ignored,
+    so the events it claims expired are reported missing)."""
+    starts: dict[uuid.UUID, tuple[int, bytes, Cut]] = {}
+    for cut in cuts:
+        error = cut.verify(keys)
+        if error:
+            report.problems.append(
+                VerifyProblem(BAD_SIGNATURE, f"retention cut: {error}", checkpoint_id=cut.id)
+            )
+            continue
+        report.cuts += 1
+        if cut.chain_id is None or cut.first_seq is None or cut.previous_hash is None:
+            continue  # the quarantine's horizon
+        known = starts.get(cut.chain_id)
+        if known is None or known[0] < cut.first_seq:
+            starts[cut.chain_id] = (cut.first_seq, cut.previous_hash, cut)
+    for chain_id, (first, _, cut) in sorted(starts.items(), key=lambda item: str(item[0])):
+        report.notes.append(
+            f"chain {chain_id} starts at position {first}: retention cut {cut.id} signed"
+            f" {cut.created_at:%Y-%m-%d %H:%M:%S} UTC (events before"
+            f" {cut.expired_before:%Y-%m-%d %H:%M:%S} UTC expired)"
+        )
+    return {chain_id: (first, previous) for chain_id, (first, previous, _) in starts.items()}
 
 
 def uncovered_erasures(report: VerifyReport, covered: set[str]) -> None:
@@ -630,6 +676,7 @@ def walk_part(
     wanted: dict[uuid.UUID, set[int]],
     workspace: uuid.UUID | None,
     tick: Callable[[int], None] | None = None,
+    starts: Starts | None = None,
 ) -> ChainEnds:
     """Check every row's columns and walk every chain in ``rows``; problems go to ``report``
     (and ``report.events`` grows by the rows seen). ``tick(n)`` is called every 20,000 rows."""
@@ -656,7 +703,9 @@ def walk_part(
                 if workspace is not None and chain_id != workspace:
                     chain = None  # a row of another chain naming this workspace
                 else:
-                    chain = _ChainCheck(chain_id, report, wanted.get(chain_id, set()))
+                    chain = _ChainCheck(
+                        chain_id, report, wanted.get(chain_id, set()), (starts or {}).get(chain_id)
+                    )
                     chains[chain_id] = chain
                 by_text[chain_text] = chain
             if chain is not None:

@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ._verify import ChainEnds, Part, VerifyReport, _Source, walk_part
+from ._verify import ChainEnds, Part, Starts, VerifyReport, _Source, walk_part
 
 # Set in each worker process by its initializer: rows walked so far, for the progress bar.
 _walked: Any = None
@@ -33,6 +33,7 @@ def walk_log(
     total: int,
     *,
     workers: int,
+    starts: Starts | None = None,
 ) -> ChainEnds:
     parts = None
     if workers > 1 and source.postgres and workspace is None:
@@ -46,7 +47,9 @@ def walk_log(
             progress(seen, max(total, seen))
 
     if parts is None:
-        return walk_part(source.rows(workspace), source.postgres, report, wanted, workspace, tick)
+        return walk_part(
+            source.rows(workspace), source.postgres, report, wanted, workspace, tick, starts
+        )
     context = _context()
     walked = context.Value("q", 0)
 
@@ -58,7 +61,7 @@ def walk_log(
         len(parts) - 1, mp_context=context, initializer=_start_worker, initargs=(walked,)
     ) as pool:
         url = source.url_text()
-        futures = [pool.submit(_walk_share, url, part, wanted) for part in parts[1:]]
+        futures = [pool.submit(_walk_share, url, part, wanted, starts) for part in parts[1:]]
         ends = walk_part(
             source.rows(None, parts[0]),
             True,
@@ -66,6 +69,7 @@ def walk_log(
             wanted,
             None,
             lambda rows: tick(rows, others()),
+            starts,
         )
         for future in futures:
             while True:
@@ -113,7 +117,7 @@ def _start_worker(walked: Any) -> None:
 
 
 def _walk_share(
-    url: str, part: Part, wanted: dict[uuid.UUID, set[int]]
+    url: str, part: Part, wanted: dict[uuid.UUID, set[int]], starts: Starts | None = None
 ) -> tuple[VerifyReport, ChainEnds]:
     report = VerifyReport()
 
@@ -122,5 +126,5 @@ def _walk_share(
             with _walked.get_lock():
                 _walked.value += rows
 
-    ends = walk_part(_Source(url).rows(None, part), True, report, wanted, None, tick)
+    ends = walk_part(_Source(url).rows(None, part), True, report, wanted, None, tick, starts)
     return report, ends

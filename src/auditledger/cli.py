@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._cli_gdpr import gdpr_app
+from ._cli_retention import retention_app
 from ._errors import AuditLedgerError, describe_database_error
 from ._urls import ENV_DATABASE_URL
 
@@ -29,6 +30,7 @@ app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="Ed25519 keys that sign checkpoints.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(gdpr_app, name="gdpr")
+app.add_typer(retention_app, name="retention")
 
 console = Console()
 if not console.is_terminal:
@@ -380,6 +382,8 @@ def _print_report(report: Any) -> None:
     )
     if report.erased:
         summary += f", {report.erased} with personal values erased"
+    if report.cuts:
+        summary += f", {report.cuts} retention cut(s)"
     for note in report.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}")
     if report.ok:

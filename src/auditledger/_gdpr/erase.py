@@ -11,7 +11,6 @@ half-way (running it again finishes the job under a second event).
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,12 +18,10 @@ from typing import Any
 
 import orjson
 
-from .._chain import NO_WORKSPACE
 from .._chain_v2 import erased_salt as zeroed_salt
 from .._chain_v2 import is_v2, parse
 from .._errors import AuditLedgerError
-from .._ids import uuid7_batch
-from .._prepare import datetime_from_ns
+from .append import append, record_rows
 from .store import COLUMNS, Candidate, RowStore
 from .subject import json_form, subject_hash
 
@@ -203,56 +200,15 @@ def _record(
     store: RowStore, plan: ErasurePlan, *, reason: str, actor: str, subject: str
 ) -> list[uuid.UUID]:
     """Append one gdpr.erasure event per affected chain (before anything is erased)."""
-    by_chain: dict[uuid.UUID, list[str]] = {}
+    per_chain: dict[uuid.UUID, dict[str, Any]] = {}
     for t in plan.targets:
-        by_chain.setdefault(t.chain, []).append(str(t.event_id))
-    if not by_chain:
-        return []
-    now = time.time_ns()
-    ids = uuid7_batch([now] * len(by_chain))
-    rows = []
-    for event_id, (chain, erased) in zip(ids, sorted(by_chain.items(), key=str), strict=True):
-        details = {
-            "events": erased,
-            "reason": reason,
-            "subject": subject,
-            "values": dict(Counter(n for t in plan.targets if t.chain == chain for n in t.erase)),
-        }
-        rows.append(
-            (
-                event_id,
-                actor,
-                None if chain == NO_WORKSPACE else chain,
-                None,
-                None,
-                ACTION,
-                "gdpr",
-                None,
-                orjson.dumps(details, option=orjson.OPT_SORT_KEYS).decode(),
-                None,
-                None,
-                datetime_from_ns(now),
-                None,
-            )
+        details = per_chain.setdefault(
+            t.chain, {"events": [], "reason": reason, "subject": subject, "values": {}}
         )
-    sink = _sink(store)
-    try:
-        sink.write(rows, [], replay=False)
-    finally:
-        sink.close()
-    return ids
-
-
-def _sink(store: RowStore) -> Any:
-    if store.postgres:
-        from .._sink_postgres import PostgresSink
-        from .._urls import libpq_conninfo
-
-        return PostgresSink(libpq_conninfo(store.url), connect_timeout=30)
-    from .._sink_sqlite import SqliteSink
-    from .._urls import sqlite_path
-
-    return SqliteSink(sqlite_path(store.url), timeout=30)
+        details["events"].append(str(t.event_id))
+        for name in t.erase:
+            details["values"][name] = details["values"].get(name, 0) + 1
+    return append(store.url, record_rows(ACTION, actor, per_chain))
 
 
 def _workspace(value: uuid.UUID | str | None) -> uuid.UUID | None:

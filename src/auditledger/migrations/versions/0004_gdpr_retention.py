@@ -1,4 +1,4 @@
-"""GDPR erasure: the triggers let an UPDATE do nothing but erase personal values.
+"""GDPR and retention: erasure-only UPDATEs, prefix-only DELETEs, retention policies, cuts.
 
 Revision ID: 0004
 Revises: 0002
@@ -9,13 +9,20 @@ values to NULL and zero their salts, so the UPDATE trigger of ``audit_logs`` now
 change in exactly that way and no other: every other column, the canonical bytes and the chain
 columns stay as they are; a personal value may only become NULL; each 16-byte salt may only
 become zeros (or, for a version 1 row, the whole salt NULL). In ``audit_quarantine`` only the
-payload may change, to one marked ``_erased``. DELETE and TRUNCATE stay refused. The
-application's insert-only role has no UPDATE privilege at all: the trigger is what holds the
-owner to erasure. Autogenerate cannot see triggers; tests/test_gdpr_erasure.py checks them.
+payload may change, to one marked ``_erased``. The application's insert-only role has no
+UPDATE privilege at all: the trigger is what holds the owner to erasure.
+
+Retention (``auditledger retention apply``) records a signed cut in ``audit_cuts`` before it
+deletes a chain's expired prefix: a DELETE on ``audit_logs`` is refused unless every row it
+removes lies below its chain's newest cut, and on ``audit_quarantine`` unless every row is
+older than the quarantine's newest horizon. TRUNCATE stays refused; ``audit_cuts`` is
+append-only. Autogenerate cannot see triggers; tests/test_gdpr_erasure.py and
+tests/test_retention.py check them.
 """
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
@@ -120,46 +127,156 @@ _SQLITE_QUARANTINE = (
 )
 
 
+_DELETE_REFUSED = (
+    "the audit log is append-only; only retention may delete, and only below a recorded cut"
+)
+# Statement-level with the deleted rows as a table: one set-based check per batch of
+# retention's DELETE, not a query per row.
+_PG_PREFIX_ONLY = f"""
+CREATE FUNCTION auditledger_prefix_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM gone g
+        LEFT JOIN (SELECT chain_id, max(first_seq) AS first_kept FROM audit_cuts
+                   WHERE chain_id IS NOT NULL GROUP BY chain_id) c ON c.chain_id = g.chain_id
+        WHERE g.chain_seq IS NULL OR c.first_kept IS NULL OR g.chain_seq >= c.first_kept
+    ) THEN
+        RAISE EXCEPTION 'auditledger: DELETE on audit_logs is refused: {_DELETE_REFUSED}'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+_PG_QUARANTINE_EXPIRED_ONLY = f"""
+CREATE FUNCTION auditledger_quarantine_expired_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM gone g WHERE NOT coalesce(g.created_at < (
+            SELECT max(expired_before) FROM audit_cuts WHERE chain_id IS NULL), false)
+    ) THEN
+        RAISE EXCEPTION 'auditledger: DELETE on audit_quarantine is refused: {_DELETE_REFUSED}'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+_SQLITE_PREFIX_ONLY = (
+    "CREATE TRIGGER audit_logs_prefix_only BEFORE DELETE ON audit_logs WHEN NOT coalesce("
+    "OLD.chain_seq < (SELECT max(first_seq) FROM audit_cuts WHERE chain_id = OLD.chain_id), 0)"
+    f" BEGIN SELECT RAISE(ABORT, 'auditledger: DELETE on audit_logs is refused:"
+    f" {_DELETE_REFUSED}'); END"
+)
+_SQLITE_QUARANTINE_EXPIRED_ONLY = (
+    "CREATE TRIGGER audit_quarantine_expired_only BEFORE DELETE ON audit_quarantine"
+    " WHEN NOT coalesce(OLD.created_at < (SELECT max(expired_before) FROM audit_cuts"
+    " WHERE chain_id IS NULL), 0)"
+    f" BEGIN SELECT RAISE(ABORT, 'auditledger: DELETE on audit_quarantine is refused:"
+    f" {_DELETE_REFUSED}'); END"
+)
+
+
+def _create_tables() -> None:
+    op.create_table(
+        "audit_retention",
+        sa.Column("scope", sa.Text(), nullable=False),
+        sa.Column("days", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("scope", name="pk_audit_retention"),
+    )
+    op.create_table(
+        "audit_cuts",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("chain_id", sa.Uuid(), nullable=True),
+        sa.Column("first_seq", sa.BigInteger(), nullable=True),
+        sa.Column("previous_hash", sa.LargeBinary(), nullable=True),
+        sa.Column("expired_before", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("key_id", sa.Text(), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("signature", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_cuts"),
+    )
+    op.create_index("audit_cuts_chain_idx", "audit_cuts", ["chain_id", "first_seq"])
+
+
 def upgrade() -> None:
+    _create_tables()
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_PG_LOGS)
         op.execute(_PG_QUARANTINE)
-        for table, function in (
-            ("audit_logs", "auditledger_erasure_only"),
-            ("audit_quarantine", "auditledger_quarantine_erasure_only"),
+        op.execute(_PG_PREFIX_ONLY)
+        op.execute(_PG_QUARANTINE_EXPIRED_ONLY)
+        for table, function, delete in (
+            ("audit_logs", "auditledger_erasure_only", "auditledger_prefix_only"),
+            (
+                "audit_quarantine",
+                "auditledger_quarantine_erasure_only",
+                "auditledger_quarantine_expired_only",
+            ),
         ):
             op.execute(f"DROP TRIGGER {table}_append_only ON {table}")
             op.execute(
-                f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}"
-                " FOR EACH STATEMENT EXECUTE FUNCTION auditledger_refuse_change()"
+                f"CREATE TRIGGER {table}_delete_below_cut AFTER DELETE ON {table}"
+                f" REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION {delete}()"
             )
             op.execute(
                 f"CREATE TRIGGER {table}_erase_only BEFORE UPDATE ON {table}"
                 f" FOR EACH ROW EXECUTE FUNCTION {function}()"
             )
+        op.execute(
+            "CREATE TRIGGER audit_cuts_append_only BEFORE UPDATE OR DELETE ON audit_cuts"
+            " FOR EACH STATEMENT EXECUTE FUNCTION auditledger_refuse_change()"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_cuts_no_truncate BEFORE TRUNCATE ON audit_cuts"
+            " FOR EACH STATEMENT EXECUTE FUNCTION auditledger_refuse_change()"
+        )
     else:
-        op.execute("DROP TRIGGER audit_logs_no_update")
-        op.execute("DROP TRIGGER audit_quarantine_no_update")
+        for table in ("audit_logs", "audit_quarantine"):
+            op.execute(f"DROP TRIGGER {table}_no_update")
+            op.execute(f"DROP TRIGGER {table}_no_delete")
         op.execute(_SQLITE_LOGS)
         op.execute(_SQLITE_QUARANTINE)
+        op.execute(_SQLITE_PREFIX_ONLY)
+        op.execute(_SQLITE_QUARANTINE_EXPIRED_ONLY)
+        for operation in ("UPDATE", "DELETE"):
+            op.execute(
+                f"CREATE TRIGGER audit_cuts_no_{operation.lower()} BEFORE {operation} ON"
+                f" audit_cuts BEGIN SELECT RAISE(ABORT, 'auditledger: {operation} on audit_cuts"
+                " is refused: the audit log is append-only'); END"
+            )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for table in ("audit_logs", "audit_quarantine"):
             op.execute(f"DROP TRIGGER {table}_erase_only ON {table}")
-            op.execute(f"DROP TRIGGER {table}_no_delete ON {table}")
+            op.execute(f"DROP TRIGGER {table}_delete_below_cut ON {table}")
             op.execute(
                 f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
                 " FOR EACH STATEMENT EXECUTE FUNCTION auditledger_refuse_change()"
             )
-        op.execute("DROP FUNCTION auditledger_erasure_only()")
-        op.execute("DROP FUNCTION auditledger_quarantine_erasure_only()")
+        for function in (
+            "auditledger_erasure_only",
+            "auditledger_quarantine_erasure_only",
+            "auditledger_prefix_only",
+            "auditledger_quarantine_expired_only",
+        ):
+            op.execute(f"DROP FUNCTION {function}()")
     else:
         for table in ("audit_logs", "audit_quarantine"):
             op.execute(f"DROP TRIGGER {table}_erase_only")
-            op.execute(
-                f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}"
-                f" BEGIN SELECT RAISE(ABORT, 'auditledger: UPDATE on {table} is"
-                " refused: the audit log is append-only'); END"
-            )
+        op.execute("DROP TRIGGER audit_logs_prefix_only")
+        op.execute("DROP TRIGGER audit_quarantine_expired_only")
+        for table in ("audit_logs", "audit_quarantine"):
+            for operation in ("UPDATE", "DELETE"):
+                op.execute(
+                    f"CREATE TRIGGER {table}_no_{operation.lower()} BEFORE {operation} ON"
+                    f" {table} BEGIN SELECT RAISE(ABORT, 'auditledger: {operation} on {table}"
+                    " is refused: the audit log is append-only'); END"
+                )
+    op.drop_index("audit_cuts_chain_idx", table_name="audit_cuts")
+    op.drop_table("audit_cuts")
+    op.drop_table("audit_retention")

@@ -15,10 +15,17 @@ import logging as _logging
 
 from ._actions import AuditAction
 from ._default import close, configure, default_logger, flush, get_logger
-from ._errors import AuditLedgerError, ConfigurationError, MissingExtraError, SchemaError
+from ._errors import (
+    AuditLedgerError,
+    ConfigurationError,
+    InvalidCursor,
+    MissingExtraError,
+    SchemaError,
+)
 from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
 from ._helpers import AuditHelpers, BoundAuditLogger
 from ._logger import AuditLogger, install_sigterm_handler
+from ._reader import AuditReader, Page
 from ._redact import DEFAULT_REDACT_KEYS
 from ._store import AuditStore
 from ._verify import VerifyError, VerifyProblem, VerifyReport, verify_log
@@ -45,11 +52,14 @@ __all__ = [
     "AuditHelpers",
     "AuditLedgerError",
     "AuditLogger",
+    "AuditReader",
     "AuditStats",
     "AuditStore",
     "BoundAuditLogger",
     "ConfigurationError",
+    "InvalidCursor",
     "MissingExtraError",
+    "Page",
     "QuarantinedEvent",
     "SchemaError",
     "VerifyError",

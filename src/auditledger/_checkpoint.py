@@ -80,6 +80,12 @@ class Signer:
     def sign(self, body: bytes) -> bytes:
         return self._private.sign(body)
 
+    def public_pem(self) -> bytes:
+        """The public half, as ``auditledger keys generate`` writes it to signing.pub."""
+        return self._private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
 
 def load_public_keys(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Ed25519PublicKey]:
     _require_cryptography()

@@ -3,7 +3,8 @@
     AuditLedgerError
      ├── ConfigurationError   an option or URL is wrong; raised at start-up, never by a log call
      ├── MissingExtraError    an optional dependency is not installed (names the extra)
-     └── SchemaError          the database schema is missing or behind the migrations
+     ├── SchemaError          the database schema is missing or behind the migrations
+     └── InvalidCursor        a page cursor was edited, or used with other filters (ValueError)
 
 A log call never raises any of these: a failing write is reported through the
 ``auditledger`` logger and accounted for in ``AuditLogger.stats()``.
@@ -32,6 +33,10 @@ class MissingExtraError(AuditLedgerError, ImportError):
 
 class SchemaError(AuditLedgerError):
     """The database does not have the schema this version of auditledger expects."""
+
+
+class InvalidCursor(AuditLedgerError, ValueError):
+    """A page cursor is not one this database issued for these filters and this workspace."""
 
 
 def describe_database_error(exc: BaseException) -> str:

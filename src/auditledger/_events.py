@@ -42,7 +42,12 @@ class WorkspaceRef:
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    """One stored audit event, as read back from the database."""
+    """One stored audit event, as read back from the database.
+
+    The attributes are named after the columns of ``audit_logs``; ``seq`` is the event's
+    position in its workspace's hash chain (gap-free, in commit order; None only for rows
+    stored before chains existed).
+    """
 
     id: uuid.UUID
     action: str
@@ -57,6 +62,7 @@ class AuditEvent:
     previous_value: Any = None
     new_value: Any = None
     sanitised: list[dict[str, Any]] | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

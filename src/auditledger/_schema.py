@@ -137,6 +137,12 @@ audit_logs = Table(
     Index("audit_logs_user_idx", "user_id"),
     Index("audit_logs_action_idx", "action"),
     Index("audit_logs_created_at_idx", "created_at"),
+    # Revision 0003: a workspace's pages are in chain order (see _read/query.py); these let
+    # even PostgreSQL's generic plan of a prepared statement read only the rows of the page
+    # for one user, one action, or a time range of the workspace.
+    Index("audit_logs_chain_user_idx", "chain_id", "user_id", "chain_seq"),
+    Index("audit_logs_chain_action_idx", "chain_id", "action", "chain_seq"),
+    Index("audit_logs_chain_created_at_idx", "chain_id", "created_at"),
     # "Newest N of one workspace": without it PostgreSQL's generic plan for a prepared
     # statement walks created_at backwards through every other tenant's rows.
     Index("audit_logs_workspace_created_at_idx", "workspace_id", "created_at"),
@@ -197,6 +203,16 @@ audit_cuts = Table(
     Index("audit_cuts_chain_idx", "chain_id", "first_seq"),
 )
 
+# Secrets the database keeps for its readers (revision 0003): the key that authenticates page
+# cursors, made at random when the schema is created, so every process reading this database
+# accepts the cursors the others issue.
+audit_secrets = Table(
+    "audit_secrets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
 # Column order of audit_logs rows as the writer produces them.
 AUDIT_LOG_COLUMNS: tuple[str, ...] = (
     "id",
@@ -221,6 +237,7 @@ __all__ = [
     "audit_logs",
     "audit_quarantine",
     "audit_retention",
+    "audit_secrets",
     "metadata",
     "workspaces",
 ]

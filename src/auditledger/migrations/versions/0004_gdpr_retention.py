@@ -1,7 +1,7 @@
 """GDPR and retention: erasure-only UPDATEs, prefix-only DELETEs, retention policies, cuts.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-03
 
 Revision 0002 refused every UPDATE. Erasure (``auditledger gdpr erase``) must set personal
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,396 @@
+"""Investigation commands: ``events``, ``tail``, ``export`` and ``verify-bundle``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ._errors import AuditLedgerError, describe_database_error
+from ._events import AuditEvent
+from ._urls import ENV_DATABASE_URL
+
+console = Console()
+if not console.is_terminal:
+    console = Console(width=150)  # piped or under make, Rich assumes 80 columns
+err_console = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar=ENV_DATABASE_URL,
+        help="postgresql://... or sqlite:///path (default: sqlite:///auditledger.db)",
+        show_envvar=True,
+    ),
+]
+Workspace = Annotated[
+    str | None,
+    typer.Option(help="Only this workspace: its id, a unique prefix of it, or a Slack team id."),
+]
+User = Annotated[str | None, typer.Option("--user", "--user-id", help="Only this user id.")]
+Action = Annotated[str | None, typer.Option(help="Only this action.")]
+ActionPrefix = Annotated[
+    str | None, typer.Option(help="Only actions starting with this (e.g. oauth_).")
+]
+Resource = Annotated[str | None, typer.Option(help="Only this resource type.")]
+ResourceId = Annotated[str | None, typer.Option(help="Only this resource id.")]
+Ip = Annotated[str | None, typer.Option(help="Only this address, or a CIDR network.")]
+Since = Annotated[
+    str | None,
+    typer.Option(help="From this time on: 2026-11-01, 2026-11-01T09:30Z, or 2h, 7d ago."),
+]
+Until = Annotated[str | None, typer.Option(help="Before this time (same forms as --since).")]
+Text = Annotated[
+    str | None,
+    typer.Option(help="Case-insensitive text in resource_id, details or the values."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+Actor = Annotated[
+    str | None,
+    typer.Option(help="Who exports, for the audit record (default: your login name)."),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _require_database_file(database_url: str | None) -> None:
+    from ._urls import missing_sqlite_file
+
+    try:
+        missing = missing_sqlite_file(database_url)
+    except AuditLedgerError as exc:
+        raise fail(str(exc)) from exc
+    if missing is not None:
+        raise fail(missing)
+
+
+def _time(option: str, value: str | None) -> datetime | None:
+    from ._read.filters import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}") from exc
+
+
+@contextmanager
+def _reading(database_url: str | None, actor: str | None = None) -> Iterator[Any]:
+    """An AuditReader whose errors become one line and exit 2 (never a traceback)."""
+    from ._reader import AuditReader
+
+    _require_database_file(database_url)
+    try:
+        reader = AuditReader(database_url, actor=actor)
+    except AuditLedgerError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        yield reader
+    except typer.Exit:
+        raise
+    except LookupError as exc:
+        raise fail(f"--workspace: {exc.args[0]}") from exc
+    except (AuditLedgerError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    except Exception as exc:
+        raise fail(describe_database_error(exc)) from exc
+    finally:
+        reader.close()
+
+
+def _relative(value: object) -> bool:
+    from ._read.filters import is_relative
+
+    return isinstance(value, str) and is_relative(value)
+
+
+def _filters(reader: Any, **given: Any) -> Any:
+    for name in ("since", "until"):
+        value = given.get(name)
+        given[name] = value if not isinstance(value, str) else _time(f"--{name}", value)
+    try:
+        return reader.filters(**given)
+    except LookupError as exc:
+        raise fail(f"--workspace: {exc.args[0]}") from exc
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+
+
+def _json_line(event: AuditEvent) -> str:
+    from ._read.rows import event_record
+
+    return json.dumps(event_record(event), ensure_ascii=False)
+
+
+def _short(value: object, width: int = 40) -> str:
+    if value is None:
+        return ""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(title: str, found: list[AuditEvent]) -> Table:
+    table = Table(title=title)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    for column in ("user", "workspace", "seq", "ip", "resource", "value"):
+        table.add_column(column, overflow="fold")
+    for e in found:
+        table.add_row(
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.action,
+            e.user_id or "",
+            str(e.workspace_id)[:8] if e.workspace_id else "",
+            "" if e.seq is None else str(e.seq),
+            e.ip_address or "",
+            f"{e.resource or ''}:{e.resource_id or ''}".strip(":"),
+            _short(e.new_value if e.new_value is not None else e.details),
+        )
+    return table
+
+
+def events(
+    database_url: DatabaseUrl = None,
+    workspace: Workspace = None,
+    user: User = None,
+    action: Action = None,
+    action_prefix: ActionPrefix = None,
+    resource: Resource = None,
+    resource_id: ResourceId = None,
+    ip: Ip = None,
+    since: Since = None,
+    until: Until = None,
+    text: Text = None,
+    cursor: Annotated[str | None, typer.Option(help="Continue from a printed cursor.")] = None,
+    oldest_first: Annotated[bool, typer.Option(help="Oldest first (default: newest).")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: AsJson = False,
+) -> None:
+    """Search the events; prints the cursor of the next page."""
+    with _reading(database_url) as reader:
+        times: dict[str, Any] = {"since": since, "until": until}
+        if cursor is not None and any(_relative(t) for t in times.values()):
+            # "--since 2h" means another moment on each run: page on with the first page's.
+            issued = dict(zip(("since", "until"), reader.cursor_times(cursor), strict=True))
+            times = {k: issued[k] if _relative(v) else v for k, v in times.items()}
+        chosen = _filters(
+            reader, workspace=workspace, user_id=user, action=action,
+            action_prefix=action_prefix, resource=resource, resource_id=resource_id, ip=ip,
+            text=text, oldest_first=oldest_first, **times,
+        )  # fmt: skip
+        page = reader.page(chosen, limit=limit, cursor=cursor)
+    if as_json:
+        for e in page.items:
+            sys.stdout.write(_json_line(e) + "\n")
+    else:
+        n = len(page.items)
+        order = "oldest" if oldest_first else "newest"
+        console.print(_table(f"{order} {n} event{'' if n == 1 else 's'}", page.items))
+    if page.next_cursor is not None:
+        err_console.print(f"next page: --cursor {page.next_cursor}", soft_wrap=True)
+
+
+def tail(
+    database_url: DatabaseUrl = None,
+    workspace: Workspace = None,
+    user: User = None,
+    action: Action = None,
+    action_prefix: ActionPrefix = None,
+    resource: Resource = None,
+    resource_id: ResourceId = None,
+    ip: Ip = None,
+    text: Text = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=1000)] = 10,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Then print each new event once stored.")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 1.0,
+    max_events: Annotated[
+        int | None, typer.Option(min=1, help="With --follow: stop after this many new events.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """The newest events; with --follow, every new one exactly once as it is stored."""
+    from ._read.follow import Follower
+
+    def show(found: list[AuditEvent]) -> None:
+        if as_json:
+            for e in found:
+                sys.stdout.write(_json_line(e) + "\n")
+            sys.stdout.flush()
+        elif found:
+            console.print(_table("", found), end="")
+
+    with _reading(database_url) as reader:
+        chosen = _filters(
+            reader, workspace=workspace, user_id=user, action=action,
+            action_prefix=action_prefix, resource=resource, resource_id=resource_id, ip=ip,
+            text=text,
+        )  # fmt: skip
+        follower = Follower(chosen)
+        with reader.engine.connect() as conn:
+            follower.start(conn)
+        newest = reader.page(chosen, limit=lines).items if lines else []
+        show([e for e in reversed(newest) if follower.shown_at_start(e)])
+        if not follow:
+            return
+        shown = 0
+        try:
+            while max_events is None or shown < max_events:
+                with reader.engine.connect() as conn:
+                    found = follower.poll(conn)
+                if max_events is not None:
+                    found = found[: max_events - shown]
+                show(found)
+                shown += len(found)
+                if not found:
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def export(
+    workspace: Annotated[str, typer.Option(help="The workspace: id, unique prefix, team id.")],
+    out: Annotated[Path | None, typer.Option(help="The file to write (jsonl or csv).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (lossless) or csv.")] = "jsonl",
+    bundle: Annotated[
+        Path | None, typer.Option(help="Write a self-verifying ZIP bundle instead.")
+    ] = None,
+    signing_key: Annotated[
+        Path | None, typer.Option(help="Bundle: sign a fresh checkpoint of its last event.")
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None, typer.Option(help="Bundle: also include this public key.")
+    ] = None,
+    user: User = None,
+    action: Action = None,
+    action_prefix: ActionPrefix = None,
+    resource: Resource = None,
+    resource_id: ResourceId = None,
+    ip: Ip = None,
+    since: Since = None,
+    until: Until = None,
+    text: Text = None,
+    actor: Actor = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Export a workspace's events to JSONL or CSV, or as a bundle; the export is audited."""
+    from ._exports import export_bundle, export_file
+
+    if (out is None) == (bundle is None):
+        raise fail("give either --out FILE (with --format) or --bundle FILE.zip")
+    if bundle is not None and any(
+        v is not None for v in (user, action, action_prefix, resource, resource_id, ip, text)
+    ):
+        raise fail("a bundle holds a whole range of the chain: only --since and --until apply")
+    if fmt not in ("jsonl", "csv"):
+        raise fail(f"--format: {fmt!r} is not jsonl or csv")
+    who = actor or getpass.getuser()
+    with _reading(database_url, actor=who) as reader, _progress() as progress:
+        if bundle is not None:
+            made = export_bundle(
+                reader, bundle, workspace=workspace, since=_time("--since", since),
+                until=_time("--until", until), signing_key=signing_key,
+                public_keys=list(public_key or []), progress=progress,
+            )  # fmt: skip
+            signed = ", last event signed" if made.signed else ""
+            console.print(
+                f"{made.events} events (positions {made.first_seq}-{made.last_seq}{signed})"
+                f" -> {made.path}  sha256 {made.sha256}"
+            )
+            return
+        if out is None:  # excluded above; this tells the type checker
+            raise fail("give --out FILE")
+        # Every filter is checked before any file is opened.
+        _filters(
+            reader, workspace=workspace, user_id=user, action=action,
+            action_prefix=action_prefix, resource=resource, resource_id=resource_id, ip=ip,
+            since=since, until=until, text=text,
+        )  # fmt: skip
+        result = export_file(
+            reader, out, workspace=workspace, fmt=fmt, progress=progress, user_id=user,
+            action=action, action_prefix=action_prefix, resource=resource,
+            resource_id=resource_id, ip=ip, since=_time("--since", since),
+            until=_time("--until", until), text=text,
+        )  # fmt: skip
+        console.print(f"{result.events} events -> {result.path}  sha256 {result.sha256}")
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[int], None] | None]:
+    """A live count on a terminal (stderr); nothing when piped."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        SpinnerColumn(), TextColumn("exported {task.completed} events"), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    )  # fmt: skip
+    task = bar.add_task("export", total=None)
+    with bar:
+        yield lambda done: bar.update(task, completed=done)
+
+
+def verify_bundle(
+    path: Annotated[Path, typer.Argument(help="The bundle ZIP file.")],
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(help="Trust only these public keys (default: the bundle's own)."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Check a bundle offline: exit 0 intact, 1 tampered, 2 could not check."""
+    from ._read.bundle_verify import BundleError, verify_bundle
+
+    try:
+        report = verify_bundle(path, list(public_key or []))
+    except BundleError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        for note in report.notes:
+            err_console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
+        summary = (
+            f"{report.events} events (positions {report.first_seq}-{report.last_seq}) of"
+            f" workspace {report.workspace_id or '(none)'}, {report.checkpoints} checkpoint(s),"
+            f" signed up to position {report.covered_to}"
+        )
+        if report.ok:
+            console.print(f"[green]intact[/green]: {summary}", soft_wrap=True)
+        else:
+            table = Table(title=f"{len(report.problems)} problem(s): {summary}")
+            for column in ("kind", "event or checkpoint", "seq", "detail"):
+                table.add_column(column, overflow="fold")
+            for p in report.problems:
+                what = p.event_id or (f"checkpoint {p.checkpoint_id}" if p.checkpoint_id else "")
+                table.add_row(p.kind, str(what), "" if p.seq is None else str(p.seq), p.detail)
+            console.print(table)
+            err_console.print("[red]tampered[/red]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("events")(events)
+    app.command("tail")(tail)
+    app.command("export")(export)
+    app.command("verify-bundle")(verify_bundle)

@@ -1,0 +1,112 @@
+"""What a query asks for, checked and normalised once, so a cursor can be bound to it."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from .._chain import micros
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_LIMIT = 1000
+_RELATIVE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Every filter of a query. ``workspace`` is resolved to its id before this is built."""
+
+    workspace: uuid.UUID | None = None
+    user_id: str | None = None
+    action: str | None = None
+    action_prefix: str | None = None
+    resource: str | None = None
+    resource_id: str | None = None
+    ip: IpNetwork | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    oldest_first: bool = False
+
+    def fingerprint(self) -> str:
+        """A digest of the filters and the direction: what a cursor is bound to."""
+        data = {
+            "workspace": None if self.workspace is None else str(self.workspace),
+            "user_id": self.user_id,
+            "action": self.action,
+            "action_prefix": self.action_prefix,
+            "resource": self.resource,
+            "resource_id": self.resource_id,
+            "ip": None if self.ip is None else str(self.ip),
+            "since": None if self.since is None else micros(self.since),
+            "until": None if self.until is None else micros(self.until),
+            "text": self.text,
+            "oldest_first": self.oldest_first,
+        }
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+    def described(self) -> dict[str, str]:
+        """The filters that are set, as text (for the record of an export or a view)."""
+        out: dict[str, str] = {}
+        for name in ("user_id", "action", "action_prefix", "resource", "resource_id", "text"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.ip is not None:
+            out["ip"] = str(self.ip)
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.isoformat()
+        return out
+
+
+def parse_ip(value: str | IpNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address) -> IpNetwork:
+    """An address or a CIDR network; raises ValueError naming the value otherwise."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or a CIDR network") from exc
+
+
+def aware(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, as the issue and the CLI promise."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def is_relative(value: str) -> bool:
+    return _RELATIVE.match(value) is not None
+
+
+def parse_time(value: str, *, now: datetime | None = None) -> datetime:
+    """``2026-11-01``, ``2026-11-01T09:30``, ``...Z``/``+02:00``, or a span back from now:
+    ``90s``, ``15m``, ``2h``, ``7d``, ``1w``. Raises ValueError naming the value otherwise."""
+    match = _RELATIVE.match(value)
+    if match:
+        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        return aware(datetime.fromisoformat(text))
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not a time: give an ISO 8601 date or time (2026-11-01,"
+            " 2026-11-01T09:30Z) or a span back from now (30m, 2h, 7d)"
+        ) from exc
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, not {limit!r}")
+    return limit

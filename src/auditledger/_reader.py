@@ -1,0 +1,225 @@
+"""``AuditReader``: search, page and stream the log; exports and views can be recorded.
+
+It lives above the read side (``_read/``) because recording a read appends an event to the
+workspace's chain, which only the writer may do: the reader hands that to an ``AuditLogger``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+from ._chain import micros
+from ._db import make_engine
+from ._events import AuditEvent
+from ._read import cursor as cursors
+from ._read import query
+from ._read.cursor import Position
+from ._read.filters import Filters, aware, check_limit, parse_ip
+from ._read.keys import cursor_key
+from ._store import AuditStore
+
+if TYPE_CHECKING:
+    from ._logger import AuditLogger
+
+WorkspaceArg = uuid.UUID | str | None
+IpArg = str | ipaddress.IPv4Network | ipaddress.IPv6Network | None
+
+VIEWED = "audit_log.viewed"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EXPORTED = "audit_log.exported"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of events. ``next_cursor``: newest first, None on the last page; oldest
+    first, always a cursor to resume from (it returns nothing until newer events exist)."""
+
+    items: list[AuditEvent]
+    next_cursor: str | None
+
+
+class AuditReader:
+    """Read access to an auditledger database: ``AuditReader(url)``, then ``events()``.
+
+    ``actor``: who reads; when given, every ``events()`` call is recorded in the workspace's
+    chain as ``audit_log.viewed`` (exports are always recorded as ``audit_log.exported``).
+    ``cursor_key``: the secret that authenticates cursors (default: AUDITLEDGER_CURSOR_KEY, else
+    a random key kept in the database). ``recorder``: the logger read records go through
+    (default: one opened on the same database when first needed, closed with the reader).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        actor: str | None = None,
+        cursor_key: bytes | str | None = None,
+        recorder: AuditLogger | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self._url = database_url
+        self._engine = engine or make_engine(database_url)
+        self._owns_engine = engine is None
+        self.actor = actor
+        self._given_key = cursor_key
+        self._key: bytes | None = None
+        self._recorder = recorder
+        self._owns_recorder = recorder is None
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def filters(
+        self,
+        *,
+        workspace: WorkspaceArg = None,
+        user_id: str | None = None,
+        action: str | None = None,
+        action_prefix: str | None = None,
+        resource: str | None = None,
+        resource_id: str | None = None,
+        ip: IpArg = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        oldest_first: bool = False,
+    ) -> Filters:
+        """The filters checked and normalised (the workspace resolved to its id).
+
+        Raises ValueError (LookupError for a workspace that matches none or several)."""
+        return Filters(
+            workspace=None if workspace is None else self.resolve_workspace(workspace),
+            user_id=user_id,
+            action=None if action is None else str(action),
+            action_prefix=action_prefix,
+            resource=resource,
+            resource_id=resource_id,
+            ip=None if ip is None else parse_ip(ip),
+            since=None if since is None else aware(since),
+            until=None if until is None else aware(until),
+            text=text or None,
+            oldest_first=oldest_first,
+        )
+
+    def events(
+        self,
+        *,
+        workspace: WorkspaceArg = None,
+        user_id: str | None = None,
+        action: str | None = None,
+        action_prefix: str | None = None,
+        resource: str | None = None,
+        resource_id: str | None = None,
+        ip: IpArg = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> Page:
+        """One page of matching events, newest first unless ``oldest_first``."""
+        check_limit(limit)
+        filters = self.filters(
+            workspace=workspace, user_id=user_id, action=action, action_prefix=action_prefix,
+            resource=resource, resource_id=resource_id, ip=ip, since=since, until=until,
+            text=text, oldest_first=oldest_first,
+        )  # fmt: skip
+        return self.page(filters, limit=limit, cursor=cursor)
+
+    def page(self, filters: Filters, *, limit: int = 50, cursor: str | None = None) -> Page:
+        """``events()`` for filters already built by ``filters()``."""
+        check_limit(limit)
+        key = self._cursor_key()
+        fingerprint = filters.fingerprint()
+        after = Position() if cursor is None else cursors.decode(key, fingerprint, cursor)
+        with self._engine.connect() as conn:
+            items, more = query.fetch(conn, filters, after, limit)
+        times = tuple(None if t is None else micros(t) for t in (filters.since, filters.until))
+        next_cursor: str | None = None
+        if filters.oldest_first or more:
+            end = query.position_of(filters, items[-1]) if items else after
+            next_cursor = cursors.encode(key, fingerprint, end, times)  # type: ignore[arg-type]
+        if self.actor is not None:
+            self._record_view(filters, len(items), cursor is not None)
+        return Page(items, next_cursor)
+
+    def cursor_times(self, cursor: str) -> tuple[datetime | None, datetime | None]:
+        """The since and until of the query that issued ``cursor`` (raises InvalidCursor).
+        The command line pages on with these when given a relative time such as ``2h``."""
+        since, until = cursors.issued_times(self._cursor_key(), cursor)
+        return tuple(  # type: ignore[return-value]
+            None if t is None else _EPOCH + timedelta(microseconds=t) for t in (since, until)
+        )
+
+    def iter_events(self, **filters: Any) -> Iterator[AuditEvent]:
+        """Every matching event, in chunks: memory stays flat however many there are.
+
+        Takes the filters of ``events()`` (not ``limit`` or ``cursor``)."""
+        for name in ("limit", "cursor"):
+            if name in filters:
+                raise TypeError(f"iter_events() takes no {name!r}: it returns every match")
+        yield from self.stream(self.filters(**filters))
+
+    def stream(self, filters: Filters, *, chunk: int = 2000) -> Iterator[AuditEvent]:
+        with self._engine.connect() as conn:
+            yield from query.stream(conn, filters, Position(), chunk)
+
+    def resolve_workspace(self, value: uuid.UUID | str) -> uuid.UUID:
+        """A workspace id from its UUID, a unique prefix of it, or its Slack team id."""
+        if isinstance(value, uuid.UUID):
+            return value
+        return AuditStore(engine=self._engine).resolve_workspace(str(value))
+
+    # ---- recording reads ------------------------------------------------------------------
+
+    def record(self, action: str, workspace: uuid.UUID | None, details: dict[str, Any]) -> bool:
+        """Append a read record to the workspace's chain; True once it is stored."""
+        recorder = self._recorder
+        if recorder is None:
+            from ._logger import AuditLogger
+
+            recorder = self._recorder = AuditLogger(self._url)
+        recorder.log_audit_event(
+            action,
+            user_id=self.actor,
+            workspace_id=workspace,
+            resource="audit_log",
+            resource_id=None if workspace is None else str(workspace),
+            details=details,
+        )
+        return recorder.flush()
+
+    def _record_view(self, filters: Filters, count: int, continued: bool) -> None:
+        details = {"filters": filters.described(), "events": count, "continued": continued}
+        self.record(VIEWED, filters.workspace, details)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def _cursor_key(self) -> bytes:
+        if self._key is None:
+            with self._engine.connect() as conn:
+                self._key = cursor_key(conn, self._given_key)
+        return self._key
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        if self._recorder is not None and self._owns_recorder:
+            self._recorder.close()
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> AuditReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

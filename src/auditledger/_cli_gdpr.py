@@ -1,4 +1,4 @@
-"""``auditledger gdpr ...``: erasure of a data subject (and, later, subject access)."""
+"""``auditledger gdpr ...``: subject access and erasure for one person."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from rich.markup import escape
 from ._errors import AuditLedgerError, describe_database_error
 from ._urls import ENV_DATABASE_URL
 
-gdpr_app = typer.Typer(help="Erase a data subject's values from the log.", no_args_is_help=True)
+gdpr_app = typer.Typer(
+    help="Subject access and erasure for one person (GDPR Art. 15 and 17).", no_args_is_help=True
+)
 console = Console(width=150) if not Console().is_terminal else Console()
 err_console = Console(stderr=True)
 
@@ -110,6 +112,60 @@ def erase(
     finally:
         store.close()
     _print(result.to_dict(), as_json)
+
+
+SubjectKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--subject-key",
+        envvar="AUDITLEDGER_SUBJECT_KEY",
+        help="Secret file (>= 32 bytes, outside the database) keying the subject's hash",
+        show_envvar=True,
+    ),
+]
+
+
+@gdpr_app.command("export")
+def export(
+    user: Annotated[str, typer.Option("--user", help="The user id to export")],
+    out: Annotated[Path, typer.Option("--out", help="The JSON file to write")],
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="Only this workspace (id or team id)")
+    ] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Who asked (recorded)")] = None,
+    subject_key: SubjectKey = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write every event about USER to a JSON file, and record a gdpr.subject_export event."""
+    from ._gdpr.subject import load_subject_key
+    from ._read.subject import document
+    from ._reader import AuditReader
+    from ._urls import missing_sqlite_file
+
+    try:
+        key = load_subject_key(subject_key)
+        missing = missing_sqlite_file(database_url)
+        if missing is not None:
+            raise _fail(missing)
+        with AuditReader(database_url, actor=actor) as reader:
+            target = None if workspace is None else reader.resolve_workspace(workspace)
+            events = reader.subject_events(user, target, subject_key=key)
+    except typer.Exit:
+        raise
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    except LookupError as exc:
+        raise _fail(f"--workspace: {exc.args[0]}") from exc
+    except Exception as exc:
+        raise _fail(describe_database_error(exc)) from exc
+    data = document(user, target, events)
+    try:
+        out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {out} ({exc.strerror})") from exc
+    summary = data["summary"]
+    actions = ", ".join(f"{n} {a}" for a, n in summary["by_action"].items()) or "none"
+    console.print(f"{summary['events']} event(s) written to {out}: {actions}")
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:

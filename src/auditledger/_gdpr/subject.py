@@ -7,9 +7,10 @@ import hmac
 import os
 from pathlib import Path
 
-import orjson
-
 from .._errors import ConfigurationError
+from .._read.subject import json_form
+
+__all__ = ["json_form", "load_subject_key", "subject_hash"]
 
 ENV_SUBJECT_KEY = "AUDITLEDGER_SUBJECT_KEY"
 MIN_KEY_BYTES = 32
@@ -41,12 +42,3 @@ def subject_hash(key: bytes, user_id: str) -> str:
     mac = hmac.new(hashlib.sha256(b"auditledger/subject/v1\x00" + key).digest(), digestmod="sha256")
     mac.update(user_id.encode())
     return "hmac-sha256:" + mac.hexdigest()
-
-
-def json_form(user_id: str) -> str:
-    """The subject's id as it appears inside JSON text (quotes and controls escaped)."""
-    return orjson.dumps(user_id).decode()[1:-1]
-
-
-def names(value: str | None, needle: str) -> bool:
-    return value is not None and needle in value

@@ -57,6 +57,9 @@ class AuditLogger(AuditHelpers):
     - ``signing_key``: path of an Ed25519 private key (``auditledger keys generate``; default
       ``AUDITLEDGER_SIGNING_KEY``): the writer then signs a checkpoint of every chain head
       every ``checkpoint_interval`` seconds (300), idle or not.
+    - ``ip_address``: ``"full"`` (default) or ``"truncated"``: only the network is stored
+      (IPv4 /24, IPv6 /48), enough to tell a country or an ISP, not a household.
+    - ``user_agent``: ``"full"`` (default) or ``"none"``: user agents are not stored.
     """
 
     def __init__(
@@ -77,6 +80,8 @@ class AuditLogger(AuditHelpers):
         handle_sigterm: bool = False,
         signing_key: str | os.PathLike[str] | None = None,
         checkpoint_interval: float = 300.0,
+        ip_address: str = "full",
+        user_agent: str = "full",
     ) -> None:
         url = normalise_url(resolve_url(database_url))
         if is_postgres(url):
@@ -113,6 +118,8 @@ class AuditLogger(AuditHelpers):
             redact_keys=redact_keys,
             shutdown_timeout=shutdown_timeout,
             handle_sigterm=handle_sigterm,
+            ip_address=ip_address,
+            user_agent=user_agent,
         )
 
     def _setup(
@@ -131,7 +138,13 @@ class AuditLogger(AuditHelpers):
         redact_keys: Iterable[str],
         shutdown_timeout: float,
         handle_sigterm: bool,
+        ip_address: str = "full",
+        user_agent: str = "full",
     ) -> None:
+        if ip_address not in ("full", "truncated"):
+            raise ConfigurationError("ip_address must be 'full' or 'truncated'")
+        if user_agent not in ("full", "none"):
+            raise ConfigurationError("user_agent must be 'full' or 'none'")
         _require_number("queue_size", queue_size, 1, whole=True)
         _require_number("batch_size", batch_size, 1, whole=True)
         _require_number("flush_interval", flush_interval, 0, exclusive=True)
@@ -144,7 +157,13 @@ class AuditLogger(AuditHelpers):
         if isinstance(redact_keys, str):
             raise ConfigurationError("redact_keys takes a list of key fragments, not one string")
         self.shutdown_timeout = shutdown_timeout
-        limits = Limits(max_text_length, max_json_bytes, Redactor(redact_keys))
+        limits = Limits(
+            max_text_length,
+            max_json_bytes,
+            Redactor(redact_keys),
+            truncate_ip=ip_address == "truncated",
+            keep_user_agent=user_agent == "full",
+        )
         self._writer = Writer(
             sink_factory,
             Preparer(limits),

@@ -5,7 +5,9 @@ README), installs the app into three workspaces through the OAuth flow, sends sl
 uninstall events signed like Slack signs them, and sends browsers' requests to the portal through
 a "load balancer" (X-Forwarded-For from 127.0.0.1, a trusted proxy), forged hops included. The
 apps are stopped the way a deployment stops them (SIGTERM: the lifespan flushes the log), then
-the newest events are printed with ``auditledger events``. Nothing here calls auditledger's API.
+the newest events are printed with ``auditledger events``; last, one user's erasure request is
+carried out (``auditledger gdpr erase``) and ``auditledger verify`` shows every chain intact.
+Nothing here calls auditledger's API.
 """
 
 from __future__ import annotations
@@ -205,6 +207,30 @@ def main() -> None:
         check=True,
         env=env,
     )
+    erase_gina(env)
+
+
+def erase_gina(env: dict[str, str]) -> None:
+    """Gina asked for erasure in the portal: the operator carries it out, and every chain
+    still verifies."""
+    keys = DATA / "keys"
+    steps = [
+        ["keys", "generate", str(keys)],
+        # The signing key doubles as the secret keying the subject's hash: kept outside the log.
+        ["gdpr", "erase", "--user", "U0GINA", "--reason", "Art. 17 request of 2026-12-03",
+         "--actor", "dpo@example.com", "--subject-key", str(keys / "signing.key"), "--yes"],
+        ["verify", "--public-key", str(keys / "signing.pub")],
+    ]  # fmt: skip
+    for step in steps:
+        shown = " ".join(os.path.relpath(a) if a.startswith(str(DATA)) else a for a in step)
+        print(f"$ auditledger {shown}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "auditledger.cli", *step, "--database-url", DATABASE_URL]
+            if step[0] != "keys"
+            else [sys.executable, "-m", "auditledger.cli", *step],
+            check=True,
+            env=env,
+        )
 
 
 if __name__ == "__main__":

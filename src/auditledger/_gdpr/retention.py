@@ -16,6 +16,7 @@ older than the default period go too, under a cut of their own (no chain).
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -127,7 +128,7 @@ def policies(database_url: str | None) -> list[tuple[str, int, datetime]]:
 def apply_retention(
     database_url: str | None,
     *,
-    signer: Signer | None,
+    signer: Signer | str | os.PathLike[str] | None,
     workspace: uuid.UUID | None = None,
     before: datetime | None = None,
     dry_run: bool = False,
@@ -136,7 +137,10 @@ def apply_retention(
     now: datetime | None = None,
 ) -> RetentionResult:
     """Delete every chain's expired prefix (one workspace's with ``workspace``), events
-    created before ``before`` if given, else older than their policy's period."""
+    created before ``before`` if given, else older than their policy's period. ``signer``:
+    the checkpoint signing key (its path, or a loaded ``Signer``), which signs the cuts."""
+    if signer is not None and not isinstance(signer, Signer):
+        signer = Signer.from_file(signer)
     if signer is None and not dry_run:
         raise RetentionError("a signing key is needed to sign the cuts (--signing-key)")
     if before is not None and before.tzinfo is None:

@@ -517,7 +517,7 @@ def test_scheduled_checkpoints_and_verify_on_sqlite(
 
     path = sqlite_url.removeprefix("sqlite:///")
     conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER audit_logs_no_update")  # what the file's owner can do
+    conn.execute("DROP TRIGGER audit_logs_erase_only")  # what the file's owner can do
     conn.execute("UPDATE audit_logs SET user_id = 'U99' WHERE user_id = 'U7'")
     conn.commit()
     conn.close()

@@ -5,9 +5,10 @@ README), installs the app into three workspaces through the OAuth flow, sends sl
 uninstall events signed like Slack signs them, and sends browsers' requests to the portal through
 a "load balancer" (X-Forwarded-For from 127.0.0.1, a trusted proxy), forged hops included. The
 apps are stopped the way a deployment stops them (SIGTERM: the lifespan flushes the log), then
-the newest events are printed with ``auditledger events``; last, one user's erasure request is
-carried out (``auditledger gdpr erase``) and ``auditledger verify`` shows every chain intact.
-Nothing here calls auditledger's API.
+the newest events are printed with ``auditledger events``, followed by one investigation query,
+an export bundle of one workspace and its offline verification; last, one user's erasure
+request is carried out (``auditledger gdpr erase``) and ``auditledger verify`` shows every
+chain intact. Nothing here calls auditledger's API.
 """
 
 from __future__ import annotations
@@ -201,36 +202,33 @@ def main() -> None:
         print(f"web portal on {portal_base}: sign-ins, settings, GDPR, admin", flush=True)
         drive_portal(portal_base)
     env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "160")}
-    events = ["events", "--database-url", DATABASE_URL, "--limit", "40"]
-    subprocess.run(
-        [sys.executable, "-m", "auditledger.cli", *events],
-        check=True,
-        env=env,
+
+    def auditledger(*args: str) -> None:
+        print(f"\n$ auditledger {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, "-m", "auditledger.cli", *args], check=True, env=env)
+
+    db = ["--database-url", DATABASE_URL]
+    auditledger("events", *db, "--limit", "40")
+    # An investigation: who changed sso_required in Globex in the last hour, from where?
+    auditledger(
+        "events", *db, "--workspace", "T0GLOBEX", "--resource-id", "sso_required", "--since", "1h"
     )
-    erase_gina(env)
-
-
-def erase_gina(env: dict[str, str]) -> None:
-    """Gina asked for erasure in the portal: the operator carries it out, and every chain
-    still verifies."""
+    # Acme's trail for an external auditor: a bundle that checks itself offline.
     keys = DATA / "keys"
-    steps = [
-        ["keys", "generate", str(keys)],
-        # The signing key doubles as the secret keying the subject's hash: kept outside the log.
-        ["gdpr", "erase", "--user", "U0GINA", "--reason", "Art. 17 request of 2026-12-03",
-         "--actor", "dpo@example.com", "--subject-key", str(keys / "signing.key"), "--yes"],
-        ["verify", "--public-key", str(keys / "signing.pub")],
-    ]  # fmt: skip
-    for step in steps:
-        shown = " ".join(os.path.relpath(a) if a.startswith(str(DATA)) else a for a in step)
-        print(f"$ auditledger {shown}", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "auditledger.cli", *step, "--database-url", DATABASE_URL]
-            if step[0] != "keys"
-            else [sys.executable, "-m", "auditledger.cli", *step],
-            check=True,
-            env=env,
-        )
+    auditledger("keys", "generate", str(keys))
+    bundle = str(DATA / "acme-bundle.zip")
+    auditledger(
+        "export", *db, "--workspace", "T0ACME", "--bundle", bundle,
+        "--signing-key", str(keys / "signing.key"), "--actor", "demo@example.com",
+    )  # fmt: skip
+    auditledger("verify-bundle", bundle, "--public-key", str(keys / "signing.pub"))
+    # Gina asked for erasure in the portal: the operator carries it out, and every chain
+    # still verifies. The signing key doubles as the secret keying the subject's hash.
+    auditledger(
+        "gdpr", "erase", *db, "--user", "U0GINA", "--reason", "Art. 17 request of 2026-12-03",
+        "--actor", "dpo@example.com", "--subject-key", str(keys / "signing.key"), "--yes",
+    )  # fmt: skip
+    auditledger("verify", *db, "--public-key", str(keys / "signing.pub"))
 
 
 if __name__ == "__main__":

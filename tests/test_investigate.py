@@ -117,6 +117,10 @@ def test_export_jsonl_and_csv(db_url: str, spool_dir: Path, tmp_path: Path) -> N
     assert lines[0]["previous_value"] == {"enabled": False, "n": 4}
     assert lines[0]["new_value"] == {"enabled": True, "n": 1.5}
     assert lines[0]["created_at"].endswith("Z")
+    done = cli(*base, "--out", str(tmp_path / "ip.jsonl"), "--ip", "198.51.100.3", "--text", "=HYP")
+    assert done.returncode == 0, done.stderr
+    only = [json.loads(x) for x in (tmp_path / "ip.jsonl").read_text().splitlines()]
+    assert [(x["seq"], x["ip_address"]) for x in only] == [(4, "198.51.100.3")]
     done = cli(*base, "--format", "csv", "--out", str(tmp_path / "e.csv"), "--user", "U1")
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "e.csv", newline="") as f:
@@ -132,6 +136,7 @@ def test_export_jsonl_and_csv(db_url: str, spool_dir: Path, tmp_path: Path) -> N
         records = list(reader.iter_events(workspace="T0ACME", action="audit_log.exported"))
     assert [(r.user_id, r.details["format"], r.details["events"]) for r in records] == [
         ("alice", "csv", 2),
+        ("alice", "jsonl", 1),
         ("alice", "jsonl", 5),
     ]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from auditledger import AuditEvent, AuditLogger, AuditReader, InvalidCursor
+from tests.helpers import via
+from tests.tcp_proxy import TcpProxy
 from tests.test_api import make_workspace
 
 
@@ -181,3 +183,16 @@ def test_an_actor_records_what_it_viewed(db_url: str, spool_dir: Path) -> None:
     assert viewed[0].details == {
         "filters": {"action": "login"}, "events": 3, "continued": False,
     }  # fmt: skip
+
+
+def test_a_page_after_the_server_dropped_the_connections(
+    pg_url: str, proxy: TcpProxy, spool_dir: Path
+) -> None:
+    """The reader skips the pool's pre-ping (a round trip per page): a connection that died
+    is discarded when used, and the page is read again on a fresh one."""
+    big, _ = _fill(pg_url, spool_dir)
+    with AuditReader(via(proxy, pg_url)) as reader:
+        assert len(reader.events(workspace=big, limit=5).items) == 5
+        proxy.refuse()  # every open connection is cut, as by a server restart
+        proxy.restore()
+        assert len(reader.events(workspace=big, limit=5).items) == 5

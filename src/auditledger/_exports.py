@@ -18,7 +18,15 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from sqlalchemy import insert
 
 from ._read.bundle import covering_checkpoints, find_range, write_bundle
-from ._read.export import ExportResult, Progress, atomic_file, check_writable, export_events
+from ._read.export import (
+    ExportResult,
+    Progress,
+    atomic_file,
+    check_writable,
+    export_events,
+    export_lines,
+)
+from ._read.export_pg import jsonl_lines
 from ._read.filters import aware
 from ._schema import audit_checkpoints
 
@@ -50,7 +58,11 @@ def export_file(
     target = Path(path)
     chosen = reader.filters(workspace=workspace, **filters)
     check_writable(target)
-    result = export_events(reader.stream(chosen, chunk=5000), target, fmt, progress)
+    if fmt == "jsonl" and reader.engine.dialect.name == "postgresql":
+        with reader.engine.connect() as conn:
+            result = export_lines(jsonl_lines(conn, chosen), target, progress)
+    else:
+        result = export_events(reader.stream(chosen, chunk=5000), target, fmt, progress)
     reader.record(
         EXPORTED,
         chosen.workspace,

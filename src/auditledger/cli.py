@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import _cli_investigate
+from . import _cli_export, _cli_investigate
 from ._cli_gdpr import gdpr_app
 from ._cli_retention import retention_app
 from ._errors import AuditLedgerError, describe_database_error
@@ -342,6 +342,7 @@ def _print_report(report: Any) -> None:
 
 
 _cli_investigate.register(app)
+_cli_export.register(app)
 
 
 def main() -> None:

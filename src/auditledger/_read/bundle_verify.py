@@ -104,7 +104,7 @@ def _check_files(zf: zipfile.ZipFile, files: dict[str, str], report: BundleRepor
             raise BundleError(f"the bundle lacks {name}, which its manifest lists")
         digest = hashlib.sha256()
         with zf.open(name) as member:
-            for block in iter(lambda m=member: m.read(1 << 20), b""):  # type: ignore[misc]
+            while block := member.read(1 << 20):
                 digest.update(block)
         if digest.hexdigest() != expected:
             report.problems.append(

@@ -94,6 +94,26 @@ def _counted(
         progress(count)
 
 
+def export_lines(
+    lines: Iterable[bytes], path: Path, progress: Progress | None = None
+) -> ExportResult:
+    """JSONL lines already encoded (PostgreSQL's fast path, see export_pg)."""
+    count = 0
+    with atomic_file(path) as out:
+        buffered = io.BufferedWriter(out, 1 << 20)
+        write = buffered.write
+        for line in lines:
+            write(line)
+            count += 1
+            if progress is not None and count % 1000 == 0:
+                progress(count)
+        buffered.flush()
+        buffered.detach()
+    if progress is not None:
+        progress(count)
+    return ExportResult(path, count, out.digest.hexdigest(), "jsonl")
+
+
 def export_events(
     events: Iterable[AuditEvent], path: Path, fmt: str, progress: Progress | None = None
 ) -> ExportResult:

@@ -8,6 +8,7 @@ and never null. No query uses OFFSET: each page starts strictly after the last e
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from .._chain import micros
 from .._events import AuditEvent
 from .._schema import audit_logs
 from .cursor import Position
-from .filters import Filters
+from .filters import Filters, IpNetwork
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 c = audit_logs.c
@@ -98,8 +99,10 @@ def conditions(filters: Filters) -> list[ColumnElement[bool]]:
     return where
 
 
-def build(filters: Filters, after: Position, size: int) -> Select[Any]:
-    """The next ``size`` rows strictly after ``after`` in the query's order."""
+def build(
+    filters: Filters, after: Position, size: int | None, columns: tuple[Any, ...] = EVENT_COLUMNS
+) -> Select[Any]:
+    """The next ``size`` rows (None: all) strictly after ``after`` in the query's order."""
     where = conditions(filters)
     newest_first = not filters.oldest_first
     if filters.workspace is not None:
@@ -116,7 +119,18 @@ def build(filters: Filters, after: Position, size: int) -> Select[Any]:
             order = [c.created_at.desc(), c.id.desc()]
         else:
             order = [c.created_at.asc(), c.id.asc()]
-    return select(*EVENT_COLUMNS).where(*where).order_by(*order).limit(size)
+    query = select(*columns).where(*where).order_by(*order)
+    return query if size is None else query.limit(size)
+
+
+def ip_in(network: IpNetwork, text: str | None) -> bool:
+    if text is None:
+        return False
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return address.version == network.version and address in network
 
 
 def post_filter(filters: Filters) -> Callable[[AuditEvent], bool] | None:
@@ -125,18 +139,7 @@ def post_filter(filters: Filters) -> Callable[[AuditEvent], bool] | None:
     network = filters.ip
     if network is None:
         return None
-    import ipaddress
-
-    def keep(event: AuditEvent) -> bool:
-        if event.ip_address is None:
-            return False
-        try:
-            address = ipaddress.ip_address(event.ip_address.strip())
-        except ValueError:
-            return False
-        return address.version == network.version and address in network
-
-    return keep
+    return lambda event: ip_in(network, event.ip_address)
 
 
 def fetch(

@@ -42,7 +42,7 @@ def names_subject(event: AuditEvent, user_id: str) -> bool:
 
 
 def subject_events(
-    conn: Connection, user_id: str, workspace: uuid.UUID | None = None, chunk: int = 2000
+    conn: Connection, user_id: str, workspace: uuid.UUID | None = None
 ) -> Iterator[AuditEvent]:
     """The person's events, oldest first."""
     needle = json_form(user_id)
@@ -57,7 +57,8 @@ def subject_events(
     if workspace is not None:
         where.append(c.workspace_id == workspace)
     query = select(*EVENT_COLUMNS).where(*where).order_by(c.created_at, c.id)
-    for row in conn.execution_options(yield_per=chunk).execute(query):
+    # Fetched whole (one person's events), so it works on the reader's autocommit connections.
+    for row in conn.execute(query):
         event = to_event(row)
         if names_subject(event, user_id):
             yield event

@@ -7,6 +7,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -226,3 +227,45 @@ def test_cli_retention(db_url: str, spool_dir: Path, keys: Path) -> None:
     verified = cli("verify", "--public-key", str(keys / "signing.pub"), *base)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "starts at position 51" in verified.stderr
+
+
+def test_an_interrupted_apply_verifies_and_a_second_run_finishes(
+    db_url: str, spool_dir: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditledger._gdpr import retention
+
+    middle = _old_then_new(db_url, spool_dir)
+    signer = Signer.from_file(keys / "signing.key")
+    original = retention._delete_prefix
+    calls: list[int] = []
+
+    def stops_after_one_chain(*args: Any, **kwargs: Any) -> int:
+        if calls:
+            raise ConnectionError("the operator's session died")
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "_delete_prefix", stops_after_one_chain)
+    with pytest.raises(ConnectionError):
+        apply_retention(db_url, signer=signer, before=middle, batch=7)
+    report = _verify(db_url, keys)  # cuts recorded, one prefix still there: still intact
+    assert report.ok, report.problems
+    monkeypatch.setattr(retention, "_delete_prefix", original)
+    again = apply_retention(db_url, signer=signer, before=middle)
+    assert [c.needs_cut for c in again.chains] == [False]
+    assert again.events == []  # the cut and its record were made by the first run
+    assert len([e for e in stored(db_url) if e.action != "retention.applied"]) == 24
+    assert _verify(db_url, keys).ok
+
+
+def test_erasure_then_retention(db_url: str, spool_dir: Path, keys: Path) -> None:
+    from auditledger._gdpr.erase import erase_subject
+
+    middle = _old_then_new(db_url, spool_dir)
+    erased = erase_subject(db_url, "Unew5", reason="request", actor="dpo", subject_key=b"s" * 32)
+    assert erased.events == 2  # its admin_action and its message.sent
+    assert _verify(db_url, keys).erased == 2
+    apply_retention(db_url, signer=Signer.from_file(keys / "signing.key"), before=middle)
+    report = _verify(db_url, keys)
+    assert report.ok, report.problems
+    assert report.erased == 2

@@ -27,7 +27,7 @@ typecheck: install
 	$(PY) -m mypy
 
 test: lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov --cov-report=term
 
 # make bench BENCH_ARGS=--quick for the ~30 s version; AUDITLEDGER_BENCH_POSTGRES_URL picks the server.
 bench: install

@@ -29,13 +29,14 @@ import psycopg
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from auditledger._capture import capture_event
-from auditledger._db import make_engine
-from auditledger._migrate import alembic_config
-from auditledger._prepare import Limits, Preparer, Row
-from auditledger._schema import AUDIT_LOG_COLUMNS
-from auditledger._sink_postgres import PostgresSink
-from auditledger._verify import verify_log
+from auditledger._db.engine import make_engine
+from auditledger._db.migrate import alembic_config
+from auditledger._db.rows import Row
+from auditledger._db.schema import AUDIT_LOG_COLUMNS
+from auditledger._read.verify.run import verify_log
+from auditledger._sinks.postgres import PostgresSink
+from auditledger._write.capture import capture_event
+from auditledger._write.prepare import Limits, Preparer
 
 BATCH = 2_000
 _RAW_COPY = f"COPY audit_logs ({', '.join(AUDIT_LOG_COLUMNS)}) FROM STDIN (FORMAT BINARY)"

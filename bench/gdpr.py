@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditledger import AuditLogger, AuditReader  # noqa: E402
-from auditledger._checkpoint import generate_keys  # noqa: E402
+from auditledger._chain.checkpoints import generate_keys  # noqa: E402
+from auditledger._db.migrate import upgrade  # noqa: E402
 from auditledger._gdpr.erase import erase_subject  # noqa: E402
 from auditledger._gdpr.retention import apply_retention  # noqa: E402
 from auditledger._ids import uuid7_batch  # noqa: E402
-from auditledger._migrate import upgrade  # noqa: E402
 from auditledger._read.subject import subject_events  # noqa: E402
-from auditledger._sink_postgres import PostgresSink  # noqa: E402
+from auditledger._sinks.postgres import PostgresSink  # noqa: E402
 
 SERVER = os.environ.get(
     "AUDITLEDGER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

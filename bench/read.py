@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditledger import AuditLogger, AuditReader  # noqa: E402
-from auditledger._exports import export_file  # noqa: E402
-from auditledger._migrate import upgrade  # noqa: E402
+from auditledger._api.exports import export_file  # noqa: E402
+from auditledger._db.migrate import upgrade  # noqa: E402
 from auditledger._read.cursor import Position  # noqa: E402
 from auditledger._read.filters import Filters  # noqa: E402
 from auditledger._read.query import build  # noqa: E402

@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditledger import AuditAction, AuditLogger  # noqa: E402
+from auditledger._db.migrate import upgrade  # noqa: E402
+from auditledger._db.schema import AUDIT_LOG_COLUMNS  # noqa: E402
 from auditledger._ids import uuid7_batch  # noqa: E402
-from auditledger._migrate import upgrade  # noqa: E402
-from auditledger._schema import AUDIT_LOG_COLUMNS  # noqa: E402
 from tests.tcp_proxy import TcpProxy  # noqa: E402
 
 ENV_URL = "AUDITLEDGER_BENCH_POSTGRES_URL"

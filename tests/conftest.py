@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from auditledger._migrate import upgrade
+from auditledger._db.migrate import upgrade
 from tests.tcp_proxy import TcpProxy
 
 ENV_PG = "AUDITLEDGER_TEST_POSTGRES_URL"

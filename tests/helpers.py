@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditEvent, AuditStore
+from auditledger._db.engine import make_engine
 from tests.tcp_proxy import TcpProxy
 
 
@@ -43,3 +45,10 @@ def cli(
         timeout=120,
         check=False,
     )
+
+
+def add_rule(url: str, postgres_sql: str, sqlite_sql: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(postgres_sql if engine.dialect.name == "postgresql" else sqlite_sql))
+    engine.dispose()

@@ -15,8 +15,8 @@ from sqlalchemy import insert
 
 import auditledger
 from auditledger import AuditAction, AuditLogger, ConfigurationError, WorkspaceRef
-from auditledger._db import make_engine
-from auditledger._schema import workspaces
+from auditledger._db.engine import make_engine
+from auditledger._db.schema import workspaces
 from tests.helpers import by_action, stored
 
 

@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 
 from auditledger import AuditReader
-from auditledger._checkpoint import generate_keys
-from auditledger._exports import export_bundle
+from auditledger._api.exports import export_bundle
+from auditledger._chain.checkpoints import generate_keys
 from tests import bundle_spec_verifier
 from tests.bundle_tools import forge, log_events
 

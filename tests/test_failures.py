@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger
-from auditledger._migrate import upgrade
+from auditledger._db.migrate import upgrade
 from tests.children import KILLED_IN_FLIGHT, child, run_child, wait_for_line
 from tests.conftest import PgDatabases
 from tests.helpers import cli, stored
@@ -135,6 +136,37 @@ def test_status_reports_the_spool_and_the_database(sqlite_url: str, spool_dir: P
     assert "unreachable (ConfigurationError)" in unsupported.stdout
     assert "Traceback" not in unsupported.stderr
     assert "secret" not in unsupported.stdout + unsupported.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///audit.db", "postgres://app@db.internal:5433/app", "postgresql:///app"]
+)
+def test_status_without_spool_dir_inspects_the_folder_the_logger_spools_to(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both derive the default folder from the URL; they once did it with two copies of code.
+    from auditledger._api.status import default_spool_for
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    audit = AuditLogger(url)  # connects only when it first writes: nothing is logged here
+    try:
+        assert audit.spool_dir == default_spool_for(url)
+        assert audit.spool_dir.is_relative_to(tmp_path / "state")
+    finally:
+        audit.close()
+    if url.startswith("sqlite"):
+        # End to end: `auditledger status` reports the folder the logger spools to.
+        result = cli("status", "--database-url", url, "--json", cwd=tmp_path, env=dict(os.environ))
+        assert json.loads(result.stdout)["spool_dir"] == str(audit.spool_dir), result.stderr
+
+
+def test_help_reads_without_python_type_labels() -> None:
+    for args in ([], ["verify"], ["events"], ["status"], ["checkpoint"], ["keys", "generate"]):
+        result = cli(*args, "--help")
+        assert result.returncode == 0, result.stderr
+        for label in ("<bool>", "<str>", "<path>", "<int", "<list"):
+            assert label not in result.stdout, (args, label)
 
 
 def test_commands_that_read_leave_no_empty_database_behind(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 
 from auditledger import AuditLogger, AuditReader
-from auditledger._chain import lock_keys
+from auditledger._chain.links import lock_keys
 from auditledger._read.follow import Follower
 from tests.test_api import make_workspace
 

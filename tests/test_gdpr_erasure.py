@@ -13,14 +13,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from auditledger import AuditLogger, WorkspaceRef, _sink_postgres, _sink_sqlite, _writer
-from auditledger._chain import canonical as canonical_v1
-from auditledger._chain import chain_of
-from auditledger._chain_v2 import ERASABLE, commit
-from auditledger._checkpoint import generate_keys
+from auditledger import AuditLogger, WorkspaceRef
+from auditledger._chain.canonical import canonical as canonical_v1
+from auditledger._chain.canonical import chain_of
+from auditledger._chain.checkpoints import generate_keys
+from auditledger._chain.v2 import ERASABLE, commit
 from auditledger._gdpr.erase import ErasureError, erase_subject
 from auditledger._gdpr.subject import subject_hash
-from auditledger._verify import verify_log
+from auditledger._read.verify.run import verify_log
+from auditledger._sinks import postgres as sink_postgres
+from auditledger._sinks import sqlite as sink_sqlite
+from auditledger._write import storing
 from tests.children import child
 from tests.conftest import RUN_ID
 from tests.helpers import cli, stored
@@ -301,9 +304,7 @@ def test_cli_erase(db_url: str, spool_dir: Path, key: Path) -> None:
 
 _WRITER = """
 import sys
-from auditledger import AuditLogger, WorkspaceRef, _sink_postgres, _sink_sqlite, _writer
-from auditledger._chain import canonical as canonical_v1
-from auditledger._chain import chain_of
+from auditledger import AuditLogger, WorkspaceRef
 
 url, spool, index, count, subject = sys.argv[1:6]
 with AuditLogger(url, spool_dir=spool, batch_size=25, flush_interval=0.01) as audit:
@@ -369,7 +370,7 @@ def test_events_of_canonical_form_1_keep_verifying_and_lose_what_they_can(
     db_url: str, spool_dir: Path, key: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as m:
-        for module in (_writer, _sink_postgres, _sink_sqlite):
+        for module in (storing, sink_postgres, sink_sqlite):
             m.setattr(module, "seal", _seal_v1)
         with AuditLogger(db_url, spool_dir=spool_dir) as audit:
             audit.audit_login(SUBJECT, WorkspaceRef("T0NE"), SUBJECT_IP, SUBJECT_UA)

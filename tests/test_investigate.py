@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from auditledger import AuditReader
-from auditledger._checkpoint import generate_keys
+from auditledger._chain.checkpoints import generate_keys
 from auditledger._read.csvsafe import csv_cells, neutralise
 from auditledger._read.rows import SEED_COLUMNS
 from tests.bundle_tools import Lines, forge, log_events

@@ -8,8 +8,8 @@ import pytest
 
 from auditledger import AuditLogger
 from auditledger._errors import ConfigurationError
-from auditledger._prepare import truncated_ip
-from auditledger._verify import verify_log
+from auditledger._read.verify.run import verify_log
+from auditledger._write.prepare import truncated_ip
 from tests.helpers import stored
 
 

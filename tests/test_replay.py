@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
+from enum import Enum
 from pathlib import Path
 
-from auditledger import AuditLogger, verify_log
-from auditledger._capture import capture_event
+from sqlalchemy.engine import make_url
+
+from auditledger import AuditLogger, WorkspaceRef, verify_log
 from auditledger._ids import uuid7_batch
-from auditledger._spool import EVENT, SegmentWriter, encode_event
+from auditledger._write.capture import capture_event
+from auditledger._write.spool import EVENT, SegmentWriter, encode_event
 from tests.helpers import stored
 
 
@@ -107,3 +111,68 @@ def test_batches_prepared_ahead_still_leave_out_what_is_stored(
     assert sorted(e.id for e in stored(db_url)) == sorted(ids)
     report = verify_log(db_url)
     assert report.ok, report.problems
+
+
+def test_a_segment_replayed_by_another_logger_stops_holding_batches_back(
+    sqlite_url: str, spool_dir: Path
+) -> None:
+    blocker = sqlite3.connect(make_url(sqlite_url).database or "", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    a = AuditLogger(sqlite_url, spool_dir=spool_dir, write_timeout=0.3)
+    a.audit_login("during-outage", None)
+    assert a.flush(1) is False
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with AuditLogger(sqlite_url, spool_dir=spool_dir) as b:
+        assert b.flush(30)  # replays a's sealed segment
+    assert a.flush(30)
+    # a's retries backed off during the outage: one event through, and it is healthy again.
+    a.audit_login("recovered", None)
+    assert a.flush(30)
+    assert a.stats().healthy
+    before = a.stats().spooled
+    for i in range(500):
+        a.audit_login(f"after-{i}", None)
+    assert a.flush(30)
+    assert a.stats().spooled == before  # straight to the database, not through the spool
+    a.close()
+    assert len(stored(sqlite_url)) == 502
+
+
+class Team(Enum):
+    ACME = "T0ACME"
+
+
+def test_an_event_stored_through_the_spool_is_stored_as_it_would_be_directly(
+    db_url: str, spool_dir: Path
+) -> None:
+    # A logger used after close() spools every call (on the caller's thread); a new logger
+    # replays the spool. Values JSON cannot carry, and workspace refs holding other types,
+    # must come out as the same rows, notes included, as without the spool.
+    odd: list[tuple[str, object]] = [
+        ("U\ud800", WorkspaceRef("T\ud800")),
+        ("U1", WorkspaceRef(Team.ACME)),  # type: ignore[arg-type]
+        ("U2", WorkspaceRef(("T9",), name=object())),  # type: ignore[arg-type]
+        ("U3", WorkspaceRef("T5", is_active="yes")),  # type: ignore[arg-type]
+    ]
+
+    def log_all(audit: AuditLogger, path: str) -> None:
+        for n, (user, ws) in enumerate(odd):
+            audit.log_audit_event(
+                "login", user_id=user, workspace_id=ws, resource=path, resource_id=str(n)
+            )
+
+    with AuditLogger(db_url, spool_dir=spool_dir / "direct") as direct:
+        log_all(direct, "direct")
+        assert direct.flush(30)
+    closed = AuditLogger(db_url, spool_dir=spool_dir / "spool")
+    closed.close()
+    log_all(closed, "spool")
+    with AuditLogger(db_url, spool_dir=spool_dir / "spool") as replayer:
+        assert replayer.flush(30)
+        assert replayer.stats().replayed == len(odd)
+    rows = {(e.resource, e.resource_id): e for e in stored(db_url)}
+    for n in range(len(odd)):
+        a, b = rows["direct", str(n)], rows["spool", str(n)]
+        assert (a.user_id, a.workspace_id) == (b.user_id, b.workspace_id)
+        assert sorted(map(repr, a.sanitised or [])) == sorted(map(repr, b.sanitised or []))

@@ -13,9 +13,10 @@ import psycopg
 import pytest
 
 from auditledger import AuditLogger, WorkspaceRef
-from auditledger._checkpoint import Signer, generate_keys
+from auditledger._chain.checkpoints import Signer, generate_keys
 from auditledger._gdpr.retention import RetentionError, apply_retention, policies, set_policy
-from auditledger._verify import VerifyReport, verify_log
+from auditledger._read.verify.report import VerifyReport
+from auditledger._read.verify.run import verify_log
 from tests.children import child
 from tests.helpers import cli, stored
 

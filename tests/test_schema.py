@@ -9,8 +9,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from auditledger._db import make_engine
-from auditledger._schema import metadata
+from auditledger._db.engine import make_engine
+from auditledger._db.schema import metadata
 from tests.helpers import cli
 
 SEED_INDEXES = {
@@ -122,3 +122,23 @@ def test_db_check_exits_2_when_the_database_cannot_be_read(tmp_path: Path) -> No
     done = cli("db", "check", "--database-url", "mysql://x@localhost/db")
     assert done.returncode == 2
     assert "unsupported database" in done.stderr
+
+
+def test_the_row_layout_is_the_schemas_column_order() -> None:
+    # Every layer names a row's columns by these positions; the sinks write rows in the
+    # schema's column order and the verifier selects them in it.
+    from auditledger._chain.canonical import CHAIN_COLUMNS
+    from auditledger._db import rows
+    from auditledger._db.schema import AUDIT_LOG_COLUMNS
+
+    names = {
+        "id": rows.ROW_ID, "user_id": rows.ROW_USER, "workspace_id": rows.ROW_WORKSPACE,
+        "ip_address": rows.ROW_IP, "user_agent": rows.ROW_UA, "action": rows.ROW_ACTION,
+        "resource": rows.ROW_RESOURCE, "resource_id": rows.ROW_RESOURCE_ID,
+        "details": rows.ROW_DETAILS, "previous_value": rows.ROW_PREVIOUS,
+        "new_value": rows.ROW_NEW, "created_at": rows.ROW_CREATED,
+        "sanitised": rows.ROW_SANITISED, "chain_id": rows.ROW_CHAIN,
+        "chain_seq": rows.ROW_SEQ, "chain_hash": rows.ROW_HASH,
+        "canonical": rows.ROW_CANONICAL, "pii_salt": rows.ROW_SALT,
+    }  # fmt: skip
+    assert [names[c] for c in (*AUDIT_LOG_COLUMNS, *CHAIN_COLUMNS)] == list(range(len(names)))

@@ -114,7 +114,7 @@ def test_a_secret_setting_stores_neither_value(db_url: str, spool_dir: Path) -> 
 
 
 def test_the_secret_pre_scan_is_a_superset_of_the_walk_and_not_much_more() -> None:
-    from auditledger._redact import Redactor
+    from auditledger._write.redact import Redactor
 
     r = Redactor()
     for secret in (

@@ -9,7 +9,7 @@ import pytest
 
 from auditledger import AuditLogger, AuditReader
 from auditledger._gdpr.subject import subject_hash
-from auditledger._verify import verify_log
+from auditledger._read.verify.run import verify_log
 from tests.helpers import cli, stored
 from tests.test_gdpr_erasure import OTHER, SUBJECT, _erase, _write
 

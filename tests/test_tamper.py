@@ -21,12 +21,14 @@ import orjson
 import psycopg
 import pytest
 
-from auditledger import AuditLogger, _verify
-from auditledger._chain import link
-from auditledger._chain_v2 import commit
-from auditledger._checkpoint import generate_keys, read_checkpoint_file
-from auditledger._sink_sqlite import SqliteSink
-from auditledger._verify import VerifyReport, _Source, verify_log
+from auditledger import AuditLogger
+from auditledger._chain.checkpoints import generate_keys, read_checkpoint_file
+from auditledger._chain.links import link
+from auditledger._chain.v2 import commit
+from auditledger._read.verify.report import VerifyReport
+from auditledger._read.verify.run import verify_log
+from auditledger._read.verify.source import Source
+from auditledger._sinks.sqlite import SqliteSink
 from tests.conftest import RUN_ID, PgDatabases
 from tests.helpers import cli
 
@@ -185,14 +187,14 @@ def test_concurrent_writers_build_unbroken_chains(log: Log) -> None:
 def test_verify_shares_the_chains_between_processes_from_a_threaded_program(log: Log) -> None:
     # With another thread running, fork could copy a lock that thread holds: the workers are
     # spawned instead. Their reports must still add up to the single-process one.
-    from auditledger import _verify_parallel
+    from auditledger._read.verify import parallel as _verify_parallel
 
     release = threading.Event()
     waiter = threading.Thread(target=release.wait, daemon=True)
     waiter.start()
     try:
         assert _verify_parallel._context().get_start_method() == "spawn"
-        assert _verify_parallel._partition(_verify._Source(log.url), 2) is not None
+        assert _verify_parallel._partition(Source(log.url), 2) is not None
         report = log.verify(log.url)
     finally:
         release.set()
@@ -277,7 +279,7 @@ def test_both_postgres_readers_return_the_same_rows(log: Log) -> None:
         )
 
     url, _ = _attack(log, edit)
-    source = _Source(url)
+    source = Source(url)
     for workspace in (None, _busiest_chain_of(url)):
         streamed = list(source._pg_rows(workspace, chunked=True))
         copied = list(source._pg_rows(workspace, chunked=False))
@@ -596,7 +598,7 @@ def test_ordinary_changes_are_refused(
         audit.log_audit_event("not a valid action!")  # quarantined
         assert audit.flush(10)
     if db_url.startswith("sqlite"):
-        from auditledger._checkpoint import Signer
+        from auditledger._chain.checkpoints import Signer
 
         path = db_url.removeprefix("sqlite:///")
         sink = SqliteSink(path, timeout=5)

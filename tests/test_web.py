@@ -243,7 +243,7 @@ def test_the_lifespan_wraps_the_apps_own_and_starts_the_default_logger(
     import contextlib
 
     import auditledger
-    from auditledger import _default
+    from auditledger._api import default as _default
 
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     monkeypatch.setenv("AUDITLEDGER_DATABASE_URL", url)

@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from auditledger import AuditLogger, WorkspaceRef
-from auditledger._capture import capture_event
-from auditledger._db import make_engine
-from auditledger._schema import workspaces
-from auditledger._spool import decode_event, encode_event
+from auditledger import AuditLogger, AuditStore, WorkspaceRef
+from auditledger._db.engine import make_engine
+from auditledger._db.schema import workspaces
+from auditledger._write.capture import capture_event
+from auditledger._write.spool import decode_event, encode_event
+from tests.helpers import add_rule, stored
 
 
 def workspace_rows(url: str) -> dict[str, dict[str, Any]]:
@@ -64,3 +65,42 @@ def test_the_spool_keeps_a_refresh() -> None:
     ev = capture_event(1, "oauth_disconnected", None, ref, None, None, None, None, None, None, None)
     _, decoded = decode_event(encode_event("id-1", ev))
     assert decoded[3] == ref
+
+
+def test_a_nul_in_a_workspace_name_does_not_block_the_spool(db_url: str, spool_dir: Path) -> None:
+    # psycopg refused the NUL on the client side without a SQLSTATE; it was taken for an
+    # outage, spooled, and every replay failed on it again: nothing was ever written.
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.audit_login("U0", WorkspaceRef("T1", name="Acme\x00Corp"))
+        audit.audit_login("U1", WorkspaceRef({"not": "a string"}))  # type: ignore[arg-type]
+        audit.audit_login("U2", WorkspaceRef("T\ud800"))
+        for i in range(50):
+            audit.audit_login(f"later{i}", None)
+        assert audit.flush(30)
+        assert audit.stats().spooled == 0
+    events = {e.user_id: e for e in stored(db_url)}
+    assert len(events) == 53
+    assert all(events[u].workspace_id is not None for u in ("U0", "U1", "U2"))
+    assert any(n["field"] == "workspace.name" for n in events["U0"].sanitised or [])
+
+
+def test_a_rolled_back_workspace_is_not_reused(db_url: str, spool_dir: Path) -> None:
+    # The batch that first created the workspace rolled back; its id stayed cached and every
+    # later event for that workspace failed its foreign key and was quarantined.
+    add_rule(
+        db_url,
+        "ALTER TABLE audit_logs ADD CONSTRAINT no_bad CHECK (user_id <> 'bad')",
+        "CREATE TRIGGER no_bad BEFORE INSERT ON audit_logs WHEN NEW.user_id = 'bad'"
+        " BEGIN SELECT RAISE(ABORT, 'no bad'); END",
+    )
+    with AuditLogger(db_url, spool_dir=spool_dir, flush_interval=5.0) as audit:
+        audit.audit_login("good", WorkspaceRef("TNEW", name="New"))
+        audit.audit_login("bad", WorkspaceRef("TNEW"))
+        assert audit.flush(30)
+        audit.audit_login("later", WorkspaceRef("TNEW"))
+        assert audit.flush(30)
+    users = {e.user_id: e.workspace_id for e in stored(db_url)}
+    assert set(users) == {"good", "later"}
+    assert users["good"] == users["later"] is not None
+    with AuditStore(db_url) as store:
+        assert [q.payload["user_id"] for q in store.quarantined()] == ["bad"]

@@ -12,27 +12,30 @@ and overload spill to a local spool that is replayed), and hard to falsify.
 from __future__ import annotations
 
 import logging as _logging
+from importlib.metadata import version as _version
 
 from ._actions import AuditAction
-from ._default import close, configure, default_logger, flush, get_logger
+from ._api.default import close, configure, default_logger, flush, get_logger
+from ._api.helpers import AuditHelpers, BoundAuditLogger
+from ._api.logger import AuditLogger, install_sigterm_handler
+from ._api.reader import AuditReader, Page
 from ._errors import (
     AuditLedgerError,
     ConfigurationError,
     InvalidCursor,
     MissingExtraError,
     SchemaError,
+    VerifyError,
 )
 from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
 from ._gdpr.erase import ErasureError, ErasureResult, erase_subject
 from ._gdpr.retention import RetentionError, RetentionResult, apply_retention
 from ._gdpr.retention import set_policy as set_retention
-from ._helpers import AuditHelpers, BoundAuditLogger
-from ._logger import AuditLogger, install_sigterm_handler
-from ._reader import AuditReader, Page
-from ._redact import DEFAULT_REDACT_KEYS
-from ._store import AuditStore
-from ._verify import VerifyError, VerifyProblem, VerifyReport, verify_log
-from ._writer import AuditStats
+from ._read.store import AuditStore
+from ._read.verify.report import VerifyProblem, VerifyReport
+from ._read.verify.run import verify_log
+from ._write.redact import DEFAULT_REDACT_KEYS
+from ._write.stats import AuditStats
 
 log_audit_event = default_logger.log_audit_event
 audit_login = default_logger.audit_login
@@ -46,7 +49,8 @@ audit_subscription_created = default_logger.audit_subscription_created
 audit_subscription_cancelled = default_logger.audit_subscription_cancelled
 audit_admin_action = default_logger.audit_admin_action
 
-__version__ = "0.1.0"
+# One version, written in pyproject.toml: read back from the installed package's metadata.
+__version__ = _version("auditledger")
 
 __all__ = [
     "DEFAULT_REDACT_KEYS",

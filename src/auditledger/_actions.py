@@ -1,4 +1,5 @@
-"""The typed actions of the seed, and the rule for applications' own action names."""
+"""The typed actions of the seed (the in-app audit module this library replaces, whose
+actions it keeps), and the rule for applications' own action names."""
 
 from __future__ import annotations
 

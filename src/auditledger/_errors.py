@@ -4,6 +4,7 @@
      ├── ConfigurationError   an option or URL is wrong; raised at start-up, never by a log call
      ├── MissingExtraError    an optional dependency is not installed (names the extra)
      ├── SchemaError          the database schema is missing or behind the migrations
+     ├── VerifyError          verification could not run at all (it found nothing either way)
      └── InvalidCursor        a page cursor was edited, or used with other filters (ValueError)
 
 A log call never raises any of these: a failing write is reported through the
@@ -33,6 +34,10 @@ class MissingExtraError(AuditLedgerError, ImportError):
 
 class SchemaError(AuditLedgerError):
     """The database does not have the schema this version of auditledger expects."""
+
+
+class VerifyError(AuditLedgerError):
+    """Verification could not run (database unreachable, schema too old, unreadable key)."""
 
 
 class InvalidCursor(AuditLedgerError, ValueError):

@@ -13,8 +13,8 @@ from typing import Any
 
 from slack_bolt import BoltContext, BoltResponse
 
-from ._helpers import AuditHelpers
-from .slack import (
+from ._api.helpers import AuditHelpers
+from ._slack_common import (
     _DISCONNECT_EVENTS,
     CONTEXT_KEY,
     _audit_disconnect,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ._api.logger import AuditLogger
 from ._errors import MissingExtraError
-from ._logger import AuditLogger
 
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric

@@ -23,12 +23,12 @@ from typing import Any
 
 import orjson
 
-from . import _default
-from ._chain import Sealed
+from ._api import default as _default
+from ._api.logger import AuditLogger
+from ._chain.canonical import Sealed
+from ._db.rows import QuarantineRow, Row
 from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
-from ._logger import AuditLogger
-from ._prepare import QuarantineRow, Row
-from ._sink import Sink
+from ._sinks.base import Sink
 
 __all__ = ["CapturingAuditLogger", "capture_audit_events"]
 
@@ -138,7 +138,7 @@ class CapturingAuditLogger(AuditLogger):
 
 
 def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
-    from ._redact import DEFAULT_REDACT_KEYS
+    from ._write.redact import DEFAULT_REDACT_KEYS
 
     defaults: dict[str, Any] = {
         "queue_size": 10_000,

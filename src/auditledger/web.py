@@ -28,11 +28,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, overload
 
-from ._default import default_logger
-from ._default import set_logger as _set_default
+from ._api.default import default_logger
+from ._api.default import set_logger as _set_default
+from ._api.helpers import AuditHelpers, BoundAuditLogger
+from ._api.logger import AuditLogger
 from ._errors import ConfigurationError, MissingExtraError
-from ._helpers import AuditHelpers, BoundAuditLogger
-from ._logger import AuditLogger
 
 try:
     from starlette.requests import HTTPConnection
@@ -252,7 +252,7 @@ def audit_lifespan(
 
     @contextlib.asynccontextmanager
     async def _lifespan(app: Any) -> AsyncIterator[Any]:
-        from ._default import get_logger
+        from ._api.default import get_logger
 
         audit = get_logger() if logger is None else logger
         if audit.closed:

@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import URL
 
-from .._chain import NO_WORKSPACE
+from .._chain.canonical import NO_WORKSPACE
+from .._db.rows import Row
+from .._db.urls import is_postgres, libpq_conninfo, sqlite_path
 from .._ids import uuid7_batch
-from .._prepare import Row, datetime_from_ns
-from .._urls import is_postgres, libpq_conninfo, sqlite_path
+from .._write.prepare import datetime_from_ns
 
 
 def record_rows(
@@ -51,11 +52,11 @@ def append(url: URL, rows: list[Row]) -> list[uuid.UUID]:
         return []
     sink: Any
     if is_postgres(url):
-        from .._sink_postgres import PostgresSink
+        from .._sinks.postgres import PostgresSink
 
         sink = PostgresSink(libpq_conninfo(url), connect_timeout=30)
     else:
-        from .._sink_sqlite import SqliteSink
+        from .._sinks.sqlite import SqliteSink
 
         sink = SqliteSink(sqlite_path(url), timeout=30)
     try:

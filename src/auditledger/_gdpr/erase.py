@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from .._chain_v2 import erased_salt as zeroed_salt
-from .._chain_v2 import is_v2, parse
+from .._chain.v2 import erased_salt as zeroed_salt
+from .._chain.v2 import is_v2, parse
 from .._errors import AuditLedgerError
 from .append import append, record_rows
 from .store import COLUMNS, Candidate, RowStore

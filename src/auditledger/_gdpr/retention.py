@@ -25,13 +25,13 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select
 
-from .._chain import NO_WORKSPACE
-from .._checkpoint import Signer
-from .._cuts import Cut, make_cut
-from .._db import make_engine
+from .._chain.canonical import NO_WORKSPACE
+from .._chain.checkpoints import Signer
+from .._chain.cuts import Cut, make_cut
+from .._db.engine import make_engine
+from .._db.schema import audit_cuts, audit_logs, audit_quarantine, audit_retention
+from .._db.urls import normalise_url, resolve_url
 from .._errors import AuditLedgerError
-from .._schema import audit_cuts, audit_logs, audit_quarantine, audit_retention
-from .._urls import normalise_url, resolve_url
 from .append import append, record_rows
 
 DEFAULT = "default"

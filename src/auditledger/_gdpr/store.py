@@ -10,7 +10,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-from .._urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+from .._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
 
 # (id, chain_id, user_id, ip_address, user_agent, resource_id, details, previous_value,
 #  new_value, sanitised, canonical, pii_salt): ids as UUID, JSON as text.
@@ -44,7 +44,7 @@ class RowStore:
                 libpq_conninfo(url), autocommit=True, application_name="auditledger-gdpr"
             )
         else:
-            from .._sink_sqlite import connect_sqlite
+            from .._db.sqlite import connect_sqlite
 
             self._sqlite = connect_sqlite(sqlite_path(url), timeout=30)
 

@@ -1,5 +1,5 @@
-"""The read side: filters, pages, exports and bundles over the one row layout of audit_logs.
+"""The read side: events as stored, queries, pages, exports, bundles and the verifier.
 
-Nothing here imports the write path or the sinks: what reads and verifies the log must not
-depend on the code that writes it.
+Never imports _write or _sinks: what reads and verifies the log must not depend on the code
+that writes it.
 """

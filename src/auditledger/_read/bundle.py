@@ -21,9 +21,10 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import Connection, func, select
 
-from .._chain import NO_WORKSPACE, genesis
-from .._checkpoint import Checkpoint
-from .._schema import audit_checkpoints, audit_logs
+from .._chain.canonical import NO_WORKSPACE
+from .._chain.checkpoints import Checkpoint
+from .._chain.links import genesis
+from .._db.schema import audit_checkpoints, audit_logs
 from .query import EVENT_COLUMNS, to_event
 from .rows import event_record, utc_text
 

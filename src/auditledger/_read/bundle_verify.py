@@ -21,11 +21,25 @@ from typing import IO, Any
 
 import orjson
 
-from .. import _verify as v
-from .._chain import PERSONAL, commitment, genesis, micros
-from .._checkpoint import Checkpoint, load_public_keys
+from .._chain.canonical import PERSONAL, commitment, micros
+from .._chain.checkpoints import Checkpoint, load_public_keys
+from .._chain.links import genesis
+from .._db.rows import ROW_ID, ROW_SEQ
 from .._errors import AuditLedgerError
 from .bundle import CHECKPOINTS, EVENTS, FORMAT, MANIFEST
+from .verify.chains import ChainEnds, _ChainCheck
+from .verify.checkpoints import check_heads
+from .verify.columns import check_columns
+from .verify.report import (
+    BAD_SIGNATURE,
+    INSERTED,
+    MISSING,
+    MODIFIED,
+    REORDERED,
+    REWRITTEN,
+    VerifyProblem,
+    VerifyReport,
+)
 
 
 class BundleError(AuditLedgerError):
@@ -41,7 +55,7 @@ class BundleReport:
     covered_to: int = 0  # the last position a trusted checkpoint vouches for
     workspace_id: str | None = None
     key_ids: list[str] = field(default_factory=list)
-    problems: list[v.VerifyProblem] = field(default_factory=list)
+    problems: list[VerifyProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -108,10 +122,10 @@ def _check_files(zf: zipfile.ZipFile, files: dict[str, str], report: BundleRepor
                 digest.update(block)
         if digest.hexdigest() != expected:
             report.problems.append(
-                v.VerifyProblem(v.MODIFIED, f"{name} does not match its SHA-256 in the manifest")
+                VerifyProblem(MODIFIED, f"{name} does not match its SHA-256 in the manifest")
             )
     for name in sorted(present - set(files) - {MANIFEST}):
-        report.problems.append(v.VerifyProblem(v.INSERTED, f"{name} is not in the manifest"))
+        report.problems.append(VerifyProblem(INSERTED, f"{name} is not in the manifest"))
 
 
 def _micros(text: str) -> int:
@@ -153,17 +167,17 @@ def _lines(member: IO[bytes]) -> Iterator[bytes]:
 
 def _walk(
     zf: zipfile.ZipFile, manifest: dict[str, Any], wanted: set[int], report: BundleReport
-) -> v.ChainEnds:
+) -> ChainEnds:
     chain_id = uuid.UUID(manifest["chain_id"])
     first = int(manifest["first_seq"])
     previous = bytes.fromhex(manifest["previous_hash"])
-    verify_report = v.VerifyReport()
-    check = v._ChainCheck(chain_id, verify_report, wanted)
+    verify_report = VerifyReport()
+    check = _ChainCheck(chain_id, verify_report, wanted)
     # Start mid-chain: the walk resumes from the hash of the position before the range.
     check.expected, check.previous, check.before_previous = first, previous, previous
     if first == 1 and previous != genesis(chain_id):
         report.problems.append(
-            v.VerifyProblem(v.REWRITTEN, "previous_hash is not the start of this chain", seq=1)
+            VerifyProblem(REWRITTEN, "previous_hash is not the start of this chain", seq=1)
         )
     last_seen = 0
     with zf.open(EVENTS) as member:
@@ -172,22 +186,22 @@ def _walk(
                 row = line_row(line, str(chain_id))
             except Exception:  # noqa: BLE001 - a forged line is reported, whatever it holds
                 report.problems.append(
-                    v.VerifyProblem(v.MODIFIED, f"line {number} of {EVENTS} is unreadable")
+                    VerifyProblem(MODIFIED, f"line {number} of {EVENTS} is unreadable")
                 )
                 continue
             report.events += 1
-            seq = row[v.R_SEQ]
+            seq = row[ROW_SEQ]
             if seq < last_seen:
                 report.problems.append(
-                    v.VerifyProblem(
-                        v.REORDERED,
+                    VerifyProblem(
+                        REORDERED,
                         f"line {number} of {EVENTS} holds position {seq} after position"
                         f" {last_seen}: the lines were reordered",
-                        uuid.UUID(row[v.R_ID]), check.workspace, seq,
+                        uuid.UUID(row[ROW_ID]), check.workspace, seq,
                     )
                 )  # fmt: skip
             last_seen = max(last_seen, seq)
-            v._check_columns(row, verify_report)
+            check_columns(row, verify_report)
             check.offer(row)
     check.drain()
     report.problems.extend(verify_report.problems)
@@ -196,8 +210,8 @@ def _walk(
         start = check.head + 1
         where = f"position {last}" if start == last else f"positions {start}-{last}"
         report.problems.append(
-            v.VerifyProblem(
-                v.MISSING, f"the events at {where} are missing from the end of the range",
+            VerifyProblem(
+                MISSING, f"the events at {where} are missing from the end of the range",
                 None, check.workspace, last,
             )
         )  # fmt: skip
@@ -226,8 +240,8 @@ def verify_bundle(
         chain_id = uuid.UUID(manifest["chain_id"])
         wanted = {s for _, cp in good for c, s, _ in cp.heads if c == chain_id}
         ends = _walk(zf, manifest, wanted, report)
-    verify_report = v.VerifyReport()
-    v._check_heads(good, ends, chain_id, verify_report)
+    verify_report = VerifyReport()
+    check_heads(good, ends, chain_id, verify_report)
     report.problems.extend(verify_report.problems)
     hashes = ends[chain_id][1]
     covered = [s for s in wanted if s in hashes and s <= report.last_seq]
@@ -251,7 +265,7 @@ def _trusted_keys(
         if given:
             keys = load_public_keys(given)
         else:
-            from .._checkpoint import _require_cryptography, key_id
+            from .._chain.checkpoints import _require_cryptography, key_id
 
             _require_cryptography()
             from cryptography.hazmat.primitives import serialization
@@ -291,8 +305,8 @@ def _checkpoints(
                 checkpoint, error = None, "the line is unreadable"
             if error or checkpoint is None:
                 report.problems.append(
-                    v.VerifyProblem(
-                        v.BAD_SIGNATURE,
+                    VerifyProblem(
+                        BAD_SIGNATURE,
                         f"checkpoint {number} of {CHECKPOINTS}: {error}",
                         checkpoint_id=None if checkpoint is None else checkpoint.id,
                     )

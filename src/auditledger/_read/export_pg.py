@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import orjson
 from sqlalchemy import Connection, Text, cast, func, literal
 
-from .._schema import audit_logs
+from .._db.schema import audit_logs
 from .cursor import Position
 from .filters import Filters
 from .query import build, ip_in

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from .._chain import micros
+from .._chain.canonical import micros
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_LIMIT = 1000

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, func, select
 
-from .._chain import NO_WORKSPACE
+from .._chain.canonical import NO_WORKSPACE
+from .._db.schema import audit_logs, workspaces
 from .._events import AuditEvent
-from .._schema import audit_logs, workspaces
 from .filters import Filters
 from .query import EVENT_COLUMNS, conditions, post_filter, to_event
 

@@ -7,8 +7,8 @@ import os
 
 from sqlalchemy import Connection, select
 
+from .._db.schema import audit_secrets
 from .._errors import SchemaError
-from .._schema import audit_secrets
 
 ENV_CURSOR_KEY = "AUDITLEDGER_CURSOR_KEY"
 CURSOR_SECRET = "cursor_key"  # noqa: S105 - the name of the row, not a secret

@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, Text, cast, func, or_, select, tuple_
 
-from .._chain import micros
+from .._chain.canonical import micros
+from .._db.schema import audit_logs
 from .._events import AuditEvent
-from .._schema import audit_logs
 from .cursor import Position
 from .filters import Filters, IpNetwork
 

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Text, cast, or_, select
 
+from .._db.schema import audit_logs
 from .._events import AuditEvent
-from .._schema import audit_logs
 from .query import EVENT_COLUMNS, to_event
 from .rows import event_record, utc_text
 

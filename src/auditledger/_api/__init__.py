@@ -1,0 +1,1 @@
+"""The API layer: AuditLogger, its helpers, the default logger, and `auditledger status`."""

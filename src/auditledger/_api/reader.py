@@ -1,0 +1,294 @@
+"""``AuditReader``: search, page and stream the log; exports and views can be recorded.
+
+It lives above the read side (``_read/``) because recording a read appends an event to the
+workspace's chain, which only the writer may do: the reader hands that to an ``AuditLogger``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
+
+from .._chain.canonical import micros
+from .._db.engine import make_engine
+from .._db.urls import is_postgres, normalise_url, resolve_url
+from .._errors import MissingExtraError
+from .._events import AuditEvent
+from .._read import cursor as cursors
+from .._read import query
+from .._read.cursor import Position
+from .._read.filters import Filters, aware, check_limit, parse_ip
+from .._read.keys import cursor_key
+from .._read.store import AuditStore
+
+if TYPE_CHECKING:
+    from .logger import AuditLogger
+
+WorkspaceArg = uuid.UUID | str | None
+IpArg = str | ipaddress.IPv4Network | ipaddress.IPv6Network | None
+
+VIEWED = "audit_log.viewed"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EXPORTED = "audit_log.exported"
+SUBJECT_EXPORTED = "gdpr.subject_export"
+
+
+def _read_engine(database_url: str | None) -> Engine:
+    """The writer-side engine's settings, minus the pre-ping: a page must cost one round trip,
+    not two. A connection found dead instead is replaced and the page retried once."""
+    url = normalise_url(resolve_url(database_url))
+    if not is_postgres(url):
+        return make_engine(database_url)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("postgres", "psycopg") from exc
+    return create_engine(url, pool_reset_on_return=None)
+
+
+def _fast_json(dbapi_connection: Any, _record: Any) -> None:
+    # psycopg decodes jsonb with the standard json module by default: with 50 rows of JSON
+    # values a page, that was most of the time a page took in Python.
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(orjson.loads, dbapi_connection)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of events. ``next_cursor``: newest first, None on the last page; oldest
+    first, always a cursor to resume from (it returns nothing until newer events exist)."""
+
+    items: list[AuditEvent]
+    next_cursor: str | None
+
+
+class AuditReader:
+    """Read access to an auditledger database: ``AuditReader(url)``, then ``events()``.
+
+    ``actor``: who reads; when given, every ``events()`` call is recorded in the workspace's
+    chain as ``audit_log.viewed`` (exports are always recorded as ``audit_log.exported``).
+    ``cursor_key``: the secret that authenticates cursors (default: AUDITLEDGER_CURSOR_KEY, else
+    a random key kept in the database). ``recorder``: the logger read records go through
+    (default: one opened on the same database when first needed, closed with the reader).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        actor: str | None = None,
+        cursor_key: bytes | str | None = None,
+        recorder: AuditLogger | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self._url = database_url
+        self._base_engine = engine or _read_engine(database_url)
+        self._owns_engine = engine is None
+        # Reads need no transaction: without one a page is one round trip, not BEGIN, the
+        # query and a ROLLBACK when the connection goes back to the pool.
+        self._engine = self._base_engine.execution_options(isolation_level="AUTOCOMMIT")
+        if self._engine.dialect.name == "postgresql":
+            event.listen(self._base_engine, "connect", _fast_json)
+        self.actor = actor
+        self._given_key = cursor_key
+        self._key: bytes | None = None
+        self._recorder = recorder
+        self._owns_recorder = recorder is None
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def filters(
+        self,
+        *,
+        workspace: WorkspaceArg = None,
+        user_id: str | None = None,
+        action: str | None = None,
+        action_prefix: str | None = None,
+        resource: str | None = None,
+        resource_id: str | None = None,
+        ip: IpArg = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        oldest_first: bool = False,
+    ) -> Filters:
+        """The filters checked and normalised (the workspace resolved to its id).
+
+        Raises ValueError (LookupError for a workspace that matches none or several)."""
+        return Filters(
+            workspace=None if workspace is None else self.resolve_workspace(workspace),
+            user_id=user_id,
+            action=None if action is None else str(action),
+            action_prefix=action_prefix,
+            resource=resource,
+            resource_id=resource_id,
+            ip=None if ip is None else parse_ip(ip),
+            since=None if since is None else aware(since),
+            until=None if until is None else aware(until),
+            text=text or None,
+            oldest_first=oldest_first,
+        )
+
+    def events(
+        self,
+        *,
+        workspace: WorkspaceArg = None,
+        user_id: str | None = None,
+        action: str | None = None,
+        action_prefix: str | None = None,
+        resource: str | None = None,
+        resource_id: str | None = None,
+        ip: IpArg = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> Page:
+        """One page of matching events, newest first unless ``oldest_first``."""
+        check_limit(limit)
+        filters = self.filters(
+            workspace=workspace, user_id=user_id, action=action, action_prefix=action_prefix,
+            resource=resource, resource_id=resource_id, ip=ip, since=since, until=until,
+            text=text, oldest_first=oldest_first,
+        )  # fmt: skip
+        return self.page(filters, limit=limit, cursor=cursor)
+
+    def page(self, filters: Filters, *, limit: int = 50, cursor: str | None = None) -> Page:
+        """``events()`` for filters already built by ``filters()``."""
+        check_limit(limit)
+        key = self._cursor_key()
+        fingerprint = filters.fingerprint()
+        after = Position() if cursor is None else cursors.decode(key, fingerprint, cursor)
+        items, more = self._fetch(filters, after, limit)
+        since, until = filters.since, filters.until
+        times = (None if since is None else micros(since), None if until is None else micros(until))
+        next_cursor: str | None = None
+        if filters.oldest_first or more:
+            end = query.position_of(filters, items[-1]) if items else after
+            next_cursor = cursors.encode(key, fingerprint, end, times)
+        if self.actor is not None:
+            self._record_view(filters, len(items), cursor is not None)
+        return Page(items, next_cursor)
+
+    def _fetch(
+        self, filters: Filters, after: Position, limit: int
+    ) -> tuple[list[AuditEvent], bool]:
+        try:
+            with self._engine.connect() as conn:
+                return query.fetch(conn, filters, after, limit)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The pool's connections went stale (the server restarted): it has discarded them;
+        # one more try runs on a fresh connection instead of failing this page.
+        with self._engine.connect() as conn:
+            return query.fetch(conn, filters, after, limit)
+
+    def cursor_times(self, cursor: str) -> tuple[datetime | None, datetime | None]:
+        """The since and until of the query that issued ``cursor`` (raises InvalidCursor).
+        The command line pages on with these when given a relative time such as ``2h``."""
+        since, until = cursors.issued_times(self._cursor_key(), cursor)
+
+        def moment(us: int | None) -> datetime | None:
+            return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+        return moment(since), moment(until)
+
+    def iter_events(self, **filters: Any) -> Iterator[AuditEvent]:
+        """Every matching event, in chunks: memory stays flat however many there are.
+
+        Takes the filters of ``events()`` (not ``limit`` or ``cursor``)."""
+        for name in ("limit", "cursor"):
+            if name in filters:
+                raise TypeError(f"iter_events() takes no {name!r}: it returns every match")
+        yield from self.stream(self.filters(**filters))
+
+    def stream(self, filters: Filters, *, chunk: int = 2000) -> Iterator[AuditEvent]:
+        with self._engine.connect() as conn:
+            yield from query.stream(conn, filters, Position(), chunk)
+
+    def resolve_workspace(self, value: uuid.UUID | str) -> uuid.UUID:
+        """A workspace id from its UUID, a unique prefix of it, or its Slack team id."""
+        if isinstance(value, uuid.UUID):
+            return value
+        return AuditStore(engine=self._engine).resolve_workspace(str(value))
+
+    def subject_events(
+        self,
+        user_id: str,
+        workspace: WorkspaceArg = None,
+        *,
+        subject_key: bytes | None = None,
+    ) -> list[AuditEvent]:
+        """Every event about ``user_id`` (GDPR Art. 15: actor, subject, or named in a JSON
+        value), oldest first, across workspaces unless one is named. Recorded as a
+        ``gdpr.subject_export`` event naming the person only by a keyed hash (``subject_key``,
+        default: the file AUDITLEDGER_SUBJECT_KEY names)."""
+        from .._gdpr.subject import load_subject_key, subject_hash
+        from .._read.subject import subject_events
+
+        key = subject_key if subject_key is not None else load_subject_key(None)
+        target = None if workspace is None else self.resolve_workspace(workspace)
+        with self._engine.connect() as conn:
+            events = list(subject_events(conn, user_id, target))
+        details = {"subject": subject_hash(key, user_id), "events": len(events)}
+        self.record(SUBJECT_EXPORTED, target, details)
+        return events
+
+    # ---- recording reads ------------------------------------------------------------------
+
+    def record(self, action: str, workspace: uuid.UUID | None, details: dict[str, Any]) -> bool:
+        """Append a read record to the workspace's chain; True once it is stored."""
+        recorder = self._recorder
+        if recorder is None:
+            from .logger import AuditLogger
+
+            recorder = self._recorder = AuditLogger(self._url)
+        recorder.log_audit_event(
+            action,
+            user_id=self.actor,
+            workspace_id=workspace,
+            resource="audit_log",
+            resource_id=None if workspace is None else str(workspace),
+            details=details,
+        )
+        return recorder.flush()
+
+    def _record_view(self, filters: Filters, count: int, continued: bool) -> None:
+        details = {"filters": filters.described(), "events": count, "continued": continued}
+        self.record(VIEWED, filters.workspace, details)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def _cursor_key(self) -> bytes:
+        if self._key is None:
+            with self._engine.connect() as conn:
+                self._key = cursor_key(conn, self._given_key)
+        return self._key
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        if self._recorder is not None and self._owns_recorder:
+            self._recorder.close()
+        if self._owns_engine:
+            self._base_engine.dispose()
+
+    def __enter__(self) -> AuditReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

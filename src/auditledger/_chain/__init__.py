@@ -1,0 +1,1 @@
+"""Tamper evidence: the canonical form (defined once), the links of each chain, checkpoints."""

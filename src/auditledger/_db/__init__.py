@@ -1,0 +1,1 @@
+"""The database itself: the row layout, URLs, engines and connections, schema, migrations."""

@@ -1,0 +1,31 @@
+"""SQLAlchemy engines for migrations and reading (the writer uses its own connections)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL
+
+from .._errors import MissingExtraError
+from .urls import is_postgres, normalise_url, resolve_url
+
+
+def make_engine(database_url: str | None) -> Engine:
+    url: URL = normalise_url(resolve_url(database_url))
+    if is_postgres(url):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError("postgres", "psycopg") from exc
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # SQLite leaves foreign keys off unless every connection turns them on.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

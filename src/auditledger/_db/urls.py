@@ -1,0 +1,84 @@
+"""Database URLs as users write them, turned into what SQLAlchemy and psycopg need."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .._errors import ConfigurationError
+
+ENV_DATABASE_URL = "AUDITLEDGER_DATABASE_URL"
+DEFAULT_DATABASE_URL = "sqlite:///auditledger.db"
+
+
+def resolve_url(database_url: str | None) -> str:
+    """The URL given, else the environment's, else the embedded SQLite default."""
+    return database_url or os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL
+
+
+def normalise_url(database_url: str) -> URL:
+    """Parse a URL and pick the driver auditledger uses for its database.
+
+    ``postgresql://`` and ``postgres://`` mean psycopg 3; ``sqlite:///path`` means the stdlib
+    driver. Other databases are refused here, at start-up, rather than at the first write.
+    """
+    try:
+        url = make_url(database_url)
+    except ArgumentError as exc:
+        raise ConfigurationError("the database URL could not be parsed") from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if url.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
+            raise ConfigurationError(
+                f"unsupported PostgreSQL driver {url.get_driver_name()!r}: use postgresql:// "
+                "or postgresql+psycopg://"
+            )
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if url.drivername not in ("sqlite", "sqlite+pysqlite"):
+            raise ConfigurationError("unsupported SQLite driver: use sqlite:///path")
+        return url.set(drivername="sqlite")
+    raise ConfigurationError(
+        f"unsupported database {backend!r}: auditledger stores to PostgreSQL or SQLite"
+    )
+
+
+def is_postgres(url: URL) -> bool:
+    return url.get_backend_name() == "postgresql"
+
+
+def libpq_conninfo(url: URL) -> str:
+    """The URL in the form libpq understands (psycopg.connect takes it as is)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def missing_sqlite_file(database_url: str | None) -> str | None:
+    """For commands that only read: the message to give when the URL names a SQLite file
+    that does not exist (connecting would create an empty one and leave it behind)."""
+    url = normalise_url(resolve_url(database_url))
+    if is_postgres(url) or not url.database or url.database == ":memory:":
+        return None
+    if os.path.exists(url.database):
+        return None
+    return f"no database file at {url.database}: create it with `auditledger db upgrade`"
+
+
+def sqlite_path(url: URL) -> str:
+    """The file path of a SQLite URL (``:memory:`` is refused: a writer thread needs a file)."""
+    path = url.database
+    if not path or path == ":memory:":
+        raise ConfigurationError("SQLite needs a file path, e.g. sqlite:///auditledger.db")
+    return path
+
+
+def spool_fingerprint(url: URL) -> str:
+    """Names a database's default spool folder: the logger writes there and ``auditledger
+    status`` looks there, so both must derive it from the URL the same way (here only)."""
+    if is_postgres(url):
+        source = f"postgresql:{url.host}:{url.port}:{url.database}"
+    else:
+        source = f"sqlite:{os.path.abspath(sqlite_path(url))}"
+    return hashlib.sha256(source.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""``auditledger verify``: source (reading) -> columns -> chains -> checkpoints, run by run."""

@@ -1,0 +1,1 @@
+"""Where prepared batches are stored: one write skeleton (base), PostgreSQL and SQLite."""

@@ -1,0 +1,42 @@
+"""``auditledger status``: the spool and the database at a glance."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._app import (
+    DatabaseUrl,
+    app,
+    console,
+)
+
+
+@app.command("status")
+def status(
+    database_url: DatabaseUrl = None,
+    spool_dir: Annotated[
+        Path | None, typer.Option(help="The spool folder (default: this database's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the spool and the database: what is stored, waiting or quarantined."""
+    from .._api.status import collect_status
+
+    report = collect_status(database_url, spool_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(report, default=str, indent=2) + "\n")
+    else:
+        table = Table(title="auditledger status", show_header=False)
+        table.add_column("what")
+        table.add_column("value", overflow="fold")
+        for key, value in report.items():
+            table.add_row(key, str(value))
+        console.print(table)
+    if report.get("database") != "reachable" or report.get("schema") != "current":
+        raise typer.Exit(1)

@@ -1,6 +1,6 @@
 """``auditledger verify-bundle``: check an export bundle with no database and no network.
 
-The checks are the database verifier's own (``_verify``): the same link recomputation and
+The checks are the database verifier's own (``_read/verify``): the same link recomputation and
 explanation of each break (changed, removed, added, reordered), the same comparison of each
 event's columns with what was hashed, the same checkpoint signatures and head comparison. Only
 the source differs: lines of ``events.jsonl`` instead of rows, starting from the hash the
@@ -140,7 +140,7 @@ _V2_PREFIX = base64.b64encode(b"[2,")[:4].decode()
 
 
 def line_row(line: bytes, chain: str) -> tuple[Any, ...]:
-    """A line of events.jsonl in the row layout ``_verify`` checks (personal values as their
+    """A line of events.jsonl in the row layout ``_read/verify`` checks (personal values as their
     commitments with the line's salt, times in Unix microseconds, JSON as text)."""
     e = orjson.loads(line)
     salt = None if e["pii_salt"] is None else bytes.fromhex(e["pii_salt"])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from . import db, export, gdpr, investigate, keys, retention, status, verify
+from . import db, events, export, gdpr, keys, retention, status, verify
 from ._app import app
 
 __all__ = ["app", "main"]
 
 # Imported for their commands, which register themselves on ``app``.
-_COMMAND_GROUPS = (db, keys, status, verify)
-investigate.register(app)  # events, tail
-export.register(app)  # export, verify-bundle
+_COMMAND_GROUPS = (db, events, export, keys, status, verify)
 app.add_typer(gdpr.gdpr_app, name="gdpr")
 app.add_typer(retention.retention_app, name="retention")
 

@@ -40,7 +40,8 @@ DatabaseUrl = Annotated[
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     # Escaped: messages hold text like "auditledger[postgres]" that Rich would eat as markup.
-    err_console.print(f"[red]error:[/red] {escape(message)}")
+    # Soft-wrapped: an error is one line however narrow the terminal (scripts grep for it).
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 

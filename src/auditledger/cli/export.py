@@ -14,12 +14,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .investigate import (
+from ._app import DatabaseUrl, app, console, err_console, fail
+from .events import (
     Action,
     ActionPrefix,
     Actor,
     AsJson,
-    DatabaseUrl,
     Ip,
     Resource,
     ResourceId,
@@ -28,9 +28,6 @@ from .investigate import (
     Until,
     User,
     checked_filters,
-    console,
-    err_console,
-    fail,
     option_time,
     reading,
 )
@@ -163,6 +160,5 @@ def verify_bundle(
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("export")(export)
-    app.command("verify-bundle")(verify_bundle)
+app.command("export")(export)
+app.command("verify-bundle")(verify_bundle)

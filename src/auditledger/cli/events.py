@@ -11,28 +11,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from .._db.urls import ENV_DATABASE_URL
 from .._errors import AuditLedgerError, describe_database_error
 from .._events import AuditEvent
+from ._app import (
+    DatabaseUrl,
+    app,
+    console,
+    err_console,
+    fail,
+    require_database_file,
+)
 
-console = Console()
-if not console.is_terminal:
-    console = Console(width=150)  # piped or under make, Rich assumes 80 columns
-err_console = Console(stderr=True)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar=ENV_DATABASE_URL,
-        help="postgresql://... or sqlite:///path (default: sqlite:///auditledger.db)",
-        show_envvar=True,
-    ),
-]
 Workspace = Annotated[
     str | None,
     typer.Option(help="Only this workspace: its id, a unique prefix of it, or a Slack team id."),
@@ -61,22 +52,6 @@ Actor = Annotated[
 ]
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _require_database_file(database_url: str | None) -> None:
-    from .._db.urls import missing_sqlite_file
-
-    try:
-        missing = missing_sqlite_file(database_url)
-    except AuditLedgerError as exc:
-        raise fail(str(exc)) from exc
-    if missing is not None:
-        raise fail(missing)
-
-
 def option_time(option: str, value: str | None) -> datetime | None:
     from .._read.filters import parse_time
 
@@ -93,7 +68,7 @@ def reading(database_url: str | None, actor: str | None = None) -> Iterator[Any]
     """An AuditReader whose errors become one line and exit 2 (never a traceback)."""
     from .._api.reader import AuditReader
 
-    _require_database_file(database_url)
+    require_database_file(database_url)
     try:
         reader = AuditReader(database_url, actor=actor)
     except AuditLedgerError as exc:
@@ -265,6 +240,5 @@ def tail(
             return
 
 
-def register(app: typer.Typer) -> None:
-    app.command("events")(events)
-    app.command("tail")(tail)
+app.command("events")(events)
+app.command("tail")(tail)

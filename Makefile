@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CODE := $(wildcard src tests bench examples)
 export AUDITLEDGER_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install demo viewer test lint typecheck bench bench-read bench-scale-out clean
+.PHONY: install demo viewer test lint typecheck bench bench-read bench-scale-out bench-gdpr clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-read: install
 # Starts its own nats-server (JetStream); BENCH_ARGS=--quick for the short version.
 bench-scale-out: install
 	$(PY) bench/scale_out.py $(BENCH_ARGS)
+
+# Subject export, erasure and retention on a log of 1M rows (a few minutes; --rows N for less).
+bench-gdpr: install
+	$(PY) bench/gdpr.py $(BENCH_GDPR_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache demo-data test-artifacts

@@ -6,8 +6,9 @@ uninstall events signed like Slack signs them, and sends browsers' requests to t
 a "load balancer" (X-Forwarded-For from 127.0.0.1, a trusted proxy), forged hops included. The
 apps are stopped the way a deployment stops them (SIGTERM: the lifespan flushes the log), then
 the newest events are printed with ``auditledger events``, followed by one investigation query,
-an export bundle of one workspace and its offline verification. Nothing here calls auditledger's
-API.
+an export bundle of one workspace and its offline verification; last, one user's erasure
+request is carried out (``auditledger gdpr erase``) and ``auditledger verify`` shows every
+chain intact. Nothing here calls auditledger's API.
 """
 
 from __future__ import annotations
@@ -224,6 +225,13 @@ def main() -> None:
         "--signing-key", str(keys / "signing.key"), "--actor", "demo@example.com",
     )  # fmt: skip
     auditledger("verify-bundle", bundle, "--public-key", str(keys / "signing.pub"))
+    # Gina asked for erasure in the portal: the operator carries it out, and every chain
+    # still verifies. The signing key doubles as the secret keying the subject's hash.
+    auditledger(
+        "gdpr", "erase", *db, "--user", "U0GINA", "--reason", "Art. 17 request of 2026-12-03",
+        "--actor", "dpo@example.com", "--subject-key", str(keys / "signing.key"), "--yes",
+    )  # fmt: skip
+    auditledger("verify", *db, "--public-key", str(keys / "signing.pub"))
     shown = os.path.relpath(DATA / "audit.db")
     print(
         "\nTo look at this data in the audit-trail viewer, run `make viewer` (the same as"

@@ -1,10 +1,11 @@
 """The writer's canonical form and the verifier's rebuild from the stored columns agree, for
 every kind of value the bad-input tests throw at a log call (the strategies of
-test_property.py): the canonical form is defined once (``_chain.canonical.canonical_form``) and
-both sides must reach the same bytes from their own inputs."""
+test_property.py): the canonical forms are defined once (form 1: ``_chain.canonical``, form 2:
+``_chain.v2``) and both sides must reach the same bytes from their own inputs."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -87,22 +88,32 @@ def test_writer_and_verifier_build_the_same_canonical_form(
          details, previous, new)
     )  # fmt: skip
     [(_, data, salt)] = seal([row])
-    assert canonical(row, salt) == data  # sealing is the canonical form, nothing more
+    assert data.startswith(b"[2,")  # new events: canonical form 2
 
-    # As SQLite gives it to the verifier: personal values as their commitments.
-    stored = _as_stored(row, data, salt)
+    # Form 2 as SQLite and PostgreSQL give it: values in clear, each checked with its salt.
+    report = VerifyReport()
+    check_columns(tuple(_as_stored(row, data, salt)), report)
+    assert report.problems == []
+    pg = _as_stored(row, data, salt)
+    pg[r.ROW_CREATED] -= PG_EPOCH_US
+    report = VerifyReport()
+    check_pg_columns(tuple(pg), report)
+    assert report.problems == []
+
+    # Form 1, how events stored before form 2 were hashed, keeps agreeing too.
     personal = ((r.ROW_USER, "user_id"), (r.ROW_IP, "ip_address"), (r.ROW_UA, "user_agent"))
-    for index, name in personal:
+    salt1 = os.urandom(16) if any(row[i] is not None for i, _ in personal) else None
+    data1 = canonical(row, salt1)
+    stored = _as_stored(row, data1, salt1)
+    for index, name in personal:  # as SQLite gives it: personal values as their commitments
         if stored[index] is not None:
-            assert salt is not None
-            stored[index] = commitment(salt, name, stored[index])
-    assert _expected_canonical(tuple(stored)) == data
+            assert salt1 is not None
+            stored[index] = commitment(salt1, name, stored[index])
+    assert _expected_canonical(tuple(stored)) == data1
     report = VerifyReport()
     check_columns(tuple(stored), report)
     assert report.problems == []
-
-    # As PostgreSQL gives it: personal values in clear, time since 2000-01-01.
-    pg = _as_stored(row, data, salt)
+    pg = _as_stored(row, data1, salt1)
     pg[r.ROW_CREATED] -= PG_EPOCH_US
     report = VerifyReport()
     check_pg_columns(tuple(pg), report)

@@ -22,9 +22,9 @@ import psycopg
 import pytest
 
 from auditledger import AuditLogger
-from auditledger._chain.canonical import commitment
 from auditledger._chain.checkpoints import generate_keys, read_checkpoint_file
 from auditledger._chain.links import link
+from auditledger._chain.v2 import commit
 from auditledger._read.verify.report import VerifyReport
 from auditledger._read.verify.run import verify_log
 from auditledger._read.verify.source import Source
@@ -431,7 +431,8 @@ def test_a_recomputed_chain_fails_against_the_signed_checkpoints(log: Log) -> No
         rows = _rows(conn, chain)
         target = rows[20]
         hashed = orjson.loads(target["canonical"])
-        hashed[7] = commitment(bytes(target["pii_salt"]), "user_id", "someone-else")
+        # Version 2: the user id is the first committed value, with the first salt.
+        hashed[6] = commit(bytes(target["pii_salt"])[:16], "user_id", "someone-else")
         rows[20]["canonical"] = orjson.dumps(hashed)
         conn.execute(
             "UPDATE audit_logs SET user_id = 'someone-else', canonical = %s WHERE id = %s",
@@ -518,7 +519,7 @@ def test_scheduled_checkpoints_and_verify_on_sqlite(
 
     path = sqlite_url.removeprefix("sqlite:///")
     conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER audit_logs_no_update")  # what the file's owner can do
+    conn.execute("DROP TRIGGER audit_logs_erase_only")  # what the file's owner can do
     conn.execute("UPDATE audit_logs SET user_id = 'U99' WHERE user_id = 'U7'")
     conn.commit()
     conn.close()

@@ -21,7 +21,7 @@ def _log(url: str, spool_dir: Path) -> None:
 
 def _tamper(url: str, sql: str) -> None:
     conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
-    conn.execute("DROP TRIGGER audit_logs_no_update")
+    conn.execute("DROP TRIGGER audit_logs_erase_only")
     conn.execute(sql)
     conn.close()
 
@@ -69,7 +69,7 @@ def test_a_crafted_canonical_form_is_reported_not_fatal(sqlite_url: str, spool_d
     # it raised out of verify (exit 2, "cannot read the events"), hiding every other finding.
     _log(sqlite_url, spool_dir)
     conn = sqlite3.connect(make_url(sqlite_url).database or "", isolation_level=None)
-    conn.execute("DROP TRIGGER audit_logs_no_update")
+    conn.execute("DROP TRIGGER audit_logs_erase_only")
     (data,) = conn.execute(f"SELECT canonical FROM audit_logs WHERE id = {NTH}").fetchone()
     hashed = orjson.loads(bytes(data))
     hashed[2] = 5  # the workspace element

@@ -28,6 +28,9 @@ from ._errors import (
     VerifyError,
 )
 from ._events import AuditEvent, QuarantinedEvent, WorkspaceRef
+from ._gdpr.erase import ErasureError, ErasureResult, erase_subject
+from ._gdpr.retention import RetentionError, RetentionResult, apply_retention
+from ._gdpr.retention import set_policy as set_retention
 from ._read.store import AuditStore
 from ._read.verify.report import VerifyProblem, VerifyReport
 from ._read.verify.run import verify_log
@@ -61,15 +64,20 @@ __all__ = [
     "AuditStore",
     "BoundAuditLogger",
     "ConfigurationError",
+    "ErasureError",
+    "ErasureResult",
     "InvalidCursor",
     "MissingExtraError",
     "Page",
     "QuarantinedEvent",
+    "RetentionError",
+    "RetentionResult",
     "SchemaError",
     "VerifyError",
     "VerifyProblem",
     "VerifyReport",
     "WorkspaceRef",
+    "apply_retention",
     "audit_admin_action",
     "audit_data_deletion",
     "audit_data_export",
@@ -82,10 +90,12 @@ __all__ = [
     "audit_subscription_created",
     "close",
     "configure",
+    "erase_subject",
     "flush",
     "get_logger",
     "install_sigterm_handler",
     "log_audit_event",
+    "set_retention",
     "verify_log",
 ]
 

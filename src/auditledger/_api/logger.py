@@ -64,6 +64,9 @@ class AuditLogger(AuditHelpers):
     - ``nats_url`` (default ``AUDITLEDGER_NATS_URL`` when no ``database_url`` is given):
       publish to NATS JetStream instead of writing to a database; ``auditledger ingest``
       stores the events. "Written" then means acknowledged by the stream.
+    - ``ip_address``: ``"full"`` (default) or ``"truncated"``: only the network is stored
+      (IPv4 /24, IPv6 /48), enough to tell a country or an ISP, not a household.
+    - ``user_agent``: ``"full"`` (default) or ``"none"``: user agents are not stored.
     """
 
     def __init__(
@@ -85,6 +88,8 @@ class AuditLogger(AuditHelpers):
         signing_key: str | os.PathLike[str] | None = None,
         checkpoint_interval: float = 300.0,
         nats_url: str | None = None,
+        ip_address: str = "full",
+        user_agent: str = "full",
     ) -> None:
         nats = resolve_nats_url(nats_url, database_url)
         if nats is not None:
@@ -113,6 +118,8 @@ class AuditLogger(AuditHelpers):
             shutdown_timeout=shutdown_timeout,
             handle_sigterm=handle_sigterm,
             database=fingerprint,
+            ip_address=ip_address,
+            user_agent=user_agent,
         )
 
     def _setup(
@@ -132,7 +139,11 @@ class AuditLogger(AuditHelpers):
         shutdown_timeout: float,
         handle_sigterm: bool,
         database: str = "memory",
+        ip_address: str = "full",
+        user_agent: str = "full",
     ) -> None:
+        require(ip_address in ("full", "truncated"), "ip_address must be 'full' or 'truncated'")
+        require(user_agent in ("full", "none"), "user_agent must be 'full' or 'none'")
         require_number("queue_size", queue_size, 1, whole=True)
         require_number("batch_size", batch_size, 1, whole=True)
         require_number("flush_interval", flush_interval, 0, exclusive=True)
@@ -145,7 +156,13 @@ class AuditLogger(AuditHelpers):
         if isinstance(redact_keys, str):
             raise ConfigurationError("redact_keys takes a list of key fragments, not one string")
         self.shutdown_timeout = shutdown_timeout
-        limits = Limits(max_text_length, max_json_bytes, Redactor(redact_keys))
+        limits = Limits(
+            max_text_length,
+            max_json_bytes,
+            Redactor(redact_keys),
+            truncate_ip=ip_address == "truncated",
+            keep_user_agent=user_agent == "full",
+        )
         self._writer = Writer(
             sink_factory,
             Preparer(limits),

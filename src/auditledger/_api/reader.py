@@ -38,6 +38,7 @@ IpArg = str | ipaddress.IPv4Network | ipaddress.IPv6Network | None
 VIEWED = "audit_log.viewed"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXPORTED = "audit_log.exported"
+SUBJECT_EXPORTED = "gdpr.subject_export"
 
 
 def _read_engine(database_url: str | None) -> Engine:
@@ -222,6 +223,28 @@ class AuditReader:
         if isinstance(value, uuid.UUID):
             return value
         return AuditStore(engine=self._engine).resolve_workspace(str(value))
+
+    def subject_events(
+        self,
+        user_id: str,
+        workspace: WorkspaceArg = None,
+        *,
+        subject_key: bytes | None = None,
+    ) -> list[AuditEvent]:
+        """Every event about ``user_id`` (GDPR Art. 15: actor, subject, or named in a JSON
+        value), oldest first, across workspaces unless one is named. Recorded as a
+        ``gdpr.subject_export`` event naming the person only by a keyed hash (``subject_key``,
+        default: the file AUDITLEDGER_SUBJECT_KEY names)."""
+        from .._gdpr.subject import load_subject_key, subject_hash
+        from .._read.subject import subject_events
+
+        key = subject_key if subject_key is not None else load_subject_key(None)
+        target = None if workspace is None else self.resolve_workspace(workspace)
+        with self._engine.connect() as conn:
+            events = list(subject_events(conn, user_id, target))
+        details = {"subject": subject_hash(key, user_id), "events": len(events)}
+        self.record(SUBJECT_EXPORTED, target, details)
+        return events
 
     # ---- recording reads ------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """Hash chains: the canonical form of an event, and how events are linked.
 
+The writer seals new events in version 2 of the canonical form (``v2.py``), where every value
+that may name a person is committed so that it can be erased; version 1, below, is how events
+stored before it were hashed, and they keep verifying.
+
 Every event belongs to the chain of its workspace (events without a workspace share the chain
 ``NO_WORKSPACE``). It is hashed over its *canonical form*, bytes built once by the writer and
 stored next to the event, so nothing is ever re-derived from jsonb (which reorders keys and
@@ -28,7 +32,6 @@ another chain or another position without breaking its hash.
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -53,6 +56,8 @@ from .._db.rows import (
     Row,
 )
 from .._jsonbytes import dumps_kept
+from .v2 import canonical as canonical_v2
+from .v2 import fresh_salts
 
 CANONICAL_VERSION = 1
 NO_WORKSPACE = uuid.UUID(int=0)
@@ -195,12 +200,19 @@ Sealed = tuple[uuid.UUID, bytes, bytes | None]  # (chain id, canonical bytes, sa
 
 
 def seal(rows: list[Row]) -> list[Sealed]:
-    """Canonical form and salt of each row: CPU work done before any chain lock is taken."""
-    pool = os.urandom(SALT_BYTES * len(rows))
+    """Canonical form (version 2, see ``v2.py``) and salts of each row: CPU work done before
+    any chain lock is taken. (``canonical`` above is version 1, kept for the verifier's sake.)"""
+    pool = fresh_salts(len(rows))
+    step = len(pool) // len(rows) if rows else 0
     out: list[Sealed] = []
     for i, row in enumerate(rows):
-        salt: bytes | None = None
-        if row[ROW_USER] is not None or row[ROW_IP] is not None or row[ROW_UA] is not None:
-            salt = pool[i * SALT_BYTES : (i + 1) * SALT_BYTES]
-        out.append((chain_of(row[ROW_WORKSPACE]), canonical(row, salt), salt))
+        ws = row[ROW_WORKSPACE]
+        data, salt = canonical_v2(
+            row,
+            pool[i * step : (i + 1) * step],
+            None if ws is None else _chain_text(ws),
+            _uuid_text(row[ROW_ID]),
+            micros(row[ROW_CREATED]),
+        )
+        out.append((chain_of(ws), data, salt or None))
     return out

@@ -175,6 +175,34 @@ audit_checkpoints = Table(
     Index("audit_checkpoints_created_at_idx", "created_at"),
 )
 
+# Retention periods (``auditledger retention set``): scope is a workspace id, or "default"
+# for every workspace without its own (and for events of no workspace and the quarantine).
+audit_retention = Table(
+    "audit_retention",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("days", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Signed cuts (see _cuts.py): where each chain now starts after retention deleted its expired
+# prefix; chain_id NULL for the quarantine's horizon. Append-only; the DELETE triggers of
+# audit_logs and audit_quarantine allow nothing below the newest cut.
+audit_cuts = Table(
+    "audit_cuts",
+    metadata,
+    Column("id", Uuid(as_uuid=True), primary_key=True),
+    Column("chain_id", Uuid(as_uuid=True)),
+    Column("first_seq", BigInteger),
+    Column("previous_hash", LargeBinary),
+    Column("expired_before", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Index("audit_cuts_chain_idx", "chain_id", "first_seq"),
+)
+
 # Secrets the database keeps for its readers (revision 0003): the key that authenticates page
 # cursors, made at random when the schema is created, so every process reading this database
 # accepts the cursors the others issue.
@@ -219,8 +247,10 @@ __all__ = [
     "AUDIT_LOG_COLUMNS",
     "audit_api_tokens",
     "audit_checkpoints",
+    "audit_cuts",
     "audit_logs",
     "audit_quarantine",
+    "audit_retention",
     "audit_secrets",
     "metadata",
     "workspaces",

@@ -136,6 +136,9 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+_V2_PREFIX = base64.b64encode(b"[2,")[:4].decode()
+
+
 def line_row(line: bytes, chain: str) -> tuple[Any, ...]:
     """A line of events.jsonl in the row layout ``_read/verify`` checks (personal values as their
     commitments with the line's salt, times in Unix microseconds, JSON as text)."""
@@ -145,6 +148,8 @@ def line_row(line: bytes, chain: str) -> tuple[Any, ...]:
         name: None if e[name] is None else commitment(salt or b"", name, e[name])
         for _, name in PERSONAL
     }
+    if e["canonical"].startswith(_V2_PREFIX):  # form 2 commits each value with its own salt
+        personal = {name: e[name] for _, name in PERSONAL}
     return (
         str(uuid.UUID(e["id"])), personal["user_id"], e["workspace_id"], personal["ip_address"],
         personal["user_agent"], e["action"], e["resource"], e["resource_id"],

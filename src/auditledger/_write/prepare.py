@@ -7,6 +7,7 @@ usable action.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import uuid
 from dataclasses import dataclass, field, replace
@@ -74,6 +75,19 @@ def datetime_from_ns(time_ns: int) -> datetime:
     return _EPOCH + timedelta(0, 0, time_ns // 1000)  # positional: a third cheaper
 
 
+@functools.lru_cache(maxsize=4096)
+def truncated_ip(value: str) -> str:
+    """The address with its host part zeroed, as analytics tools do: the last octet of
+    IPv4 (/24), the last 80 bits of IPv6 (/48). An IPv4-mapped IPv6 address is truncated as
+    the IPv4 address it carries; a zone id (``%eth0``) is dropped."""
+    address = ipaddress.ip_address(value.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Address(int(address) & ~0xFF))
+    return str(ipaddress.IPv6Address(int(address) & ~((1 << 80) - 1)))
+
+
 @dataclass
 class Limits:
     """Caps and rules applied to every event; ``AuditLogger`` options set them."""
@@ -81,6 +95,9 @@ class Limits:
     max_text_length: int = 1024
     max_json_bytes: int = 65536
     redactor: Redactor = field(default_factory=Redactor)
+    # Less personal data in the first place (AuditLogger's ip_address= and user_agent=).
+    truncate_ip: bool = False
+    keep_user_agent: bool = True
 
 
 class Preparer:
@@ -131,6 +148,8 @@ class Preparer:
             datetime_from_ns(ev[T_NS]),
             None,
         ]
+        if not self.limits.keep_user_agent:
+            row[ROW_UA] = None
         cap = self.limits.max_text_length
         for index, name in _ROW_TEXT_INDEX.items():
             value = row[index]
@@ -139,6 +158,8 @@ class Preparer:
                 row[index] = self._text(value, name, notes)
         if row[ROW_IP] is not None:
             row[ROW_IP] = self._ip(row[ROW_IP], notes)
+            if row[ROW_IP] is not None and self.limits.truncate_ip:
+                row[ROW_IP] = truncated_ip(row[ROW_IP])
         # Scrubbed (see prepare): JSON values are text, sanitised and redacted already.
         for offset, (value, name) in enumerate(
             ((ev[DETAILS], "details"), (ev[PREVIOUS], "previous_value"), (ev[NEW], "new_value"))

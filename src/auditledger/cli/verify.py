@@ -125,6 +125,8 @@ def _print_report(report: Any) -> None:
     )
     if report.erased:
         summary += f", {report.erased} with personal values erased"
+    if report.cuts:
+        summary += f", {report.cuts} retention cut(s)"
     for note in report.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}")
     if report.ok:

@@ -20,6 +20,8 @@ _MAX_CLASSIFIED = 64  # failing events per chain searched for their true positio
 # What a share's walk leaves for the checkpoint comparison: each chain's head position and the
 # stored hashes at the positions checkpoints name.
 ChainEnds = dict[uuid.UUID, tuple[int, dict[int, tuple[bytes, uuid.UUID]]]]
+# Where chains start after retention: the first kept position and the hash before it.
+Starts = dict[uuid.UUID, tuple[int, bytes]]
 
 
 # ---- the chains ----------------------------------------------------------------------------
@@ -38,12 +40,19 @@ class _Failed:
 class _ChainCheck:
     """Walks one chain in order; keeps only the little it needs to explain a failure."""
 
-    def __init__(self, chain_id: uuid.UUID, report: VerifyReport, wanted: set[int]) -> None:
+    def __init__(
+        self,
+        chain_id: uuid.UUID,
+        report: VerifyReport,
+        wanted: set[int],
+        start: tuple[int, bytes] | None = None,
+    ) -> None:
         self.chain_id = chain_id
         self.workspace = None if chain_id == NO_WORKSPACE else chain_id
         self.report = report
-        self.expected = 1
-        self.previous = genesis(chain_id)
+        # A signed cut moves the start: the events before it expired (retention).
+        self.floor, self.previous = start if start is not None else (1, genesis(chain_id))
+        self.expected = self.floor
         self.before_previous = self.previous
         self.previous_id: str | None = None
         self.pending: dict[int, VerifyRow] = {}
@@ -61,6 +70,8 @@ class _ChainCheck:
         """Take rows in any order: rows of one chain arrive nearly in order from a sequential
         scan (concurrent writers fill different pages), so a few wait here for their turn."""
         seq = row[ROW_SEQ]
+        if seq is not None and seq < self.floor:
+            return  # below the chain's signed cut: expired, and not yet deleted
         if seq == self.expected:
             self.add(row)
             pending = self.pending
@@ -187,6 +198,7 @@ def walk_part(
     wanted: dict[uuid.UUID, set[int]],
     workspace: uuid.UUID | None,
     tick: Callable[[int], None] | None = None,
+    starts: Starts | None = None,
 ) -> ChainEnds:
     """Check every row's columns and walk every chain in ``rows``; problems go to ``report``
     (and ``report.events`` grows by the rows seen). ``tick(n)`` is called every 20,000 rows."""
@@ -213,7 +225,9 @@ def walk_part(
                 if workspace is not None and chain_id != workspace:
                     chain = None  # a row of another chain naming this workspace
                 else:
-                    chain = _ChainCheck(chain_id, report, wanted.get(chain_id, set()))
+                    chain = _ChainCheck(
+                        chain_id, report, wanted.get(chain_id, set()), (starts or {}).get(chain_id)
+                    )
                     chains[chain_id] = chain
                 by_text[chain_text] = chain
             if chain is not None:

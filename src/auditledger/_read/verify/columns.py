@@ -44,6 +44,7 @@ from ..._db.rows import (
 )
 from .report import MODIFIED, VerifyProblem, VerifyReport
 from .source import PG_EPOCH_US, VerifyRow
+from .v2 import differences, fast_match
 
 _dumps = orjson.dumps
 _Fragment = orjson.Fragment
@@ -142,6 +143,9 @@ def check_columns(row: VerifyRow, report: VerifyReport) -> None:
     data = row[ROW_CANONICAL]
     if data is None:
         return
+    if data[:3] == b"[2,":
+        _check_v2(row, row[ROW_CREATED], False, report)
+        return
     try:
         if _expected_canonical(row) == data:
             return
@@ -175,6 +179,40 @@ def check_columns(row: VerifyRow, report: VerifyReport) -> None:
         )
     elif erased:
         report.erased += 1
+        names = ("user_id", "ip_address", "user_agent")
+        report.erased_events.append((event_id, workspace, row[ROW_SEQ], names))
+
+
+def _check_v2(row: VerifyRow, created_us: int, rebuild_json: bool, report: VerifyReport) -> None:
+    if fast_match(row, created_us, rebuild_json):
+        return
+    event_id = uuid.UUID(row[ROW_ID])
+    chain = None if row[ROW_CHAIN] is None else uuid.UUID(row[ROW_CHAIN])
+    workspace = None if chain in (None, NO_WORKSPACE) else chain
+    found = differences(row, created_us, rebuild_json)
+    if found is None:
+        report.problems.append(
+            VerifyProblem(MODIFIED, "the stored canonical form is unreadable", event_id, workspace)
+        )
+        return
+    wrong, erased = found
+    if chain is not None and "workspace_id" not in wrong:
+        hashed_ws = None if row[ROW_WORKSPACE] is None else uuid.UUID(row[ROW_WORKSPACE])
+        if chain_of(hashed_ws) != chain:
+            wrong.append("chain_id")
+    if wrong:
+        report.problems.append(
+            VerifyProblem(
+                MODIFIED,
+                f"columns changed after the event was hashed: {', '.join(sorted(wrong))}",
+                event_id,
+                workspace,
+                row[ROW_SEQ],
+            )
+        )
+    elif erased:
+        report.erased += 1
+        report.erased_events.append((event_id, workspace, row[ROW_SEQ], tuple(erased)))
 
 
 _USER_TAG, _IP_TAG, _UA_TAG = (PERSONAL_TAGS[n] for n in ("user_id", "ip_address", "user_agent"))
@@ -212,6 +250,9 @@ def check_pg_columns(
     difference goes through ``check_columns`` to be explained."""
     data = row[ROW_CANONICAL]
     if data is None:
+        return
+    if data[:3] == b"[2,":
+        _check_v2(row, row[ROW_CREATED] + PG_EPOCH_US, True, report)
         return
     user, ip, ua, salt = row[ROW_USER], row[ROW_IP], row[ROW_UA], row[ROW_SALT] or b""
     details, previous, new = row[ROW_DETAILS], row[ROW_PREVIOUS], row[ROW_NEW]

@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from .chains import ChainEnds, walk_part
+from .chains import ChainEnds, Starts, walk_part
 from .report import VerifyReport
 from .source import Part, Source
 
@@ -35,6 +35,7 @@ def walk_log(
     total: int,
     *,
     workers: int,
+    starts: Starts | None = None,
 ) -> ChainEnds:
     parts = None
     if workers > 1 and source.postgres and workspace is None:
@@ -48,7 +49,9 @@ def walk_log(
             progress(seen, max(total, seen))
 
     if parts is None:
-        return walk_part(source.rows(workspace), source.postgres, report, wanted, workspace, tick)
+        return walk_part(
+            source.rows(workspace), source.postgres, report, wanted, workspace, tick, starts
+        )
     context = _context()
     walked = context.Value("q", 0)
 
@@ -60,7 +63,7 @@ def walk_log(
         len(parts) - 1, mp_context=context, initializer=_start_worker, initargs=(walked,)
     ) as pool:
         url = source.url_text()
-        futures = [pool.submit(_walk_share, url, part, wanted) for part in parts[1:]]
+        futures = [pool.submit(_walk_share, url, part, wanted, starts) for part in parts[1:]]
         ends = walk_part(
             source.rows(None, parts[0]),
             True,
@@ -68,6 +71,7 @@ def walk_log(
             wanted,
             None,
             lambda rows: tick(rows, others()),
+            starts,
         )
         for future in futures:
             while True:
@@ -78,6 +82,7 @@ def walk_log(
                     tick(0, others())
             report.events += share.events
             report.erased += share.erased
+            report.erased_events.extend(share.erased_events)
             report.problems.extend(share.problems)
             ends.update(share_ends)
     tick(0, others())
@@ -114,7 +119,7 @@ def _start_worker(walked: Any) -> None:
 
 
 def _walk_share(
-    url: str, part: Part, wanted: dict[uuid.UUID, set[int]]
+    url: str, part: Part, wanted: dict[uuid.UUID, set[int]], starts: Starts | None = None
 ) -> tuple[VerifyReport, ChainEnds]:
     report = VerifyReport()
 
@@ -123,5 +128,5 @@ def _walk_share(
             with _walked.get_lock():
                 _walked.value += rows
 
-    ends = walk_part(Source(url).rows(None, part), True, report, wanted, None, tick)
+    ends = walk_part(Source(url).rows(None, part), True, report, wanted, None, tick, starts)
     return report, ends

@@ -42,8 +42,12 @@ class VerifyReport:
     checkpoints: int = 0
     external_checkpoints: int = 0
     erased: int = 0
+    cuts: int = 0
     problems: list[VerifyProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Events with values removed, as (event id, workspace, position, fields): each must be
+    # covered by a gdpr.erasure event (checked once every share of the log is walked).
+    erased_events: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +61,7 @@ class VerifyReport:
             "checkpoints": self.checkpoints,
             "external_checkpoints": self.external_checkpoints,
             "erased": self.erased,
+            "cuts": self.cuts,
             "problems": [p.to_dict() for p in self.problems],
             "notes": self.notes,
         }

@@ -13,11 +13,14 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from ..._chain.checkpoints import Checkpoint, load_public_keys, read_checkpoint_file
+from ..._chain.cuts import read_cuts
 from ..._errors import AuditLedgerError, VerifyError, describe_database_error
 from .checkpoints import check_heads, check_signatures
+from .cuts import chain_starts, uncovered_erasures
 from .parallel import walk_log
 from .report import VerifyReport
 from .source import Source
+from .v2 import erasure_coverage
 
 # ---- the verifier --------------------------------------------------------------------------
 
@@ -60,19 +63,31 @@ def verify_log(
         raise VerifyError(describe_database_error(exc)) from exc
 
     good = check_signatures(stored, external, keys, report, checkpoints_file)
+    try:
+        starts = chain_starts(read_cuts(source.url_text()), keys, report)
+    except Exception as exc:
+        raise VerifyError(describe_database_error(exc)) from exc
     wanted: dict[uuid.UUID, set[int]] = {}
     for _, checkpoint in good:
         for chain_id, seq, _digest in checkpoint.heads:
             wanted.setdefault(chain_id, set()).add(seq)
 
     try:
-        ends = walk_log(source, wanted, workspace, report, progress, total, workers=workers)
+        ends = walk_log(
+            source, wanted, workspace, report, progress, total, workers=workers, starts=starts
+        )
     except VerifyError:
         raise
     except Exception as exc:
         raise VerifyError(f"cannot read the events ({type(exc).__name__})") from exc
     report.chains = len(ends)
     check_heads(good, ends, workspace, report)
+    if report.erased_events:
+        try:
+            covered = erasure_coverage(source.url_text(), source.postgres)
+        except Exception as exc:
+            raise VerifyError(describe_database_error(exc)) from exc
+        uncovered_erasures(report, covered)
     if not stored and not external:
         report.notes.append(
             "no checkpoints: deleting the newest events, or rewriting a whole chain, would not"

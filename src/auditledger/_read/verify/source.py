@@ -14,6 +14,7 @@ from ..._chain.canonical import commitment
 from ..._chain.checkpoints import Checkpoint
 from ..._db.engine import make_engine
 from ..._db.rows import (
+    ROW_CANONICAL,
     ROW_CHAIN,
     ROW_CREATED,
     ROW_ID,
@@ -172,6 +173,9 @@ class Source:
                         row[i] = _sqlite_uuid_text(row[i])
                 row[ROW_CREATED] = _sqlite_micros(row[ROW_CREATED], datetime, UTC, micros)
                 salt = row[ROW_SALT] or b""
+                if row[ROW_CANONICAL] is not None and row[ROW_CANONICAL][:3] == b"[2,":
+                    yield tuple(row)  # version 2 commits each value with its own salt
+                    continue
                 for name, index in _PERSONAL_ROW.items():
                     if row[index] is not None:
                         row[index] = commitment(salt, name, row[index])

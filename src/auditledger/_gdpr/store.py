@@ -1,0 +1,193 @@
+"""Reading and changing stored rows for erasure, on PostgreSQL and SQLite.
+
+Only the statements differ between the two databases; what to erase is decided in
+``erase.py``. Every change here is one the triggers of migration 0004 allow.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+from .._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
+
+# (id, chain_id, user_id, ip_address, user_agent, resource_id, details, previous_value,
+#  new_value, sanitised, canonical, pii_salt): ids as UUID, JSON as text.
+Candidate = tuple[Any, ...]
+COLUMNS = (
+    "user_id",
+    "ip_address",
+    "user_agent",
+    "resource_id",
+    "details",
+    "previous_value",
+    "new_value",
+    "sanitised",
+)
+_JSON = ("details", "previous_value", "new_value", "sanitised")
+
+
+class RowStore:
+    """One connection to the log, with the statements erasure needs."""
+
+    def __init__(self, database_url: str | None) -> None:
+        url = normalise_url(resolve_url(database_url))
+        self.url = url
+        self.postgres = is_postgres(url)
+        self._pg: Any = None
+        self._sqlite: sqlite3.Connection | None = None
+        if self.postgres:
+            import psycopg
+
+            self._pg = psycopg.connect(
+                libpq_conninfo(url), autocommit=True, application_name="auditledger-gdpr"
+            )
+        else:
+            from .._db.sqlite import connect_sqlite
+
+            self._sqlite = connect_sqlite(sqlite_path(url), timeout=30)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
+
+    def url_text(self) -> str:
+        return self.url.render_as_string(hide_password=False)
+
+    # ---- finding the subject ---------------------------------------------------------------
+
+    def candidates(
+        self, user_id: str, in_json: str, workspace: uuid.UUID | None
+    ) -> list[Candidate]:
+        """Events whose columns may name the subject (decided precisely by the caller)."""
+        if self.postgres:
+            json_tests = " OR ".join(f"strpos({c}::text, %(j)s) > 0" for c in _JSON)
+            where = (
+                "(user_id = %(u)s OR strpos(ip_address, %(u)s) > 0"
+                " OR strpos(user_agent, %(u)s) > 0 OR strpos(resource_id, %(u)s) > 0"
+                f" OR {json_tests})"
+            )
+            params: dict[str, Any] = {"u": user_id, "j": in_json}
+            if workspace is not None:
+                where += " AND workspace_id = %(w)s"
+                params["w"] = workspace
+            rows = self._pg.execute(
+                "SELECT id, chain_id, user_id, ip_address, user_agent, resource_id,"
+                " details::text, previous_value::text, new_value::text, sanitised::text,"
+                f" canonical, pii_salt FROM audit_logs WHERE {where}",
+                params,
+            ).fetchall()
+            return [(*r[:10], _bytes(r[10]), _bytes(r[11])) for r in rows]
+        assert self._sqlite is not None
+        json_tests = " OR ".join(f"instr({c}, :j) > 0" for c in _JSON)
+        where = (
+            "(user_id = :u OR instr(ip_address, :u) > 0 OR instr(user_agent, :u) > 0"
+            f" OR instr(resource_id, :u) > 0 OR {json_tests})"
+        )
+        args: dict[str, Any] = {"u": user_id, "j": in_json}
+        if workspace is not None:
+            where += " AND workspace_id = :w"
+            args["w"] = workspace.hex
+        cur = self._sqlite.execute(
+            "SELECT id, chain_id, user_id, ip_address, user_agent, resource_id, details,"
+            " previous_value, new_value, sanitised, canonical, pii_salt FROM audit_logs"
+            f" WHERE {where}",
+            args,
+        )
+        return [
+            (
+                uuid.UUID(hex=r[0]),
+                None if r[1] is None else uuid.UUID(hex=r[1]),
+                *r[2:10],
+                _bytes(r[10]),
+                _bytes(r[11]),
+            )
+            for r in cur
+        ]
+
+    def quarantine_candidates(self, in_json: str) -> list[tuple[uuid.UUID, str]]:
+        if self.postgres:
+            rows = self._pg.execute(
+                "SELECT id, payload::text FROM audit_quarantine"
+                " WHERE strpos(payload::text, %s) > 0",
+                (in_json,),
+            ).fetchall()
+            return [(r[0], r[1]) for r in rows]
+        assert self._sqlite is not None
+        cur = self._sqlite.execute(
+            "SELECT id, payload FROM audit_quarantine WHERE instr(payload, ?) > 0", (in_json,)
+        )
+        return [(uuid.UUID(hex=r[0]), r[1]) for r in cur]
+
+    def may_update(self) -> bool:
+        """Whether this connection's role may UPDATE the log (the owner's may; the
+        application's insert-only role may not)."""
+        if not self.postgres:
+            return True
+        row = self._pg.execute(
+            "SELECT has_table_privilege('audit_logs', 'UPDATE')"
+            " AND has_table_privilege('audit_quarantine', 'UPDATE')"
+        ).fetchone()
+        return bool(row[0])
+
+    # ---- erasing -------------------------------------------------------------------------
+
+    def erase_rows(self, changes: list[tuple[uuid.UUID, frozenset[str], bytes | None]]) -> None:
+        """Set the named columns of each event to NULL and store its new salt, in one
+        transaction (the caller keeps batches small, so no lock is held for long)."""
+        groups: dict[frozenset[str], list[tuple[bytes | None, uuid.UUID]]] = {}
+        for event_id, erase, salt in changes:
+            groups.setdefault(erase, []).append((salt, event_id))
+        if self.postgres:
+            with self._pg.transaction():
+                cur = self._pg.cursor()
+                for erase, items in groups.items():
+                    sets = ", ".join(f"{c} = NULL" for c in COLUMNS if c in erase)
+                    cur.executemany(
+                        f"UPDATE audit_logs SET {sets}, pii_salt = %s WHERE id = %s", items
+                    )
+            return
+        assert self._sqlite is not None
+        conn = self._sqlite
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for erase, items in groups.items():
+                sets = ", ".join(f"{c} = NULL" for c in COLUMNS if c in erase)
+                conn.executemany(
+                    f"UPDATE audit_logs SET {sets}, pii_salt = ? WHERE id = ?",
+                    [(salt, event_id.hex) for salt, event_id in items],
+                )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def erase_quarantine(self, changes: list[tuple[uuid.UUID, str]]) -> None:
+        if not changes:
+            return
+        if self.postgres:
+            with self._pg.transaction():
+                self._pg.cursor().executemany(
+                    "UPDATE audit_quarantine SET payload = %s::jsonb WHERE id = %s",
+                    [(payload, qid) for qid, payload in changes],
+                )
+            return
+        assert self._sqlite is not None
+        conn = self._sqlite
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "UPDATE audit_quarantine SET payload = ? WHERE id = ?",
+                [(payload, qid.hex) for qid, payload in changes],
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def _bytes(value: object) -> bytes | None:
+    return None if value is None else bytes(value)  # type: ignore[call-overload]

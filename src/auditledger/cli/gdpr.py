@@ -1,0 +1,179 @@
+"""``auditledger gdpr ...``: subject access and erasure for one person."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .._db.urls import ENV_DATABASE_URL
+from .._errors import AuditLedgerError, describe_database_error
+
+gdpr_app = typer.Typer(
+    help="Subject access and erasure for one person (GDPR Art. 15 and 17).", no_args_is_help=True
+)
+console = Console(width=150) if not Console().is_terminal else Console()
+err_console = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar=ENV_DATABASE_URL,
+        help="The owner's URL: postgresql://... or sqlite:///path",
+        show_envvar=True,
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+@gdpr_app.command("erase")
+def erase(
+    user: Annotated[str, typer.Option("--user", help="The user id whose values to erase")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the log)")],
+    actor: Annotated[str, typer.Option("--actor", help="Who carries it out (recorded)")],
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="Only this workspace's events (UUID)")
+    ] = None,
+    subject_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--subject-key",
+            envvar="AUDITLEDGER_SUBJECT_KEY",
+            help="Secret file (>= 32 bytes, outside the database) keying the subject's hash",
+            show_envvar=True,
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Erase USER's personal values; every chain keeps verifying (exit 0 done, 1 declined)."""
+    from .._db.urls import missing_sqlite_file
+    from .._gdpr.erase import ErasureError, apply_erasure, plan_erasure
+    from .._gdpr.erase import _workspace as parse_workspace
+    from .._gdpr.store import RowStore
+    from .._gdpr.subject import load_subject_key
+
+    try:
+        key = load_subject_key(subject_key)
+        target = parse_workspace(workspace)
+        if not reason.strip() or not actor.strip():
+            raise ErasureError("--reason and --actor must not be empty")
+        if user in actor:
+            raise ErasureError("--actor may not name the subject: it is stored in clear")
+        missing = missing_sqlite_file(database_url)
+        if missing is not None:
+            raise ErasureError(missing)
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        store = RowStore(database_url)
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:
+        raise _fail(describe_database_error(exc)) from exc
+    try:
+        plan = plan_erasure(store, user, target)
+        summary = ", ".join(f"{n} {name}" for name, n in plan.values.items()) or "nothing"
+        err_console.print(
+            f"{len(plan.targets)} event(s) in {len(plan.chains)} chain(s) name the subject:"
+            f" {summary}; {len(plan.quarantine)} quarantined call(s)"
+        )
+        if plan.unerasable:
+            err_console.print(
+                f"[yellow]note:[/yellow] {len(plan.unerasable)} event(s) stored before canonical"
+                " form 2 name the subject in values hashed in clear: they are left unchanged"
+            )
+        if not plan.targets and not plan.quarantine:
+            _print({"events": 0, "values": {}, "erasure_events": []}, as_json)
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise _fail("not confirmed: pass --yes to erase without a prompt")
+            if not typer.confirm("Erase these values? This cannot be undone"):
+                raise typer.Exit(1)
+        result = apply_erasure(store, plan, reason=reason, actor=actor, subject_key=key)
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        raise _fail(describe_database_error(exc)) from exc
+    finally:
+        store.close()
+    _print(result.to_dict(), as_json)
+
+
+SubjectKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--subject-key",
+        envvar="AUDITLEDGER_SUBJECT_KEY",
+        help="Secret file (>= 32 bytes, outside the database) keying the subject's hash",
+        show_envvar=True,
+    ),
+]
+
+
+@gdpr_app.command("export")
+def export(
+    user: Annotated[str, typer.Option("--user", help="The user id to export")],
+    out: Annotated[Path, typer.Option("--out", help="The JSON file to write")],
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="Only this workspace (id or team id)")
+    ] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Who asked (recorded)")] = None,
+    subject_key: SubjectKey = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write every event about USER to a JSON file, and record a gdpr.subject_export event."""
+    from .._api.reader import AuditReader
+    from .._db.urls import missing_sqlite_file
+    from .._gdpr.subject import load_subject_key
+    from .._read.subject import document
+
+    try:
+        key = load_subject_key(subject_key)
+        missing = missing_sqlite_file(database_url)
+        if missing is not None:
+            raise _fail(missing)
+        with AuditReader(database_url, actor=actor) as reader:
+            target = None if workspace is None else reader.resolve_workspace(workspace)
+            events = reader.subject_events(user, target, subject_key=key)
+    except typer.Exit:
+        raise
+    except AuditLedgerError as exc:
+        raise _fail(str(exc)) from exc
+    except LookupError as exc:
+        raise _fail(f"--workspace: {exc.args[0]}") from exc
+    except Exception as exc:
+        raise _fail(describe_database_error(exc)) from exc
+    data = document(user, target, events)
+    try:
+        out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {out} ({exc.strerror})") from exc
+    summary = data["summary"]
+    actions = ", ".join(f"{n} {a}" for a, n in summary["by_action"].items()) or "none"
+    console.print(f"{summary['events']} event(s) written to {out}: {actions}")
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    values = ", ".join(f"{n} {name}" for name, n in result["values"].items()) or "no values"
+    console.print(
+        f"erased {values} in {result['events']} event(s);"
+        f" {len(result['erasure_events'])} gdpr.erasure event(s) recorded"
+    )

@@ -112,7 +112,7 @@ def test_api_tokens_pull_one_workspace_until_revoked(db_url: str, tmp_path: Path
         assert viewer.flush()
         with AuditStore(db_url) as store:
             pulls = store.events(workspace_id=tenants.acme, action="audit_log.viewed")
-        assert [(p.user_id, p.details["via"]) for p in pulls] == [("token:siem", "api")]
+        assert [(p.user_id, p.details["via"]) for p in pulls] == [("api-token/siem", "api")]
         revoked = cli("tokens", "revoke", rows[0]["id"][:8], "--database-url", db_url)
         assert revoked.returncode == 0, revoked.stderr
         assert client.get("/api/events", headers=bearer).status_code == 401

@@ -67,7 +67,7 @@ class Gate:
                 if token is None:
                     raise Refused(401)
                 return Grant(
-                    f"token:{token.name}",
+                    f"api-token/{token.name}",
                     frozenset([token.workspace_id]),
                     (token.workspace_id,),
                     everything=False,

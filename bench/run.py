@@ -718,6 +718,11 @@ def bench_unreachable(
         after = audit.stats()
         proxy.refuse()  # ends the stuck connection: the old writer spools its batch and stops
         wait_for_writer(audit)
+        # Nothing was lost: a new logger on the same spool replays it. Through the same URL,
+        # since a spool segment replays only into the database it names (by host and port).
+        proxy.restore()
+        with AuditLogger(via_proxy(url, proxy), spool_dir=spool) as survivor:
+            replay_ok = survivor.flush(120)
     in_flight = warm + n - stats.written - stats.queue_depth - stats.spooled
     calls = Latency.of(lat)
     normal = res.values.get("caller_p99", float("nan"))
@@ -730,9 +735,6 @@ def bench_unreachable(
         f"   close(timeout=1) returned {close_ok} after {close_ns / 1e9:.3f} s; "
         f"spooled now {after.spooled:,}"
     )
-    # Nothing was lost: a new logger on the same spool, straight to the database, replays it.
-    with AuditLogger(url, spool_dir=spool) as survivor:
-        replay_ok = survivor.flush(120)
     total, distinct = sql_one(url, "SELECT count(*), count(DISTINCT resource_id) FROM audit_logs")
     out(
         f"   replayed afterwards by a new logger: flush {replay_ok}; rows {total:,}, "
@@ -945,13 +947,15 @@ def bench_replay(db: Databases, pool: list[Event], scale: Scale, tmp: Path, res:
         # them, so the replay below would time only part of the work.
         wait_for_writer(audit)
         spooled = audit.stats().spooled
-    spool_mib = sum(f.stat().st_size for f in spool.glob("*.seg")) / (1024 * 1024)
-    started = time.perf_counter()
-    with AuditLogger(url, spool_dir=spool) as replayer:
-        ok = replayer.flush(300)
-        seconds = time.perf_counter() - started
-        replayed = replayer.stats().replayed
-        at_flush = count_rows(url)
+        spool_mib = sum(f.stat().st_size for f in spool.glob("*.seg")) / (1024 * 1024)
+        # Through the same URL: a segment replays only into the database it names.
+        proxy.restore()
+        started = time.perf_counter()
+        with AuditLogger(via_proxy(url, proxy), spool_dir=spool) as replayer:
+            ok = replayer.flush(300)
+            seconds = time.perf_counter() - started
+            replayed = replayer.stats().replayed
+            at_flush = count_rows(url)
     total, distinct = sql_one(url, "SELECT count(*), count(DISTINCT id) FROM audit_logs")
     rate = at_flush / seconds
     out(f"   spooled {spooled:,} events ({spool_mib:.1f} MiB on disk)")

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 from .._db.engine import make_engine
 from .._db.schema import audit_logs, audit_quarantine, workspaces
 from .._events import AuditEvent, QuarantinedEvent
-
-
-def _event(row: Any) -> AuditEvent:
-    return AuditEvent(
-        id=row.id,
-        action=row.action,
-        created_at=row.created_at,
-        user_id=row.user_id,
-        workspace_id=row.workspace_id,
-        ip_address=row.ip_address,
-        user_agent=row.user_agent,
-        resource=row.resource,
-        resource_id=row.resource_id,
-        details=row.details,
-        previous_value=row.previous_value,
-        new_value=row.new_value,
-        sanitised=row.sanitised,
-    )
+from .query import to_event
 
 
 class AuditStore:
@@ -55,7 +37,7 @@ class AuditStore:
         if action is not None:
             query = query.where(audit_logs.c.action == str(action))
         with self._engine.connect() as conn:
-            return [_event(r) for r in conn.execute(query.limit(limit))]
+            return [to_event(r) for r in conn.execute(query.limit(limit))]
 
     def resolve_workspace(self, text: str) -> uuid.UUID:
         """A workspace named by its id, a unique prefix of its id, or its Slack team id.
@@ -92,7 +74,7 @@ class AuditStore:
     def get(self, event_id: uuid.UUID) -> AuditEvent | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(audit_logs).where(audit_logs.c.id == event_id)).first()
-        return None if row is None else _event(row)
+        return None if row is None else to_event(row)
 
     def quarantined(self, *, limit: int = 50) -> list[QuarantinedEvent]:
         query = select(audit_quarantine).order_by(audit_quarantine.c.quarantined_at.desc())

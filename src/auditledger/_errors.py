@@ -51,6 +51,13 @@ def describe_database_error(exc: BaseException) -> str:
     text = str(exc).lower()
     if ("does not exist" in text and "relation" in text) or "no such table" in text:
         return "the audit tables are missing: run `auditledger db upgrade`"
+    if "permission denied" in text or "insufficientprivilege" in type(exc).__name__.lower():
+        return (
+            "this database role is not allowed to do that (permission denied): reading needs"
+            " SELECT on the audit tables; gdpr and retention need the owner's URL"
+        )
+    if "readonly database" in text or "read-only" in text:
+        return "the database is read-only for this process: check the file's permissions"
     if "connection" in text or "could not connect" in text or "unable to open" in text:
         return (
             f"cannot connect to the database ({type(exc).__name__}): check the host, port, "

@@ -25,7 +25,7 @@ from .._events import AuditEvent
 from .._read import cursor as cursors
 from .._read import query
 from .._read.cursor import Position
-from .._read.filters import Filters, aware, check_limit, parse_ip
+from .._read.filters import Filters, aware, check_limit, check_window, parse_ip
 from .._read.keys import cursor_key
 from .._read.store import AuditStore
 
@@ -124,6 +124,9 @@ class AuditReader:
         """The filters checked and normalised (the workspace resolved to its id).
 
         Raises ValueError (LookupError for a workspace that matches none or several)."""
+        since = None if since is None else aware(since)
+        until = None if until is None else aware(until)
+        check_window(since, until)
         return Filters(
             workspace=None if workspace is None else self.resolve_workspace(workspace),
             user_id=user_id,
@@ -132,8 +135,8 @@ class AuditReader:
             resource=resource,
             resource_id=resource_id,
             ip=None if ip is None else parse_ip(ip),
-            since=None if since is None else aware(since),
-            until=None if until is None else aware(until),
+            since=since,
+            until=until,
             text=text or None,
             oldest_first=oldest_first,
         )

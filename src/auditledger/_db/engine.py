@@ -27,5 +27,12 @@ def make_engine(database_url: str | None) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        # SQLite's lower() folds ASCII only: "ÉCOLE" would not match --text école, as it does
+        # on PostgreSQL. Python's lower() is the one the search pattern is folded with.
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
 
     return engine
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value

@@ -206,6 +206,7 @@ audit_cuts = Table(
 # Secrets the database keeps for its readers (revision 0003): the key that authenticates page
 # cursors, made at random when the schema is created, so every process reading this database
 # accepts the cursors the others issue.
+CURSOR_SECRET = "cursor_key"  # noqa: S105 - the name of the audit_secrets row, not a secret
 audit_secrets = Table(
     "audit_secrets",
     metadata,

@@ -57,13 +57,22 @@ def libpq_conninfo(url: URL) -> str:
 
 def missing_sqlite_file(database_url: str | None) -> str | None:
     """For commands that only read: the message to give when the URL names a SQLite file
-    that does not exist (connecting would create an empty one and leave it behind)."""
+    that does not exist (connecting would create an empty one and leave it behind) or that
+    is not a SQLite database (the driver would only say "file is not a database")."""
     url = normalise_url(resolve_url(database_url))
     if is_postgres(url) or not url.database or url.database == ":memory:":
         return None
-    if os.path.exists(url.database):
-        return None
-    return f"no database file at {url.database}: create it with `auditledger db upgrade`"
+    if not os.path.exists(url.database):
+        return f"no database file at {url.database}: create it with `auditledger db upgrade`"
+    try:
+        with open(url.database, "rb") as file:
+            header = file.read(16)
+    except OSError as exc:
+        return f"cannot read {url.database} ({exc.strerror})"
+    # An empty file is a database SQLite has not written to yet; anything else must be one.
+    if header and header != b"SQLite format 3\x00":
+        return f"{url.database} is not a SQLite database file"
+    return None
 
 
 def sqlite_path(url: URL) -> str:

@@ -37,6 +37,8 @@ from .append import append, record_rows
 DEFAULT = "default"
 ACTION = "retention.applied"
 BATCH = 10_000
+# A century: longer is a typo, and would overflow date arithmetic when applied.
+MAX_DAYS = 36_500
 
 
 class RetentionError(AuditLedgerError):
@@ -63,6 +65,7 @@ class RetentionResult:
     chains: list[ChainCut] = field(default_factory=list)
     quarantine_before: datetime | None = None
     quarantine_deleted: int = 0
+    quarantine_expired: int = 0  # calls older than quarantine_before (what a dry run reports)
     events: list[uuid.UUID] = field(default_factory=list)  # retention.applied events
     dry_run: bool = False
 
@@ -90,6 +93,7 @@ class RetentionResult:
             "quarantine_before": None
             if self.quarantine_before is None
             else self.quarantine_before.isoformat(),
+            "quarantine_expired": self.quarantine_expired,
             "quarantine_deleted": self.quarantine_deleted,
             "events": [str(e) for e in self.events],
         }
@@ -100,8 +104,8 @@ class RetentionResult:
 
 def set_policy(database_url: str | None, days: int, workspace: uuid.UUID | None = None) -> None:
     """Keep events ``days`` days (in ``workspace``, or by default)."""
-    if days < 1:
-        raise RetentionError("--days must be at least 1")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise RetentionError(f"--days must be a whole number from 1 to {MAX_DAYS:,}, not {days!r}")
     scope = DEFAULT if workspace is None else str(workspace)
     engine = make_engine(database_url)
     try:
@@ -143,12 +147,18 @@ def apply_retention(
         signer = Signer.from_file(signer)
     if signer is None and not dry_run:
         raise RetentionError("a signing key is needed to sign the cuts (--signing-key)")
-    if before is not None and before.tzinfo is None:
-        raise RetentionError("--before needs a time zone, e.g. 2026-01-01T00:00:00Z")
+    now = now or _now()
+    if before is not None:
+        # Naive times are UTC, as everywhere else in the read side.
+        before = before.replace(tzinfo=UTC) if before.tzinfo is None else before
+        if before > now:
+            raise RetentionError(
+                f"--before {before.isoformat()} is in the future: it would expire events"
+                " that no retention period has reached"
+            )
     url = normalise_url(resolve_url(database_url))
     engine = make_engine(database_url)
     result = RetentionResult(dry_run=dry_run)
-    now = now or _now()
     try:
         rules = {scope: days for scope, days, _ in policies(database_url)}
         for chain_id, head in _chains(engine, workspace):
@@ -160,6 +170,7 @@ def apply_retention(
             q_before = now - timedelta(days=rules[DEFAULT])
         if workspace is None and q_before is not None:
             result.quarantine_before = q_before
+            result.quarantine_expired = _count_quarantine(engine, q_before)
         if dry_run:
             return result
         assert signer is not None
@@ -307,11 +318,15 @@ def _delete_prefix(engine: Engine, chain_id: uuid.UUID, first_kept: int, batch: 
     return deleted
 
 
-def _expire_quarantine(engine: Engine, signer: Signer, before: datetime, batch: int) -> int:
+def _count_quarantine(engine: Engine, before: datetime) -> int:
     q = audit_quarantine.c
     with engine.connect() as conn:
-        waiting = conn.execute(select(func.count()).where(q.created_at < before)).scalar()
-    if not waiting:
+        return int(conn.execute(select(func.count()).where(q.created_at < before)).scalar() or 0)
+
+
+def _expire_quarantine(engine: Engine, signer: Signer, before: datetime, batch: int) -> int:
+    q = audit_quarantine.c
+    if not _count_quarantine(engine, before):
         return 0
     _store_cuts(engine, [make_cut(signer, None, None, None, before, time.time_ns())])
     deleted = 0

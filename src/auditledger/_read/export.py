@@ -66,7 +66,11 @@ class _HashingWriter(io.RawIOBase):
 def atomic_file(path: Path) -> Iterator[_HashingWriter]:
     """A hashing writer on a temporary file that replaces ``path`` only on success."""
     check_writable(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        # The temporary file's random name means nothing to the user: name the target.
+        raise OSError(f"cannot write {path} ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as raw:
             writer = _HashingWriter(raw)

@@ -93,7 +93,10 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     match = _RELATIVE.match(value)
     if match:
         seconds = int(match.group(1)) * _UNITS[match.group(2)]
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError as exc:
+            raise ValueError(f"{value!r} reaches back before the year 1") from exc
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -104,6 +107,14 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
             f"{value!r} is not a time: give an ISO 8601 date or time (2026-11-01,"
             " 2026-11-01T09:30Z) or a span back from now (30m, 2h, 7d)"
         ) from exc
+
+
+def check_window(since: datetime | None, until: datetime | None) -> None:
+    """A window that ends before it starts is a typo, not a question with no answer."""
+    if since is not None and until is not None and since > until:
+        raise ValueError(
+            f"since ({since.isoformat()}) is after until ({until.isoformat()}): nothing could match"
+        )
 
 
 def check_limit(limit: int) -> int:

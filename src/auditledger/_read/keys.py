@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, inspect, select
 
-from .._db.schema import audit_secrets
-from .._errors import SchemaError
+from .._db.schema import CURSOR_SECRET, audit_secrets
+from .._errors import SchemaError, describe_database_error
 
 ENV_CURSOR_KEY = "AUDITLEDGER_CURSOR_KEY"
-CURSOR_SECRET = "cursor_key"  # noqa: S105 - the name of the row, not a secret
 
 
 def cursor_key(conn: Connection, given: bytes | str | None) -> bytes:
@@ -27,10 +26,23 @@ def cursor_key(conn: Connection, given: bytes | str | None) -> bytes:
             select(audit_secrets.c.value).where(audit_secrets.c.name == CURSOR_SECRET)
         ).scalar()
     except Exception as exc:
-        raise SchemaError(
-            "the database has no cursor key (schema older than revision 0003): run"
-            " `auditledger db upgrade`"
-        ) from exc
+        raise SchemaError(_why_unreadable(conn, exc)) from exc
     if stored is None:
-        raise SchemaError("the database has no cursor key: run `auditledger db upgrade`")
+        raise SchemaError(
+            "the database's cursor key is missing (its audit_secrets row was deleted): run"
+            " `auditledger db upgrade` with the owner's URL to store a new one, or set"
+            f" {ENV_CURSOR_KEY}"
+        )
     return bytes(stored)
+
+
+def _why_unreadable(conn: Connection, exc: Exception) -> str:
+    if "permission denied" in str(exc).lower():
+        return describe_database_error(exc)
+    conn.rollback()  # PostgreSQL refuses every statement after a failed one in a transaction
+    if not inspect(conn).has_table("audit_logs"):
+        return "the database has no auditledger schema: run `auditledger db upgrade`"
+    return (
+        "the database has no cursor key (schema older than revision 0003): run"
+        " `auditledger db upgrade`"
+    )

@@ -59,6 +59,9 @@ class Filters:
                 values[name] = raw
             else:
                 values[name] = raw
+        since, until = values.get("since"), values.get("until")
+        if isinstance(since, datetime) and isinstance(until, datetime) and since > until:
+            raise FilterError("since: after until, so nothing could match")
         return cls(**values)
 
     def reader_kwargs(self) -> dict[str, Any]:

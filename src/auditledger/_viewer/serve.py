@@ -4,6 +4,10 @@ As Jupyter does: a fresh token at each start, printed in a URL. Opening that URL
 token for an HttpOnly, SameSite=Strict session cookie and redirects to a URL without it; a
 client may instead send ``Authorization: Bearer TOKEN``. Anything else gets 401, except pull
 API tokens (``auditledger tokens``), which the viewer checks itself.
+
+Each trade starts its own session (a browser that logs out at ``/logout`` ends only its own),
+and a session lasts at most ``SESSION_SECONDS``: a cookie copied off one machine does not
+outlive the working day.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import getpass
 import hmac
 import secrets
+import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
@@ -19,6 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .access import ViewerAccess
 from .gate import ACCESS_KEY
 from .headers import SECURITY_HEADERS
+
+SESSION_SECONDS = 12 * 3600
+MAX_SESSIONS = 1000  # the oldest goes first: a loop opening the URL cannot fill the memory
 
 
 def operator_name() -> str:
@@ -34,7 +42,7 @@ class OperatorGate:
     def __init__(self, app: ASGIApp, token: str, port: int, actor: str | None = None) -> None:
         self.app = app
         self.token = token
-        self.session = secrets.token_urlsafe(32)
+        self.sessions: dict[str, float] = {}  # session id -> when it ends (monotonic)
         # Cookies ignore ports: two servers on one host must not overwrite each other's.
         self.cookie = f"auditledger_session_{port}"
         self.access = ViewerAccess(actor or operator_name(), all_workspaces=True)
@@ -48,6 +56,9 @@ class OperatorGate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         given = [v for k, v in query if k == "token"]
+        if scope["path"] == scope.get("root_path", "") + "/logout":
+            await self._logout(scope, headers, send)
+            return
         if given:
             if _same(given[0], self.token):
                 await self._trade(scope, query, send)
@@ -57,7 +68,7 @@ class OperatorGate:
         authorization = headers.get("authorization", "")
         scheme, _, bearer = authorization.partition(" ")
         operator = scheme.lower() == "bearer" and _same(bearer.strip(), self.token)
-        if operator or _same(self._cookie(headers.get("cookie", "")), self.session):
+        if operator or self._live(self._cookie(headers.get("cookie", ""))):
             scope[ACCESS_KEY] = self.access
         elif scheme.lower() != "bearer":
             await _plain(
@@ -75,10 +86,54 @@ class OperatorGate:
         morsel = jar.get(self.cookie)
         return morsel.value if morsel is not None else ""
 
+    def _live(self, session: str) -> bool:
+        if not session:
+            return False
+        now = time.monotonic()
+        for known, ends in list(self.sessions.items()):
+            # Every id is compared (in constant time) so timing says nothing about which exist.
+            if hmac.compare_digest(session.encode(), known.encode()):
+                if ends > now:
+                    return True
+                del self.sessions[known]
+        return False
+
+    def _start_session(self) -> str:
+        now = time.monotonic()
+        for known, ends in list(self.sessions.items()):
+            if ends <= now:
+                del self.sessions[known]
+        while len(self.sessions) >= MAX_SESSIONS:
+            del self.sessions[next(iter(self.sessions))]
+        session = secrets.token_urlsafe(32)
+        self.sessions[session] = now + SESSION_SECONDS
+        return session
+
+    async def _logout(self, scope: Scope, headers: dict[str, str], send: Send) -> None:
+        session = self._cookie(headers.get("cookie", ""))
+        if self._live(session):
+            del self.sessions[session]
+        expired = f"{self.cookie}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"set-cookie", expired.encode("latin-1")),
+                    *SECURITY_HEADERS,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"Logged out.\n"})
+
     async def _trade(self, scope: Scope, query: list[tuple[str, str]], send: Send) -> None:
         rest = urlencode([(k, v) for k, v in query if k != "token"])
         location = (scope.get("root_path", "") + scope["path"]) + (f"?{rest}" if rest else "")
-        cookie = f"{self.cookie}={self.session}; HttpOnly; SameSite=Strict; Path=/"
+        session = self._start_session()
+        cookie = (
+            f"{self.cookie}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}"
+        )
         await send(
             {
                 "type": "http.response.start",

@@ -23,6 +23,7 @@ from ._app import (
     fail,
     require_database_file,
 )
+from ._text import literal
 
 Workspace = Annotated[
     str | None,
@@ -125,15 +126,16 @@ def _table(title: str, found: list[AuditEvent]) -> Table:
     for column in ("user", "workspace", "seq", "ip", "resource", "value"):
         table.add_column(column, overflow="fold")
     for e in found:
+        # Every value came from the application: shown literally, never as markup.
         table.add_row(
             e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            e.action,
-            e.user_id or "",
+            literal(e.action),
+            literal(e.user_id),
             str(e.workspace_id)[:8] if e.workspace_id else "",
             "" if e.seq is None else str(e.seq),
-            e.ip_address or "",
-            f"{e.resource or ''}:{e.resource_id or ''}".strip(":"),
-            _short(e.new_value if e.new_value is not None else e.details),
+            literal(e.ip_address),
+            literal(f"{e.resource or ''}:{e.resource_id or ''}".strip(":")),
+            literal(_short(e.new_value if e.new_value is not None else e.details)),
         )
     return table
 

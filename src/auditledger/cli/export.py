@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._app import DatabaseUrl, app, console, err_console, fail
+from ._text import literal, visible
 from .events import (
     Action,
     ActionPrefix,
@@ -36,7 +37,9 @@ from .events import (
 def export(
     workspace: Annotated[str, typer.Option(help="The workspace: id, unique prefix, team id.")],
     out: Annotated[Path | None, typer.Option(help="The file to write (jsonl or csv).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl (lossless) or csv.")] = "jsonl",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="With --out: jsonl (lossless, default) or csv.")
+    ] = None,
     bundle: Annotated[
         Path | None, typer.Option(help="Write a self-verifying ZIP bundle instead.")
     ] = None,
@@ -67,14 +70,22 @@ def export(
         v is not None for v in (user, action, action_prefix, resource, resource_id, ip, text)
     ):
         raise fail("a bundle holds a whole range of the chain: only --since and --until apply")
+    if bundle is not None and fmt is not None:
+        raise fail("--format applies to --out: a bundle's events are always JSONL")
+    if bundle is None and (signing_key is not None or public_key):
+        raise fail("--signing-key and --public-key apply to --bundle only")
+    fmt = fmt or "jsonl"
     if fmt not in ("jsonl", "csv"):
         raise fail(f"--format: {fmt!r} is not jsonl or csv")
     who = actor or getpass.getuser()
     with reading(database_url, actor=who) as reader, _progress() as progress:
         if bundle is not None:
+            start, end = option_time("--since", since), option_time("--until", until)
+            if start is not None and end is not None and start > end:
+                raise fail("--since is after --until: the range holds no event")
             made = export_bundle(
-                reader, bundle, workspace=workspace, since=option_time("--since", since),
-                until=option_time("--until", until), signing_key=signing_key,
+                reader, bundle, workspace=workspace, since=start,
+                until=end, signing_key=signing_key,
                 public_keys=list(public_key or []), progress=progress,
             )  # fmt: skip
             signed = ", last event signed" if made.signed else ""
@@ -139,7 +150,7 @@ def verify_bundle(
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
         for note in report.notes:
-            err_console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
+            err_console.print(f"[yellow]note:[/yellow] {escape(visible(note))}", soft_wrap=True)
         summary = (
             f"{report.events} events (positions {report.first_seq}-{report.last_seq}) of"
             f" workspace {report.workspace_id or '(none)'}, {report.checkpoints} checkpoint(s),"
@@ -153,7 +164,8 @@ def verify_bundle(
                 table.add_column(column, overflow="fold")
             for p in report.problems:
                 what = p.event_id or (f"checkpoint {p.checkpoint_id}" if p.checkpoint_id else "")
-                table.add_row(p.kind, str(what), "" if p.seq is None else str(p.seq), p.detail)
+                seq = "" if p.seq is None else str(p.seq)
+                table.add_row(literal(p.kind), literal(what), seq, literal(p.detail))
             console.print(table)
             err_console.print("[red]tampered[/red]")
     if not report.ok:

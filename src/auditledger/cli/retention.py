@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated
 
@@ -33,24 +33,35 @@ DatabaseUrl = Annotated[
     ),
 ]
 Workspace = Annotated[
-    str | None, typer.Option("--workspace", help="A workspace id (UUID)", show_default=False)
+    str | None,
+    typer.Option(
+        "--workspace",
+        help="A workspace: its id, a unique prefix of it, or a Slack team id.",
+        show_default=False,
+    ),
 ]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {escape(message)}")
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
-def _workspace(text: str | None) -> object:
-    import uuid
-
+def _workspace(text: str | None, database_url: str | None) -> object:
+    """The workspace as ``events`` names it: id, unique id prefix or Slack team id."""
     if text is None:
         return None
+    from .._read.store import AuditStore
+
+    store = AuditStore(database_url)
     try:
-        return uuid.UUID(text)
-    except ValueError as exc:
-        raise _fail("--workspace: not a UUID") from exc
+        return store.resolve_workspace(text)
+    except LookupError as exc:
+        raise _fail(f"--workspace: {exc.args[0]}") from exc
+    except Exception as exc:
+        raise _fail(describe_database_error(exc)) from exc
+    finally:
+        store.close()
 
 
 @retention_app.command("set")
@@ -67,7 +78,7 @@ def set_(
 
     if (workspace is None) == (not default):
         raise _fail("give exactly one of --workspace W or --default")
-    target = _workspace(workspace)
+    target = _workspace(workspace, database_url)
     try:
         set_policy(database_url, days, target)  # type: ignore[arg-type]
     except AuditLedgerError as exc:
@@ -102,7 +113,10 @@ def apply(
     workspace: Workspace = None,
     before: Annotated[
         str | None,
-        typer.Option("--before", help="Delete events created before this ISO time (UTC: Z)"),
+        typer.Option(
+            "--before",
+            help="Delete events created before this time: ISO 8601 (naive is UTC) or 90d ago.",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go")] = False,
     signing_key: Annotated[
@@ -118,14 +132,15 @@ def apply(
     """Sign a cut for each chain, then delete its expired prefix in short batches."""
     from .._chain.checkpoints import Signer
     from .._gdpr.retention import apply_retention
+    from .._read.filters import parse_time
 
-    target = _workspace(workspace)
+    target = _workspace(workspace, database_url)
     when = None
     if before is not None:
         try:
-            when = datetime.fromisoformat(before)
+            when = parse_time(before)  # the forms `events --until` takes; naive is UTC
         except ValueError as exc:
-            raise _fail("--before: not an ISO 8601 time") from exc
+            raise _fail(f"--before: {exc}") from exc
     try:
         signer = None if signing_key is None else Signer.from_file(signing_key)
         result = apply_retention(
@@ -146,7 +161,13 @@ def apply(
             f"chain {c.chain_id}: {verb} {count} event(s) before position {c.first_kept}"
             f" ({c.scope}{'' if c.days is None else f', {c.days} days'})"
         )
-    if result.quarantine_before is not None and not dry_run:
-        console.print(f"quarantine: deleted {result.quarantine_deleted} call(s)")
+    if result.quarantine_before is not None:
+        if dry_run:
+            console.print(
+                f"quarantine: would delete {result.quarantine_expired} call(s) stored before"
+                f" {result.quarantine_before.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+            )
+        else:
+            console.print(f"quarantine: deleted {result.quarantine_deleted} call(s)")
     if not result.chains:
         console.print("nothing has expired")

@@ -16,6 +16,7 @@ from ._app import (
     app,
     console,
 )
+from ._text import literal
 
 NatsUrl = Annotated[
     str | None,
@@ -47,7 +48,7 @@ def status(
         table.add_column("what")
         table.add_column("value", overflow="fold")
         for key, value in report.items():
-            table.add_row(key, str(value))
+            table.add_row(key, literal(value))
         console.print(table)
     if report.get("database") != "reachable" or report.get("schema") != "current":
         raise typer.Exit(1)

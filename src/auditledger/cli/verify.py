@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .._errors import describe_database_error
@@ -21,6 +22,7 @@ from ._app import (
     fail,
     require_database_file,
 )
+from ._text import literal, visible
 
 
 @app.command("verify")
@@ -128,7 +130,7 @@ def _print_report(report: Any) -> None:
     if report.cuts:
         summary += f", {report.cuts} retention cut(s)"
     for note in report.notes:
-        err_console.print(f"[yellow]note:[/yellow] {note}")
+        err_console.print(f"[yellow]note:[/yellow] {escape(visible(note))}")
     if report.ok:
         console.print(f"[green]intact[/green]: {summary}")
         return
@@ -140,10 +142,10 @@ def _print_report(report: Any) -> None:
         what = p.event_id or (f"checkpoint {p.checkpoint_id}" if p.checkpoint_id else "")
         table.add_row(
             p.kind,
-            str(what),
-            str(p.workspace_id or "(none)"),
+            literal(what),
+            literal(p.workspace_id or "(none)"),
             "" if p.seq is None else str(p.seq),
-            p.detail,
+            literal(p.detail),
         )
     console.print(table)
     err_console.print("[red]tampered[/red]")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ._app import DatabaseUrl, app, console, err_console
 from ._app import fail as _fail
+from ._text import literal, visible
 
 tokens_app = typer.Typer(
     help="API tokens of the viewer's pull API (/api/events).", no_args_is_help=True
@@ -155,7 +156,7 @@ def tokens_list(
     for t in found:
         state = "live" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
         table.add_row(
-            str(t.id), escape(t.name), str(t.workspace_id), f"{t.created_at:%Y-%m-%d %H:%M}", state
+            str(t.id), literal(t.name), str(t.workspace_id), f"{t.created_at:%Y-%m-%d %H:%M}", state
         )
     console.print(table)
 
@@ -177,4 +178,4 @@ def tokens_revoke(
         raise _db_error(exc) from exc
     finally:
         engine.dispose()
-    console.print(f"revoked token {token.id} ({escape(token.name)})")
+    console.print(f"revoked token {token.id} ({escape(visible(token.name))})")

@@ -1,0 +1,137 @@
+"""Running the page queries of ``query.py``: pages, and streams of every match.
+
+On PostgreSQL each shape's statement is compiled to text once and run on psycopg's own cursor:
+the text is the same on every call, so psycopg prepares it after a few runs, and none of
+SQLAlchemy's per-statement work (building, cache keys, result wrapping) is paid per page; it
+cost three times the query's own round trip. Streams use a server-side cursor, so memory stays
+flat and the whole stream reads one snapshot. SQLite runs the same statements through
+SQLAlchemy, whose column types turn its text back into UUIDs, times and JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from .._events import AuditEvent
+from .cursor import Position
+from .filters import Filters
+from .query import (
+    EVENT_COLUMNS,
+    Shape,
+    position_of,
+    post_filter,
+    shape_of,
+    statement,
+    to_event,
+    values_of,
+)
+
+_texts: dict[tuple[Shape, int, str], str] = {}
+
+
+def _text(conn: Connection, shape: Shape, columns: tuple[Any, ...]) -> str:
+    key = (shape, id(columns), conn.dialect.name)
+    text = _texts.get(key)
+    if text is None:
+        text = _texts[key] = str(statement(shape, columns).compile(dialect=conn.dialect))
+    return text
+
+
+def _wrapped(conn: Connection, sql: str, values: dict[str, Any], exc: Any) -> StatementError:
+    """A driver error as SQLAlchemy would have raised it; a dead connection is taken out of
+    the pool, and the error says so (``connection_invalidated``), as it would have."""
+    driver = conn.connection.driver_connection
+    dead = conn.dialect.is_disconnect(exc, driver, None)
+    if dead:
+        conn.invalidate(exc)
+    error: StatementError = DBAPIError.instance(
+        sql, values, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=dead
+    )
+    return error
+
+
+def rows(
+    conn: Connection,
+    filters: Filters,
+    after: Position,
+    size: int,
+    columns: tuple[Any, ...] = EVENT_COLUMNS,
+) -> list[Any]:
+    """The next ``size`` rows after ``after``, as tuples in ``columns`` order."""
+    shape = shape_of(filters, after, True)
+    values = values_of(filters, after, size)
+    if conn.dialect.name != "postgresql":
+        return list(conn.execute(statement(shape, columns), values).all())
+    sql = _text(conn, shape, columns)
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(sql, values)
+            return list(cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, values, exc) from exc
+
+
+def fetch(
+    conn: Connection, filters: Filters, after: Position, want: int
+) -> tuple[list[AuditEvent], bool]:
+    """Up to ``want`` matching events after ``after``, and whether more follow."""
+    keep = post_filter(filters)
+    size = want + 1 if keep is None else max(4 * (want + 1), 500)
+    out: list[AuditEvent] = []
+    position = after
+    while True:
+        found = rows(conn, filters, position, size)
+        for row in found:
+            event = to_event(row)
+            if keep is None or keep(event):
+                if len(out) == want:
+                    return out, True
+                out.append(event)
+        if len(found) < size:
+            return out, False
+        position = position_of(filters, to_event(found[-1]))
+
+
+def stream(conn: Connection, filters: Filters, chunk: int = 2000) -> Iterator[AuditEvent]:
+    """Every match, ``chunk`` rows at a time: memory stays flat however many there are."""
+    keep = post_filter(filters)
+    source = _server_side(conn, filters, chunk) if conn.dialect.name == "postgresql" else None
+    if source is None:
+        source = _keyset(conn, filters, chunk)
+    for row in source:
+        event = to_event(row)
+        if keep is None or keep(event):
+            yield event
+
+
+def _keyset(conn: Connection, filters: Filters, chunk: int) -> Iterator[Any]:
+    # SQLite: short queries one after the other, so no read is held open between chunks.
+    position = Position()
+    while True:
+        found = rows(conn, filters, position, chunk)
+        yield from found
+        if len(found) < chunk:
+            return
+        position = position_of(filters, to_event(found[-1]))
+
+
+def _server_side(conn: Connection, filters: Filters, chunk: int) -> Iterator[Any]:
+    shape = shape_of(filters, Position(), False)
+    values = values_of(filters, Position(), None)
+    sql = _text(conn, shape, EVENT_COLUMNS)
+    driver: Any = conn.connection.driver_connection
+    try:
+        # A named cursor lives in a transaction; the reader's connections are in autocommit,
+        # where transaction() issues BEGIN, and leaving it (even early) closes both.
+        with driver.transaction(), driver.cursor(name="auditledger_stream") as cursor:
+            cursor.itersize = chunk
+            cursor.execute(sql, values)
+            while found := cursor.fetchmany(chunk):
+                yield from found
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, values, exc) from exc

@@ -167,7 +167,10 @@ def test_window_paging_while_writers_append(db_url: str, spool_dir: Path) -> Non
 
 def test_window_cursors_are_bound_and_versioned(db_url: str) -> None:
     ws, other = _seed(db_url)
-    window = {"since": BASE + timedelta(seconds=4), "until": BASE + timedelta(seconds=21)}
+    window: dict[str, Any] = {
+        "since": BASE + timedelta(seconds=4),
+        "until": BASE + timedelta(seconds=21),
+    }
     with AuditReader(db_url) as reader:
         page = reader.events(workspace=ws, limit=5, **window)
         assert page.next_cursor is not None

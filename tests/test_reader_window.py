@@ -200,3 +200,34 @@ def test_window_cursors_are_bound_and_versioned(db_url: str) -> None:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_open_ended_oldest_first_from_near_the_end(db_url: str) -> None:
+    """A ``since`` near the chain's end is looked up in the index of times, not by walking the
+    chain from its start; exactly, even when the first event in time order from ``since`` on
+    is a late commit that follows later events in the chain."""
+    ws = make_workspace(db_url, "T0TAIL")
+    late_seq = 48
+    rows = [
+        _row(ws, seq, BASE + timedelta(seconds=seq), "U1", "login")
+        for seq in range(1, 51)
+        if seq != late_seq
+    ]
+    since = BASE + timedelta(seconds=39.5)
+    rows.append(_row(ws, late_seq, since, "U1", "late"))
+    _insert(db_url, rows)
+    with AuditReader(db_url) as reader:
+        for limit in (1, 3, 50):
+            found = _pages(reader, limit, workspace=ws, since=since, oldest_first=True)
+            assert [e.seq for e in found] == list(range(40, 51)), limit
+        streamed = reader.iter_events(workspace=ws, since=since, oldest_first=True)
+        assert [e.seq for e in streamed] == list(range(40, 51))
+        later = BASE + timedelta(seconds=60)
+        empty = reader.events(workspace=ws, since=later, oldest_first=True)
+        assert empty.items == []
+        assert empty.next_cursor is not None
+        _insert(db_url, [_row(ws, 51, later, "U2", "login")])
+        resumed = reader.events(
+            workspace=ws, since=later, oldest_first=True, cursor=empty.next_cursor
+        )
+        assert [e.seq for e in resumed.items] == [51]

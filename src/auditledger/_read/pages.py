@@ -22,9 +22,12 @@ from .filters import Filters
 from .query import (
     EVENT_COLUMNS,
     Shape,
+    lowest_from,
+    needs_start,
     position_of,
     post_filter,
     shape_of,
+    start_probe,
     statement,
     to_event,
     values_of,
@@ -83,7 +86,9 @@ def fetch(
     keep = post_filter(filters)
     size = want + 1 if keep is None else max(4 * (want + 1), 500)
     out: list[AuditEvent] = []
-    position = after
+    position = _start(conn, filters, after)
+    if position is None:
+        return out, False
     while True:
         found = rows(conn, filters, position, size)
         for row in found:
@@ -97,21 +102,38 @@ def fetch(
         position = position_of(filters, to_event(found[-1]))
 
 
+def _start(conn: Connection, filters: Filters, after: Position) -> Position | None:
+    """Where the query starts: ``after``, or (see query.needs_start) just before the first
+    chain position from ``since`` on; None when no event matches at all."""
+    if not needs_start(filters, after):
+        return after
+    first, head, at = conn.execute(start_probe(filters)).one()
+    if at is None:
+        return None
+    if head - at < at - first:
+        first = conn.execute(lowest_from(filters)).scalar()
+    return Position(seq=int(first) - 1)
+
+
 def stream(conn: Connection, filters: Filters, chunk: int = 2000) -> Iterator[AuditEvent]:
     """Every match, ``chunk`` rows at a time: memory stays flat however many there are."""
     keep = post_filter(filters)
-    source = _server_side(conn, filters, chunk) if conn.dialect.name == "postgresql" else None
-    if source is None:
-        source = _keyset(conn, filters, chunk)
+    start = _start(conn, filters, Position())
+    if start is None:
+        return
+    if conn.dialect.name == "postgresql":
+        source = _server_side(conn, filters, start, chunk)
+    else:
+        source = _keyset(conn, filters, start, chunk)
     for row in source:
         event = to_event(row)
         if keep is None or keep(event):
             yield event
 
 
-def _keyset(conn: Connection, filters: Filters, chunk: int) -> Iterator[Any]:
+def _keyset(conn: Connection, filters: Filters, start: Position, chunk: int) -> Iterator[Any]:
     # SQLite: short queries one after the other, so no read is held open between chunks.
-    position = Position()
+    position = start
     while True:
         found = rows(conn, filters, position, chunk)
         yield from found
@@ -120,9 +142,9 @@ def _keyset(conn: Connection, filters: Filters, chunk: int) -> Iterator[Any]:
         position = position_of(filters, to_event(found[-1]))
 
 
-def _server_side(conn: Connection, filters: Filters, chunk: int) -> Iterator[Any]:
-    shape = shape_of(filters, Position(), False)
-    values = values_of(filters, Position(), None)
+def _server_side(conn: Connection, filters: Filters, start: Position, chunk: int) -> Iterator[Any]:
+    shape = shape_of(filters, start, False)
+    values = values_of(filters, start, None)
     sql = _text(conn, shape, EVENT_COLUMNS)
     driver: Any = conn.connection.driver_connection
     try:

@@ -100,6 +100,47 @@ def position_of(filters: Filters, event: AuditEvent) -> Position:
     return Position(created_us=micros(event.created_at), event_id=event.id)
 
 
+def needs_start(filters: Filters, after: Position) -> bool:
+    """Whether this is the first page of an open-ended oldest-first query from ``since``:
+    in chain order, which knows nothing of times, it would walk every event before
+    ``since`` first (92 ms for a workspace of 900,000 events)."""
+    return (
+        after.at_start
+        and filters.oldest_first
+        and filters.since is not None
+        and order_of(filters) == CHAIN
+    )
+
+
+def start_probe(filters: Filters) -> Select[Any]:
+    """The chain's first and last positions, and the position of its first event in time
+    order from ``since`` on: three index probes (see ``lowest_from``)."""
+    in_chain = c.chain_id == filters.workspace
+    first = select(func.min(c.chain_seq)).where(in_chain).scalar_subquery()
+    head = select(func.max(c.chain_seq)).where(in_chain).scalar_subquery()
+    at = (
+        select(c.chain_seq)
+        .where(in_chain, c.created_at >= filters.since)
+        .order_by(c.created_at, c.chain_seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(first, head, at)
+
+
+def lowest_from(filters: Filters) -> Select[Any]:
+    """The lowest chain position of an event at or after ``since``, over the index of times.
+
+    Exact where no single probe is: a late commit can put such an event before one with an
+    older time. Used only when ``since`` is nearer the chain's end than its start (else the
+    chain walk from the start is the cheaper way), so the cost is that of the smaller part;
+    a feed resumed from a recent ``since`` reads only that."""
+    in_chain = c.chain_id == filters.workspace
+    # "+ 0": a plain min(chain_seq) is planned as a walk of the chain index from its start,
+    # filtering times: the very walk this query exists to avoid.
+    return select(func.min(c.chain_seq + 0)).where(in_chain, c.created_at >= filters.since)
+
+
 def fits(filters: Filters, position: Position) -> bool:
     """Whether ``position`` is a key of the query's order (or its start)."""
     return position.at_start or position.kind == order_of(filters)

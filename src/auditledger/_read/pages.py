@@ -150,10 +150,14 @@ def _server_side(conn: Connection, filters: Filters, start: Position, chunk: int
     try:
         # A named cursor lives in a transaction; the reader's connections are in autocommit,
         # where transaction() issues BEGIN, and leaving it (even early) closes both.
-        with driver.transaction(), driver.cursor(name="auditledger_stream") as cursor:
-            cursor.itersize = chunk
-            cursor.execute(sql, values)
-            while found := cursor.fetchmany(chunk):
-                yield from found
+        with driver.transaction():
+            # Times decoded in UTC need no conversion per row (SET LOCAL: this transaction).
+            driver.execute("SET LOCAL TIME ZONE 'UTC'")
+            # Binary rows: UUIDs, times and integers decode without parsing text.
+            with driver.cursor(name="auditledger_stream", binary=True) as cursor:
+                cursor.itersize = chunk
+                cursor.execute(sql, values)
+                while found := cursor.fetchmany(chunk):
+                    yield from found
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _wrapped(conn, sql, values, exc) from exc

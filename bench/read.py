@@ -310,9 +310,9 @@ def viewed(conninfo: str, small: uuid.UUID) -> None:
             took = p50(lambda: reader.page(chosen, limit=50), 50)
             stored = reader.flush(30)
         recorder.close()
-    label = "newest 50, small, recorded as audit_log.viewed"
+    label = "extra: newest 50, small, recorded as viewed"
     out(f"{label:44} {'':>9} {'':>10} {ms(took):>9} {'':>9}        "
-        f"{verdict(took <= 3e6 and stored)}  (records stored: {stored})")  # fmt: skip
+        f"{verdict(took <= 3e6 and stored, False)}  (records stored: {stored})")  # fmt: skip
 
 
 def export_section(conninfo: str, reader: AuditReader, big: uuid.UUID) -> None:
@@ -332,12 +332,13 @@ def export_section(conninfo: str, reader: AuditReader, big: uuid.UUID) -> None:
             return export_events(events, target, "jsonl", progress).events
 
         measure("auditledger export --format jsonl (PostgreSQL's text path)", cli_export)
-        measure("JSONL from AuditReader.stream (AuditEvent objects)", stream_export)
+        measure("extra: JSONL from AuditReader.stream (AuditEvent objects, as the viewer"
+                " and SQLite export)", stream_export, goal=False)  # fmt: skip
         exporter.close()
         recorder.close()
 
 
-def measure(label: str, work: Callable[[Callable[[int], None]], int]) -> None:
+def measure(label: str, work: Callable[[Callable[[int], None]], int], goal: bool = True) -> None:
     before, peak = rss(), [0]
 
     def progress(done: int) -> None:
@@ -349,7 +350,7 @@ def measure(label: str, work: Callable[[Callable[[int], None]], int]) -> None:
     seconds = time.perf_counter() - t0
     growth = (max(peak[0], rss()) - before) / 2**20
     rate = count / seconds
-    speed, memory = verdict(rate >= 100_000), verdict(growth <= 64)
+    speed, memory = verdict(rate >= 100_000, goal), verdict(growth <= 64, goal)
     out(f"{label}: {count:,} events in {seconds:.1f} s: {rate:,.0f} events/s {speed};"
         f" RSS growth {growth:.1f} MiB {memory}")  # fmt: skip
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Select
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from .._events import AuditEvent
@@ -21,27 +21,42 @@ from .cursor import Position
 from .filters import Filters
 from .query import (
     EVENT_COLUMNS,
-    Shape,
-    lowest_from,
+    LOWEST_FROM,
+    START_PROBE,
     needs_start,
     position_of,
     post_filter,
     shape_of,
-    start_probe,
+    start_values,
     statement,
     to_event,
     values_of,
 )
 
-_texts: dict[tuple[Shape, int, str], str] = {}
+# SQL text per statement (each built once and kept: the shapes' and the start probes').
+_texts: dict[tuple[int, str], tuple[str, Select[Any]]] = {}
 
 
-def _text(conn: Connection, shape: Shape, columns: tuple[Any, ...]) -> str:
-    key = (shape, id(columns), conn.dialect.name)
-    text = _texts.get(key)
-    if text is None:
-        text = _texts[key] = str(statement(shape, columns).compile(dialect=conn.dialect))
-    return text
+def _text(conn: Connection, query: Select[Any]) -> str:
+    key = (id(query), conn.dialect.name)
+    found = _texts.get(key)
+    if found is None or found[1] is not query:
+        found = _texts[key] = (str(query.compile(dialect=conn.dialect)), query)
+    return found[0]
+
+
+def _run(conn: Connection, query: Select[Any], values: dict[str, Any]) -> list[Any]:
+    """The rows of a kept statement, as tuples."""
+    if conn.dialect.name != "postgresql":
+        return list(conn.execute(query, values).all())
+    sql = _text(conn, query)
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(sql, values)
+            return list(cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, values, exc) from exc
 
 
 def _wrapped(conn: Connection, sql: str, values: dict[str, Any], exc: Any) -> StatementError:
@@ -65,18 +80,8 @@ def rows(
     columns: tuple[Any, ...] = EVENT_COLUMNS,
 ) -> list[Any]:
     """The next ``size`` rows after ``after``, as tuples in ``columns`` order."""
-    shape = shape_of(filters, after, True)
-    values = values_of(filters, after, size)
-    if conn.dialect.name != "postgresql":
-        return list(conn.execute(statement(shape, columns), values).all())
-    sql = _text(conn, shape, columns)
-    driver: Any = conn.connection.driver_connection
-    try:
-        with driver.cursor() as cursor:
-            cursor.execute(sql, values)
-            return list(cursor.fetchall())
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, sql, values, exc) from exc
+    query = statement(shape_of(filters, after, True), columns)
+    return _run(conn, query, values_of(filters, after, size))
 
 
 def fetch(
@@ -107,11 +112,12 @@ def _start(conn: Connection, filters: Filters, after: Position) -> Position | No
     chain position from ``since`` on; None when no event matches at all."""
     if not needs_start(filters, after):
         return after
-    first, head, at = conn.execute(start_probe(filters)).one()
+    values = start_values(filters)
+    ((first, head, at),) = _run(conn, START_PROBE, values)
     if at is None:
         return None
     if head - at < at - first:
-        first = conn.execute(lowest_from(filters)).scalar()
+        ((first,),) = _run(conn, LOWEST_FROM, values)
     return Position(seq=int(first) - 1)
 
 
@@ -143,9 +149,8 @@ def _keyset(conn: Connection, filters: Filters, start: Position, chunk: int) -> 
 
 
 def _server_side(conn: Connection, filters: Filters, start: Position, chunk: int) -> Iterator[Any]:
-    shape = shape_of(filters, start, False)
     values = values_of(filters, start, None)
-    sql = _text(conn, shape, EVENT_COLUMNS)
+    sql = _text(conn, statement(shape_of(filters, start, False)))
     driver: Any = conn.connection.driver_connection
     try:
         # A named cursor lives in a transaction; the reader's connections are in autocommit,

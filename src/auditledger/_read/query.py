@@ -33,6 +33,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -112,33 +113,32 @@ def needs_start(filters: Filters, after: Position) -> bool:
     )
 
 
-def start_probe(filters: Filters) -> Select[Any]:
-    """The chain's first and last positions, and the position of its first event in time
-    order from ``since`` on: three index probes (see ``lowest_from``)."""
-    in_chain = c.chain_id == filters.workspace
-    first = select(func.min(c.chain_seq)).where(in_chain).scalar_subquery()
-    head = select(func.max(c.chain_seq)).where(in_chain).scalar_subquery()
-    at = (
-        select(c.chain_seq)
-        .where(in_chain, c.created_at >= filters.since)
-        .order_by(c.created_at, c.chain_seq)
-        .limit(1)
-        .scalar_subquery()
-    )
-    return select(first, head, at)
+_IN_CHAIN = c.chain_id == bindparam("ws", type_=Uuid())
+_FROM_SINCE = c.created_at >= bindparam("since", type_=UTCDateTime())
+
+# The chain's first and last positions, and the position of its first event in time order
+# from ``since`` on: three index probes (see LOWEST_FROM).
+START_PROBE = select(
+    select(func.min(c.chain_seq)).where(_IN_CHAIN).scalar_subquery(),
+    select(func.max(c.chain_seq)).where(_IN_CHAIN).scalar_subquery(),
+    select(c.chain_seq)
+    .where(_IN_CHAIN, _FROM_SINCE)
+    .order_by(c.created_at, c.chain_seq)
+    .limit(literal_column("1"))  # text, not a bind: the values of these statements are ours
+    .scalar_subquery(),
+)
+
+# The lowest chain position of an event at or after ``since``, over the index of times. Exact
+# where no single probe is: a late commit can put such an event before one with an older time.
+# Used only when ``since`` is nearer the chain's end than its start (else the chain walk from
+# the start is the cheaper way), so the cost is that of the smaller part; a feed resumed from a
+# recent ``since`` reads only that. "+ 0": a plain min(chain_seq) is planned as a walk of the
+# chain index from its start, filtering times: the very walk this query exists to avoid.
+LOWEST_FROM = select(func.min(c.chain_seq + literal_column("0"))).where(_IN_CHAIN, _FROM_SINCE)
 
 
-def lowest_from(filters: Filters) -> Select[Any]:
-    """The lowest chain position of an event at or after ``since``, over the index of times.
-
-    Exact where no single probe is: a late commit can put such an event before one with an
-    older time. Used only when ``since`` is nearer the chain's end than its start (else the
-    chain walk from the start is the cheaper way), so the cost is that of the smaller part;
-    a feed resumed from a recent ``since`` reads only that."""
-    in_chain = c.chain_id == filters.workspace
-    # "+ 0": a plain min(chain_seq) is planned as a walk of the chain index from its start,
-    # filtering times: the very walk this query exists to avoid.
-    return select(func.min(c.chain_seq + 0)).where(in_chain, c.created_at >= filters.since)
+def start_values(filters: Filters) -> dict[str, Any]:
+    return {"ws": filters.workspace, "since": filters.since}
 
 
 def fits(filters: Filters, position: Position) -> bool:

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -71,7 +71,10 @@ def option_when(option: str, value: str | None) -> datetime | timedelta | None:
     if value is None:
         return None
     try:
-        return parse_when(value)
+        when = parse_when(value)
+        if isinstance(when, timedelta):
+            _ = datetime.now(UTC) - when  # a span reaching before year 1 is refused here
+        return when
     except (ValueError, OverflowError) as exc:
         raise fail(f"{option}: {_time_error(value, exc)}") from exc
 

@@ -54,6 +54,7 @@ def test_events_pages_through_the_cli(db_url: str, spool_dir: Path) -> None:
     [
         (["--since", "yesterday"], "--since: 'yesterday' is not a time"),
         (["--until", "2026-13-01"], "--until: '2026-13-01' is not a time"),
+        (["--since", "1000000w"], "--since: '1000000w' is too far back"),
         (["--ip", "10.0.0.0/33"], "'10.0.0.0/33' is not an IP address or a CIDR network"),
         (["--cursor", "garbage"], "the cursor is malformed"),
         (["--workspace", "T0NOBODY"], "--workspace: no workspace has the team id 'T0NOBODY'"),

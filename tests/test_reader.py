@@ -196,3 +196,38 @@ def test_a_page_after_the_server_dropped_the_connections(
         proxy.refuse()  # every open connection is cut, as by a server restart
         proxy.restore()
         assert len(reader.events(workspace=big, limit=5).items) == 5
+
+
+class _CountingLogger(AuditLogger):
+    """An AuditLogger that counts the waits asked of it (the page must ask none)."""
+
+    flushes = 0
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        self.flushes += 1
+        return super().flush(timeout)
+
+
+def test_views_are_recorded_in_the_background_and_never_lost(db_url: str, spool_dir: Path) -> None:
+    big, _ = _fill(db_url, spool_dir)
+    with _CountingLogger(db_url, spool_dir=spool_dir) as recorder:
+        reader = AuditReader(db_url, actor="alice@example.com", recorder=recorder)
+        for action in ("login", "settings_changed", "logout"):
+            reader.events(workspace=big, action=action, limit=3)
+        assert recorder.flushes == 0  # no page waited for its record to be stored
+        assert reader.flush()
+        with AuditReader(db_url) as plain:
+            viewed = plain.events(workspace=big, action="audit_log.viewed").items
+        assert [v.details["filters"]["action"] for v in viewed] == [
+            "logout", "settings_changed", "login",
+        ]  # fmt: skip
+        reader.events(workspace=big, limit=1)
+        reader.close()  # a given recorder stays open, but what the reader logged is stored
+        with AuditReader(db_url) as plain:
+            assert len(plain.events(workspace=big, action="audit_log.viewed").items) == 4
+    # The reader's own recorder (made when given an actor) is closed, so written, with it.
+    with AuditReader(db_url, actor="bob@example.com") as reader:
+        reader.events(workspace=big, limit=1)
+    with AuditReader(db_url) as plain:
+        viewed = plain.events(workspace=big, action="audit_log.viewed").items
+    assert viewed[0].user_id == "bob@example.com"

@@ -11,15 +11,19 @@ from .._errors import MissingExtraError
 from .urls import is_postgres, normalise_url, resolve_url
 
 
-def make_engine(database_url: str | None) -> Engine:
+def make_engine(database_url: str | None, *, isolation_level: str | None = None) -> Engine:
+    """``isolation_level``: set once on every new connection (readers take "AUTOCOMMIT")."""
     url: URL = normalise_url(resolve_url(database_url))
+    options: dict[str, Any] = (
+        {} if isolation_level is None else {"isolation_level": isolation_level}
+    )
     if is_postgres(url):
         try:
             import psycopg  # noqa: F401
         except ImportError as exc:
             raise MissingExtraError("postgres", "psycopg") from exc
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url)
+        return create_engine(url, pool_pre_ping=True, **options)
+    engine = create_engine(url, **options)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -142,7 +142,9 @@ audit_logs = Table(
     # for one user, one action, or a time range of the workspace.
     Index("audit_logs_chain_user_idx", "chain_id", "user_id", "chain_seq"),
     Index("audit_logs_chain_action_idx", "chain_id", "action", "chain_seq"),
-    Index("audit_logs_chain_created_at_idx", "chain_id", "created_at"),
+    # Revision 0006 (replacing 0003's (chain_id, created_at)): a workspace's time window
+    # pages in (created_at, chain_seq) order, read from this index in order.
+    Index("audit_logs_chain_created_seq_idx", "chain_id", "created_at", "chain_seq"),
     # "Newest N of one workspace": without it PostgreSQL's generic plan for a prepared
     # statement walks created_at backwards through every other tenant's rows.
     Index("audit_logs_workspace_created_at_idx", "workspace_id", "created_at"),

@@ -20,14 +20,17 @@ import orjson
 
 from .._errors import InvalidCursor
 
-_VERSION = 1
+# 2: time windows of a workspace page by (created_at, chain_seq), and relative times (a span
+# back from now) are part of the filters; a version 1 cursor cannot say where such a page ended.
+_VERSION = 2
 _TAG_BYTES = 16
 
 
 @dataclass(frozen=True)
 class Position:
-    """Where a page ended: a chain position (queries of one workspace) or, across
-    workspaces, ``(created_at in Unix microseconds, id)``."""
+    """Where a page ended, as a key of the query's order: a chain position (kind ``s``), a
+    time window's ``(created_at in Unix microseconds, chain position)`` (``c``), or across
+    workspaces ``(created_at in Unix microseconds, id)`` (``t``); ``b``: the start."""
 
     seq: int | None = None
     created_us: int | None = None
@@ -37,11 +40,22 @@ class Position:
     def at_start(self) -> bool:
         return self.seq is None and self.created_us is None
 
-    def as_json(self) -> list[object]:
+    @property
+    def kind(self) -> str:
         if self.at_start:
+            return "b"
+        if self.created_us is None:
+            return "s"
+        return "c" if self.seq is not None else "t"
+
+    def as_json(self) -> list[object]:
+        kind = self.kind
+        if kind == "b":
             return ["b"]
-        if self.seq is not None:
+        if kind == "s":
             return ["s", self.seq]
+        if kind == "c":
+            return ["c", self.created_us, self.seq]
         return ["t", self.created_us, None if self.event_id is None else self.event_id.hex]
 
 
@@ -83,9 +97,18 @@ def issued_times(key: bytes, cursor: str) -> Times:
     """The since and until of the query that issued ``cursor`` (after checking its tag)."""
     try:
         since, until = orjson.loads(_authentic(key, cursor))["t"]
+        return (
+            None if since is None else _integer(since),
+            None if until is None else _integer(until),
+        )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidCursor("the cursor is malformed") from exc
-    return since, until
+
+
+def _integer(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not an integer")
+    return value
 
 
 def decode(key: bytes, fingerprint: str, cursor: str) -> Position:
@@ -104,14 +127,13 @@ def decode(key: bytes, fingerprint: str, cursor: str) -> Position:
             return Position()
         if kind == "s":
             (seq,) = rest
-            if not isinstance(seq, int) or isinstance(seq, bool):
-                raise TypeError("seq")
-            return Position(seq=seq)
+            return Position(seq=_integer(seq))
+        if kind == "c":
+            created, seq = rest
+            return Position(created_us=_integer(created), seq=_integer(seq))
         if kind == "t":
             created, event_hex = rest
-            if not isinstance(created, int) or isinstance(created, bool):
-                raise TypeError("created_at")
-            return Position(created_us=created, event_id=uuid.UUID(hex=event_hex))
+            return Position(created_us=_integer(created), event_id=uuid.UUID(hex=event_hex))
     except InvalidCursor:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -16,12 +16,18 @@ from .._chain.canonical import micros
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_LIMIT = 1000
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Every filter of a query. ``workspace`` is resolved to its id before this is built."""
+    """Every filter of a query. ``workspace`` is resolved to its id before this is built.
+
+    ``since_span`` / ``until_span``: set when that time was given as a span back from now
+    (``--since 2h``). The span is part of what a cursor is bound to, and the moment it
+    resolved to on the first page is carried by the cursor: every later page of that query
+    uses the same moment, and a cursor made with any other time (or none) is refused."""
 
     workspace: uuid.UUID | None = None
     user_id: str | None = None
@@ -34,6 +40,21 @@ class Filters:
     until: datetime | None = None
     text: str | None = None
     oldest_first: bool = False
+    since_span: timedelta | None = None
+    until_span: timedelta | None = None
+
+    @property
+    def relative(self) -> bool:
+        return self.since_span is not None or self.until_span is not None
+
+    def pinned(self, since_us: int | None, until_us: int | None) -> Filters:
+        """These filters with their relative times at the moments a cursor carries."""
+        since, until = self.since, self.until
+        if self.since_span is not None:
+            since = None if since_us is None else _EPOCH + timedelta(microseconds=since_us)
+        if self.until_span is not None:
+            until = None if until_us is None else _EPOCH + timedelta(microseconds=until_us)
+        return replace(self, since=since, until=until)
 
     def fingerprint(self) -> str:
         """A digest of the filters and the direction: what a cursor is bound to."""
@@ -49,6 +70,8 @@ class Filters:
             "until": None if self.until is None else micros(self.until),
             "text": self.text,
             "oldest_first": self.oldest_first,
+            "since_span": _span_us(self.since_span),
+            "until_span": _span_us(self.until_span),
         }
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
@@ -68,6 +91,10 @@ class Filters:
         return out
 
 
+def _span_us(span: timedelta | None) -> int | None:
+    return None if span is None else span // timedelta(microseconds=1)
+
+
 def parse_ip(value: str | IpNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address) -> IpNetwork:
     """An address or a CIDR network; raises ValueError naming the value otherwise."""
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
@@ -83,20 +110,24 @@ def aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def is_relative(value: str) -> bool:
-    return _RELATIVE.match(value) is not None
-
-
 def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     """``2026-11-01``, ``2026-11-01T09:30``, ``...Z``/``+02:00``, or a span back from now:
     ``90s``, ``15m``, ``2h``, ``7d``, ``1w``. Raises ValueError naming the value otherwise."""
-    match = _RELATIVE.match(value)
-    if match:
-        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    when = parse_when(value)
+    if isinstance(when, timedelta):
         try:
-            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+            return (now or datetime.now(UTC)) - when
         except OverflowError as exc:
             raise ValueError(f"{value!r} reaches back before the year 1") from exc
+    return when
+
+
+def parse_when(value: str) -> datetime | timedelta:
+    """A moment, or (``2h``, ``7d``...) a span back from now, left for the reader to resolve
+    once and bind to the query's cursors. Raises ValueError naming the value otherwise."""
+    match = _RELATIVE.match(value)
+    if match:
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select
 from .._db.engine import make_engine
 from .._db.schema import audit_logs, audit_quarantine, workspaces
 from .._events import AuditEvent, QuarantinedEvent
-from .query import to_event
+from .query import EVENT_COLUMNS, to_event
 
 
 class AuditStore:
@@ -28,7 +28,9 @@ class AuditStore:
         limit: int = 50,
     ) -> list[AuditEvent]:
         """The newest events first, optionally of one workspace, user or action."""
-        query = select(audit_logs).order_by(audit_logs.c.created_at.desc(), audit_logs.c.id.desc())
+        query = select(*EVENT_COLUMNS).order_by(
+            audit_logs.c.created_at.desc(), audit_logs.c.id.desc()
+        )
         if workspace_id is not None:
             ws = workspace_id if isinstance(workspace_id, uuid.UUID) else uuid.UUID(workspace_id)
             query = query.where(audit_logs.c.workspace_id == ws)
@@ -48,16 +50,24 @@ class AuditStore:
             return uuid.UUID(text)
         except ValueError:
             pass
+        found = self.workspace_of_team(text)
+        return found if found is not None else self.workspace_by_prefix(text)
+
+    def workspace_of_team(self, team_id: str) -> uuid.UUID | None:
+        """The workspace of a Slack team id (a row's team id and id never change)."""
         with self._engine.connect() as conn:
             by_team = conn.execute(
-                select(workspaces.c.id).where(workspaces.c.team_id == text)
+                select(workspaces.c.id).where(workspaces.c.team_id == team_id)
             ).all()
-            if len(by_team) == 1:
-                return uuid.UUID(str(by_team[0][0]))
-            prefix = text.lower().replace("-", "")
-            if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-                raise LookupError(f"no workspace has the team id {text!r}")
-            # Prefixes are matched in Python: ids are uuid on PostgreSQL, hex text on SQLite.
+        return uuid.UUID(str(by_team[0][0])) if len(by_team) == 1 else None
+
+    def workspace_by_prefix(self, text: str) -> uuid.UUID:
+        """The one workspace whose id starts with ``text``; LookupError otherwise."""
+        prefix = text.lower().replace("-", "")
+        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+            raise LookupError(f"no workspace has the team id {text!r}")
+        # Prefixes are matched in Python: ids are uuid on PostgreSQL, hex text on SQLite.
+        with self._engine.connect() as conn:
             ids = [uuid.UUID(str(r[0])) for r in conn.execute(select(workspaces.c.id))]
         matches = [i for i in ids if i.hex.startswith(prefix)]
         if len(matches) == 1:
@@ -73,7 +83,8 @@ class AuditStore:
 
     def get(self, event_id: uuid.UUID) -> AuditEvent | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(audit_logs).where(audit_logs.c.id == event_id)).first()
+            query = select(*EVENT_COLUMNS).where(audit_logs.c.id == event_id)
+            row = conn.execute(query).first()
         return None if row is None else to_event(row)
 
     def quarantined(self, *, limit: int = 50) -> list[QuarantinedEvent]:

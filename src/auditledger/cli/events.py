@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -60,8 +60,28 @@ def option_time(option: str, value: str | None) -> datetime | None:
         return None
     try:
         return parse_time(value)
-    except ValueError as exc:
-        raise fail(f"{option}: {exc}") from exc
+    except (ValueError, OverflowError) as exc:
+        raise fail(f"{option}: {_time_error(value, exc)}") from exc
+
+
+def option_when(option: str, value: str | None) -> datetime | timedelta | None:
+    """A time, or a span back from now (``2h``) that the reader resolves once and binds to
+    the query's cursors: a cursor then only works with that same ``--since 2h``."""
+    from .._read.filters import parse_when
+
+    if value is None:
+        return None
+    try:
+        when = parse_when(value)
+        if isinstance(when, timedelta):
+            _ = datetime.now(UTC) - when  # a span reaching before year 1 is refused here
+        return when
+    except (ValueError, OverflowError) as exc:
+        raise fail(f"{option}: {_time_error(value, exc)}") from exc
+
+
+def _time_error(value: str, exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ValueError) else f"{value!r} reaches before the year 1"
 
 
 @contextmanager
@@ -88,16 +108,10 @@ def reading(database_url: str | None, actor: str | None = None) -> Iterator[Any]
         reader.close()
 
 
-def _relative(value: object) -> bool:
-    from .._read.filters import is_relative
-
-    return isinstance(value, str) and is_relative(value)
-
-
 def checked_filters(reader: Any, **given: Any) -> Any:
     for name in ("since", "until"):
         value = given.get(name)
-        given[name] = value if not isinstance(value, str) else option_time(f"--{name}", value)
+        given[name] = value if not isinstance(value, str) else option_when(f"--{name}", value)
     try:
         return reader.filters(**given)
     except LookupError as exc:
@@ -159,15 +173,12 @@ def events(
 ) -> None:
     """Search the events; prints the cursor of the next page."""
     with reading(database_url) as reader:
-        times: dict[str, Any] = {"since": since, "until": until}
-        if cursor is not None and any(_relative(t) for t in times.values()):
-            # "--since 2h" means another moment on each run: page on with the first page's.
-            issued = dict(zip(("since", "until"), reader.cursor_times(cursor), strict=True))
-            times = {k: issued[k] if _relative(v) else v for k, v in times.items()}
+        # "--since 2h" again with --cursor pages on from the first page's moment (the cursor
+        # carries it); a cursor made with any other --since or --until is refused.
         chosen = checked_filters(
             reader, workspace=workspace, user_id=user, action=action,
             action_prefix=action_prefix, resource=resource, resource_id=resource_id, ip=ip,
-            text=text, oldest_first=oldest_first, **times,
+            since=since, until=until, text=text, oldest_first=oldest_first,
         )  # fmt: skip
         page = reader.page(chosen, limit=limit, cursor=cursor)
     if as_json:

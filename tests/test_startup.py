@@ -74,7 +74,7 @@ def _real(name: str) -> click.Command:
     group: Any = typer.main.get_command(_app.app)
     with click.Context(group) as ctx:
         _, command, _ = group.resolve_command(ctx, [name])
-    assert command is not None
+    assert isinstance(command, click.Command)
     return command
 
 

@@ -54,7 +54,7 @@ def verify_cut(url: str, width: int, at: Iterable[int] = (), **options: Any) -> 
     try:
         return verify_log(url, workers=WORKERS, **options)
     finally:
-        parallel._partition = original  # type: ignore[assignment]
+        parallel._partition = original
 
 
 def summary(report: VerifyReport) -> tuple[Any, ...]:

@@ -91,6 +91,8 @@ def plain_postgres_conninfo(database_url: str | None) -> str | None:
 def missing_sqlite_file(database_url: str | None) -> str | None:
     """For commands that only read: the message to give when the URL names a SQLite file
     that does not exist (connecting would create an empty one and leave it behind)."""
+    if plain_postgres_conninfo(database_url) is not None:
+        return None  # PostgreSQL (told without SQLAlchemy, for verify's start-up)
     url = normalise_url(resolve_url(database_url))
     if is_postgres(url) or not url.database or url.database == ":memory:":
         return None

@@ -246,6 +246,14 @@ def main() -> None:
             write(logs[shape], make_rows(n, workspace_of))
 
         out(f"\n## verify on PostgreSQL ({workers} processes, as the CLI; goal >= {RATE_GOAL:,}/s)")
+        out(f"\n## the largest share of {workers} processes (1 / it: the speed-up free cores give)")
+        for shape, url in logs.items():
+            extents = Source(url).extents()
+            for label, smallest in ((shape, CUT_AT), (f"{shape}, uncut", 10**15)):
+                shares = spans.plan(extents, workers, smallest) or []
+                largest = max((s.load for s in shares), default=n) / n
+                out(f"  {label:<16} {largest:.0%} of the rows")
+
         # "dominant, uncut": the dominant chain walked by one process, as before ranges (the
         # other chains shared): what cutting it into ranges buys, under the same load.
         runs = {**logs, "dominant, uncut": logs["dominant"]}

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,6 +91,21 @@ def test_every_registered_command_is_listed() -> None:
     group = typer.main.get_command(_app.app)
     assert isinstance(group, click.Group)
     assert set(group.commands) == set(_app.COMMANDS)
+
+
+def test_verify_on_postgres_reads_without_sqlalchemy(pg_url: str, tmp_path: Path) -> None:
+    """verify talks to PostgreSQL through psycopg alone: SQLAlchemy (a fifth of a second)
+    is not imported before the report."""
+    from auditledger._chain.checkpoints import generate_keys
+
+    generate_keys(tmp_path / "keys")
+    public = str(tmp_path / "keys" / "signing.pub")
+    modules = loaded_by(
+        "verify", "--public-key", public, "--workers", "1", "--database-url", pg_url
+    )
+    assert "auditledger._read.verify.run" in modules  # it did run
+    assert [m for m in modules if m.split(".")[0] in ("sqlalchemy", "alembic")] == []
+    assert [m for m in modules if m.startswith(("auditledger._api", "auditledger._write"))] == []
 
 
 def test_the_environment_variables_match_their_modules() -> None:

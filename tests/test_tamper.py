@@ -25,6 +25,7 @@ from auditledger import AuditLogger
 from auditledger._chain.checkpoints import generate_keys, read_checkpoint_file
 from auditledger._chain.links import link
 from auditledger._chain.v2 import commit
+from auditledger._db.rows import ROW_SEQ
 from auditledger._read.verify.report import VerifyReport
 from auditledger._read.verify.run import verify_log
 from auditledger._read.verify.source import Source
@@ -728,3 +729,20 @@ def test_a_tamper_at_a_range_boundary_is_found_as_by_one_walk(
         report = assert_same_when_cut(url, 10_000, at=[boundary], **options)
         assert not report.ok
         assert any(p.seq in (seq - 1, seq, seq + 1) for p in report.problems), report.problems
+
+
+def test_every_process_reads_the_log_as_at_one_moment(log: Log) -> None:
+    """Processes walking ranges of one chain start their reads at different moments: they
+    share one snapshot, so rows expired (or written) meanwhile do not make a range differ."""
+    url = log.copy()
+    with psycopg.connect(url) as conn:
+        chain = str(_busiest_chain(conn))
+    source = Source(url)
+    with source.shared_snapshot() as snapshot:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
+            conn.execute("DELETE FROM audit_logs WHERE chain_id = %s AND chain_seq <= 10", (chain,))
+        another = Source(url, snapshot)
+        assert [r[ROW_SEQ] for r in another.range_rows(chain, None, 10)] == list(range(1, 11))
+        assert [r[ROW_SEQ] for r in source.before(chain, 1, 12)] == [10, 11]
+    assert list(Source(url).range_rows(chain, None, 10)) == []

@@ -63,11 +63,17 @@ def walk_log(
 
     ends: ChainEnds = {}
     ranges: list[RangeResult] = []
-    with ProcessPoolExecutor(
-        len(shares) - 1, mp_context=context, initializer=_start_worker, initargs=(walked,)
-    ) as pool:
+    # One snapshot for every process: the ranges of a chain are read as of one moment.
+    with (
+        source.shared_snapshot() as snapshot,
+        ProcessPoolExecutor(
+            len(shares) - 1, mp_context=context, initializer=_start_worker, initargs=(walked,)
+        ) as pool,
+    ):
         url = source.url_text()
-        futures = [pool.submit(_walk_share, url, share, wanted, starts) for share in shares[1:]]
+        futures = [
+            pool.submit(_walk_share, url, share, wanted, starts, snapshot) for share in shares[1:]
+        ]
         results = [walk_share(source, shares[0], wanted, starts, lambda n: tick(n, others()))]
         for future in futures:
             while True:
@@ -109,11 +115,15 @@ def _start_worker(walked: Any) -> None:
 
 
 def _walk_share(
-    url: str, share: Share, wanted: dict[uuid.UUID, set[int]], starts: Starts | None = None
+    url: str,
+    share: Share,
+    wanted: dict[uuid.UUID, set[int]],
+    starts: Starts | None,
+    snapshot: str | None,
 ) -> ShareResult:
     def tick(rows: int) -> None:
         if _walked is not None:
             with _walked.get_lock():
                 _walked.value += rows
 
-    return walk_share(Source(url), share, wanted, starts, tick)
+    return walk_share(Source(url, snapshot), share, wanted, starts, tick)

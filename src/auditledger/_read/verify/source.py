@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 
@@ -91,11 +92,13 @@ _PG_CUTS = (
 class Source:
     """Rows ordered by chain then position, and the stored checkpoints, from one database."""
 
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(self, database_url: str | None, snapshot: str | None = None) -> None:
         self._conninfo = plain_postgres_conninfo(database_url)
         self.postgres = self._conninfo is not None
         self._text = self._conninfo or resolve_url(database_url)
         self._extents: list[Extent] | None = None
+        # A PostgreSQL snapshot every read of this source is made in (see shared_snapshot).
+        self.snapshot = snapshot
 
     def url_text(self) -> str:
         return self._text
@@ -108,7 +111,28 @@ class Source:
 
         conn = psycopg.connect(self._conninfo or "", application_name="auditledger-verify")
         conn.read_only = True
+        if self.snapshot is not None:
+            from psycopg import sql
+
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot)))
         return conn
+
+    @contextmanager
+    def shared_snapshot(self) -> Iterator[str]:
+        """While open, this source's reads, and those of every ``Source(url, snapshot)``
+        given the id it yields, see the database as it was at this moment: processes walking
+        ranges of one chain then agree on it whatever is written (or expired) meanwhile."""
+        import psycopg
+
+        with self._connect() as holder:
+            holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            exported = holder.execute("SELECT pg_export_snapshot()").fetchone()
+            self.snapshot = str(exported[0])
+            try:
+                yield self.snapshot
+            finally:
+                self.snapshot = None
 
     def extents(self) -> list[Extent]:
         """Every chain's first and last position (PostgreSQL only), read once."""

@@ -245,7 +245,6 @@ def main() -> None:
             logs[shape] = new_log(server, created[-1], workspaces)
             write(logs[shape], make_rows(n, workspace_of))
 
-        out(f"\n## verify on PostgreSQL ({workers} processes, as the CLI; goal >= {RATE_GOAL:,}/s)")
         out(f"\n## the largest share of {workers} processes (1 / it: the speed-up free cores give)")
         for shape, url in logs.items():
             extents = Source(url).extents()
@@ -254,6 +253,7 @@ def main() -> None:
                 largest = max((s.load for s in shares), default=n) / n
                 out(f"  {label:<16} {largest:.0%} of the rows")
 
+        out(f"\n## verify on PostgreSQL ({workers} processes, as the CLI; goal >= {RATE_GOAL:,}/s)")
         # "dominant, uncut": the dominant chain walked by one process, as before ranges (the
         # other chains shared): what cutting it into ranges buys, under the same load.
         runs = {**logs, "dominant, uncut": logs["dominant"]}

@@ -35,8 +35,10 @@ test: lint typecheck
 	$(PY) -m pytest -q --cov --cov-report=term
 
 # make bench BENCH_ARGS=--quick for the ~30 s version; AUDITLEDGER_BENCH_POSTGRES_URL picks the server.
+# bench/verify.py: verify's events/s (spread and one dominant workspace) and CLI start-up.
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/verify.py $(BENCH_ARGS)
 
 # Searches and exports on a 1,000,000-event log (issue "Speed"); BENCH_ARGS=--quick for 200,000.
 bench-read: install

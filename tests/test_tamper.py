@@ -25,15 +25,18 @@ from auditledger import AuditLogger
 from auditledger._chain.checkpoints import generate_keys, read_checkpoint_file
 from auditledger._chain.links import link
 from auditledger._chain.v2 import commit
+from auditledger._db.rows import ROW_SEQ
 from auditledger._read.verify.report import VerifyReport
 from auditledger._read.verify.run import verify_log
 from auditledger._read.verify.source import Source
 from auditledger._sinks.sqlite import SqliteSink
 from tests.conftest import RUN_ID, PgDatabases
 from tests.helpers import cli
+from tests.verify_split import assert_same_when_cut, summary, verify_cut
 
 WRITERS = 4
 PER_WRITER = 400
+CUT_WIDTH = 37  # ranges of positions when Log.verify cuts the chains (about 11 per chain)
 
 
 def _name(url: str) -> str:
@@ -70,6 +73,14 @@ class Log:
             (r.events, r.chains, r.erased, sorted(map(repr, r.problems)), r.notes) for r in reports
         )
         assert one == two
+        # And four processes with every chain cut into ranges of positions.
+        cut = verify_cut(
+            url,
+            CUT_WIDTH,
+            public_keys=[self.public_key],
+            checkpoints_file=self.checkpoints if external else None,
+        )
+        assert summary(cut) == summary(reports[0])
         return reports[0]
 
 
@@ -619,3 +630,119 @@ def test_ordinary_changes_are_refused(
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
                 pg.execute(statement)
         assert pg.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+
+
+# ---- a chain walked in ranges by several processes -----------------------------------------
+
+
+def _edit_at(seq: int) -> Callable[[psycopg.Connection[Any], uuid.UUID], None]:
+    def edit(conn: psycopg.Connection[Any], chain: uuid.UUID) -> None:
+        conn.execute(
+            "UPDATE audit_logs SET resource = 'forged' WHERE chain_id = %s AND chain_seq = %s",
+            (chain, seq),
+        )
+
+    return edit
+
+
+def _delete_at(seq: int) -> Callable[[psycopg.Connection[Any], uuid.UUID], None]:
+    def delete(conn: psycopg.Connection[Any], chain: uuid.UUID) -> None:
+        conn.execute("DELETE FROM audit_logs WHERE chain_id = %s AND chain_seq = %s", (chain, seq))
+
+    return delete
+
+
+def _swap_at(seq: int) -> Callable[[psycopg.Connection[Any], uuid.UUID], None]:
+    """The rows at seq - 1 and seq change places: a pair straddling the boundary."""
+
+    def swap(conn: psycopg.Connection[Any], chain: uuid.UUID) -> None:
+        for old, new in ((seq - 1, -1), (seq, seq - 1), (-1, seq)):
+            conn.execute(
+                "UPDATE audit_logs SET chain_seq = %s WHERE chain_id = %s AND chain_seq = %s",
+                (new, chain, old),
+            )
+
+    return swap
+
+
+def _relink_at(seq: int) -> Callable[[psycopg.Connection[Any], uuid.UUID], None]:
+    """The row before seq is edited and re-hashed: the break shows at seq itself."""
+
+    def relink(conn: psycopg.Connection[Any], chain: uuid.UUID) -> None:
+        rows = {r["chain_seq"]: r for r in _rows(conn, chain)}
+        edited = bytes(rows[seq - 1]["canonical"]).replace(b'"login"', b'"logout"', 1)
+        edited = edited.replace(b'"settings_changed"', b'"settings_viewed"', 1)
+        digest = link(bytes(rows[seq - 2]["chain_hash"]), seq - 1, edited)
+        conn.execute(
+            "UPDATE audit_logs SET canonical = %s, chain_hash = %s WHERE id = %s",
+            (edited, digest, rows[seq - 1]["id"]),
+        )
+
+    return relink
+
+
+def _forge_at(seq: int) -> Callable[[psycopg.Connection[Any], uuid.UUID], None]:
+    """A forged row with a valid link at seq - 1, the rows from there on renumbered: the row
+    at seq links past it."""
+
+    def forge(conn: psycopg.Connection[Any], chain: uuid.UUID) -> None:
+        rows = {r["chain_seq"]: r for r in _rows(conn, chain)}
+        model, previous = rows[seq - 1], rows[seq - 2]
+        conn.execute(
+            "UPDATE audit_logs SET chain_seq = -chain_seq - 1 WHERE chain_id = %s"
+            " AND chain_seq >= %s",
+            (chain, seq - 1),
+        )
+        conn.execute(
+            "UPDATE audit_logs SET chain_seq = -chain_seq WHERE chain_id = %s AND chain_seq < 0",
+            (chain,),
+        )
+        hashed = orjson.loads(model["canonical"])
+        forged = uuid.uuid4()
+        hashed[1] = str(forged)
+        canonical = orjson.dumps(hashed)
+        digest = link(bytes(previous["chain_hash"]), seq - 1, canonical)
+        conn.execute(
+            "INSERT INTO audit_logs (id, action, created_at, chain_id, chain_seq, chain_hash,"
+            " canonical) SELECT %s, action, created_at, chain_id, %s, %s, %s FROM audit_logs"
+            " WHERE id = %s",
+            (forged, seq - 1, digest, canonical, model["id"]),
+        )
+
+    return forge
+
+
+@pytest.mark.parametrize("attack", [_edit_at, _delete_at, _swap_at, _relink_at, _forge_at])
+@pytest.mark.parametrize("side", ["first", "last"])
+def test_a_tamper_at_a_range_boundary_is_found_as_by_one_walk(
+    log: Log, attack: Callable[[int], Any], side: str
+) -> None:
+    """Four processes, the busiest chain cut so that the tampered position is the first of a
+    range (or the last of the one before): the same problems as one process walking it."""
+    seq = 120
+    url, _ = _attack(log, lambda conn, chain: attack(seq)(conn, chain))
+    boundary = seq if side == "first" else seq + 1
+    for external in (False, True):
+        options: dict[str, Any] = {"public_keys": [log.public_key]}
+        if external:
+            options["checkpoints_file"] = log.checkpoints
+        report = assert_same_when_cut(url, 10_000, at=[boundary], **options)
+        assert not report.ok
+        assert any(p.seq in (seq - 1, seq, seq + 1) for p in report.problems), report.problems
+
+
+def test_every_process_reads_the_log_as_at_one_moment(log: Log) -> None:
+    """Processes walking ranges of one chain start their reads at different moments: they
+    share one snapshot, so rows expired (or written) meanwhile do not make a range differ."""
+    url = log.copy()
+    with psycopg.connect(url) as conn:
+        chain = str(_busiest_chain(conn))
+    source = Source(url)
+    with source.shared_snapshot() as snapshot:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
+            conn.execute("DELETE FROM audit_logs WHERE chain_id = %s AND chain_seq <= 10", (chain,))
+        another = Source(url, snapshot)
+        assert [r[ROW_SEQ] for r in another.range_rows(chain, None, 10)] == list(range(1, 11))
+        assert [r[ROW_SEQ] for r in source.before(chain, 1, 12)] == [10, 11]
+    assert list(Source(url).range_rows(chain, None, 10)) == []

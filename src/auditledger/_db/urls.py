@@ -1,14 +1,20 @@
-"""Database URLs as users write them, turned into what SQLAlchemy and psycopg need."""
+"""Database URLs as users write them, turned into what SQLAlchemy and psycopg need.
+
+SQLAlchemy is imported by the functions that parse with it, not with this module: a command
+that only needs psycopg (``auditledger verify`` on PostgreSQL, through
+``plain_postgres_conninfo``) starts a fifth of a second sooner.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING
 
 from .._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 ENV_DATABASE_URL = "AUDITLEDGER_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///auditledger.db"
@@ -25,6 +31,9 @@ def normalise_url(database_url: str) -> URL:
     ``postgresql://`` and ``postgres://`` mean psycopg 3; ``sqlite:///path`` means the stdlib
     driver. Other databases are refused here, at start-up, rather than at the first write.
     """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
@@ -55,10 +64,36 @@ def libpq_conninfo(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# The schemes normalise_url takes for PostgreSQL, and the characters a URL's user, password,
+# host and database may hold for libpq to read it exactly as SQLAlchemy would (anything else,
+# such as an unescaped "@" in a password, goes through SQLAlchemy's parser).
+_PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%:/@[]")
+
+
+def plain_postgres_conninfo(database_url: str | None) -> str | None:
+    """The libpq conninfo of a PostgreSQL URL, without importing SQLAlchemy when the URL is
+    plain; None when the URL is not PostgreSQL's. Same result as
+    ``libpq_conninfo(normalise_url(resolve_url(database_url)))``."""
+    text = resolve_url(database_url)
+    scheme = next((s for s in _PG_SCHEMES if text.startswith(s)), None)
+    if scheme is not None:
+        rest = text[len(scheme) :]
+        address = rest.split("?", 1)[0]
+        if address.count("@") <= 1 and set(address) <= _PLAIN:
+            return "postgresql://" + rest
+    elif text.startswith("sqlite"):
+        return None
+    url = normalise_url(text)  # refuses what it does not take, with the usual message
+    return libpq_conninfo(url) if is_postgres(url) else None
+
+
 def missing_sqlite_file(database_url: str | None) -> str | None:
     """For commands that only read: the message to give when the URL names a SQLite file
     that does not exist (connecting would create an empty one and leave it behind) or that
     is not a SQLite database (the driver would only say "file is not a database")."""
+    if plain_postgres_conninfo(database_url) is not None:
+        return None  # PostgreSQL (told without SQLAlchemy, for verify's start-up)
     url = normalise_url(resolve_url(database_url))
     if is_postgres(url) or not url.database or url.database == ":memory:":
         return None

@@ -5,13 +5,10 @@ from __future__ import annotations
 import typer
 
 from .._errors import AuditLedgerError
-from ._app import (
-    DatabaseUrl,
-    console,
-    db_app,
-    err_console,
-    fail,
-)
+from ._app import DatabaseUrl, app, console, err_console, fail
+
+db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 
 @db_app.command("upgrade")

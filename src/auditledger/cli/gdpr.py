@@ -11,12 +11,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .._db.urls import ENV_DATABASE_URL
 from .._errors import AuditLedgerError, describe_database_error
+from ._app import ENV_DATABASE_URL, app
 
 gdpr_app = typer.Typer(
     help="Subject access and erasure for one person (GDPR Art. 15 and 17).", no_args_is_help=True
 )
+app.add_typer(gdpr_app, name="gdpr")
 console = Console(width=150) if not Console().is_terminal else Console()
 err_console = Console(stderr=True)
 

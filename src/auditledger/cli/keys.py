@@ -7,19 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._chain.checkpoints import ENV_SIGNING_KEY
 from .._errors import AuditLedgerError
-from ._app import (
-    DatabaseUrl,
-    app,
-    console,
-    fail,
-    keys_app,
-    require_database_file,
-)
+from ._app import ENV_SIGNING_KEY, DatabaseUrl, app, console, fail, require_database_file
 
 if TYPE_CHECKING:
     from .._sinks.base import Sink
+
+keys_app = typer.Typer(help="Ed25519 keys that sign checkpoints.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("generate")

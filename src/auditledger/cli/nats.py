@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 from pathlib import Path
@@ -10,10 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._db.urls import ENV_DATABASE_URL
 from .._errors import AuditLedgerError
-from .._nats.settings import ENV_NATS_URL, check_nats_url
-from ._app import app, console, err_console, fail
+from ._app import ENV_DATABASE_URL, ENV_NATS_URL, app, console, err_console, fail
 
 if TYPE_CHECKING:  # nats-py is imported only when a command needs it
     from .._nats.ingester import Ingester
@@ -29,6 +26,8 @@ NatsUrl = Annotated[
 
 
 def _checked(url: str) -> str:
+    from .._nats.settings import check_nats_url
+
     try:
         check_nats_url(url)
     except AuditLedgerError as exc:
@@ -46,6 +45,8 @@ def setup(
     ] = 10 * 1024**3,
 ) -> None:
     """Create or update the stream (idempotent)."""
+    import asyncio
+
     url = _checked(nats_url)
     try:
         from .._nats.stream import StreamSettings
@@ -91,6 +92,8 @@ def ingest(
     batch_size: Annotated[int, typer.Option(help="Events per fetch and transaction.")] = 1000,
 ) -> None:
     """Store the stream's events in PostgreSQL; run as many as wanted, anywhere."""
+    import asyncio
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     try:
         ingester = _make_ingester(_checked(nats_url), database_url, signing_key, batch_size)
@@ -126,6 +129,8 @@ def _make_ingester(
 
 
 async def _run(ingester: Ingester) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

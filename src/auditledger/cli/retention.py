@@ -13,13 +13,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .._db.urls import ENV_DATABASE_URL
 from .._errors import AuditLedgerError, describe_database_error
+from ._app import ENV_DATABASE_URL, app
 
 retention_app = typer.Typer(
     help="Retention periods, and deleting expired events under signed cuts.",
     no_args_is_help=True,
 )
+app.add_typer(retention_app, name="retention")
 console = Console(width=150) if not Console().is_terminal else Console()
 err_console = Console(stderr=True)
 

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .._nats.settings import ENV_NATS_URL
 from ._app import (
+    ENV_NATS_URL,
     DatabaseUrl,
     app,
     console,

@@ -1,10 +1,11 @@
-"""Verifying a PostgreSQL log with several processes, each walking a share of the chains.
+"""Verifying a PostgreSQL log with several processes, each walking a share of it.
 
 Verification is CPU-bound Python (a hash per event, the columns compared with what was hashed),
-so one process uses one core whatever the machine has. Chains are independent, so the log is
-split by whole chains, balanced by their sizes, and each share is walked by its own process
-reading only its chains; the reports are merged before the checkpoints are compared. One chain
-is never split: a log that is mostly one workspace gains little.
+so one process uses one core whatever the machine has. Chains are independent, and a chain
+can be walked in ranges of positions (``spans``): the log is dealt to the processes as whole
+chains, and a chain bigger than one share as ranges, so a log that is mostly one workspace is
+shared too. Each process reads only its share; the reports are merged before the checkpoints
+are compared.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from .chains import ChainEnds, Starts, walk_part
 from .report import VerifyReport
-from .source import Part, Source
+from .source import Source
+from .spans import RangeResult, Share, ShareResult, merge_ranges, plan, walk_share
 
 # Set in each worker process by its initializer: rows walked so far, for the progress bar.
 _walked: Any = None
@@ -37,9 +39,9 @@ def walk_log(
     workers: int,
     starts: Starts | None = None,
 ) -> ChainEnds:
-    parts = None
+    shares = None
     if workers > 1 and source.postgres and workspace is None:
-        parts = _partition(source, workers)
+        shares = _partition(source, workers)
     done = [0]
 
     def tick(rows: int, others: int = 0) -> None:
@@ -48,7 +50,7 @@ def walk_log(
             seen = done[0] + others
             progress(seen, max(total, seen))
 
-    if parts is None:
+    if shares is None:
         return walk_part(
             source.rows(workspace), source.postgres, report, wanted, workspace, tick, starts
         )
@@ -59,50 +61,44 @@ def walk_log(
         with walked.get_lock():
             return int(walked.value)
 
-    with ProcessPoolExecutor(
-        len(parts) - 1, mp_context=context, initializer=_start_worker, initargs=(walked,)
-    ) as pool:
+    ends: ChainEnds = {}
+    ranges: list[RangeResult] = []
+    # One snapshot for every process: the ranges of a chain are read as of one moment.
+    with (
+        source.shared_snapshot() as snapshot,
+        ProcessPoolExecutor(
+            len(shares) - 1, mp_context=context, initializer=_start_worker, initargs=(walked,)
+        ) as pool,
+    ):
         url = source.url_text()
-        futures = [pool.submit(_walk_share, url, part, wanted, starts) for part in parts[1:]]
-        ends = walk_part(
-            source.rows(None, parts[0]),
-            True,
-            report,
-            wanted,
-            None,
-            lambda rows: tick(rows, others()),
-            starts,
-        )
+        futures = [
+            pool.submit(_walk_share, url, share, wanted, starts, snapshot) for share in shares[1:]
+        ]
+        results = [walk_share(source, shares[0], wanted, starts, lambda n: tick(n, others()))]
         for future in futures:
             while True:
                 try:
-                    share, share_ends = future.result(timeout=0.25)
+                    results.append(future.result(timeout=0.25))
                     break
                 except FutureTimeout:
                     tick(0, others())
-            report.events += share.events
-            report.erased += share.erased
-            report.erased_events.extend(share.erased_events)
-            report.problems.extend(share.problems)
-            ends.update(share_ends)
+    for result in results:
+        share = result.report
+        report.events += share.events
+        report.erased += share.erased
+        report.erased_events.extend(share.erased_events)
+        report.problems.extend(share.problems)
+        ends.update(result.ends)
+        ranges.extend(result.ranges)
+    merge_ranges(ranges, report, ends)
     tick(0, others())
     return ends
 
 
-def _partition(source: Source, workers: int) -> list[Part] | None:
-    """Chains dealt to ``workers`` shares, largest first to the lightest share; None when
-    fewer than two shares would have any work."""
-    sizes = source.chain_sizes()
-    shares: list[tuple[int, list[str], bool]] = [(0, [], False) for _ in range(workers)]
-    for chain, size in sorted(sizes, key=lambda item: -item[1]):
-        lightest = min(range(workers), key=lambda i: shares[i][0])
-        load, chains, unchained = shares[lightest]
-        if chain is None:
-            shares[lightest] = (load + size, chains, True)
-        else:
-            shares[lightest] = (load + size, [*chains, chain], unchained)
-    parts = [(chains, unchained) for load, chains, unchained in shares if load > 0]
-    return parts if len(parts) > 1 else None
+def _partition(source: Source, workers: int) -> list[Share] | None:
+    """The log dealt to ``workers`` shares (see ``spans.plan``); None when fewer than two
+    shares would have any work."""
+    return plan(source.extents(), workers)
 
 
 def _context() -> BaseContext:
@@ -119,14 +115,15 @@ def _start_worker(walked: Any) -> None:
 
 
 def _walk_share(
-    url: str, part: Part, wanted: dict[uuid.UUID, set[int]], starts: Starts | None = None
-) -> tuple[VerifyReport, ChainEnds]:
-    report = VerifyReport()
-
+    url: str,
+    share: Share,
+    wanted: dict[uuid.UUID, set[int]],
+    starts: Starts | None,
+    snapshot: str | None,
+) -> ShareResult:
     def tick(rows: int) -> None:
         if _walked is not None:
             with _walked.get_lock():
                 _walked.value += rows
 
-    ends = walk_part(Source(url).rows(None, part), True, report, wanted, None, tick, starts)
-    return report, ends
+    return walk_share(Source(url, snapshot), share, wanted, starts, tick)

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from ..._chain.checkpoints import Checkpoint, load_public_keys, read_checkpoint_file
-from ..._chain.cuts import read_cuts
 from ..._errors import AuditLedgerError, VerifyError, describe_database_error
 from .checkpoints import check_heads, check_signatures
 from .cuts import chain_starts, uncovered_erasures
@@ -64,7 +63,7 @@ def verify_log(
 
     good = check_signatures(stored, external, keys, report, checkpoints_file)
     try:
-        starts = chain_starts(read_cuts(source.url_text()), keys, report)
+        starts = chain_starts(source.cuts(), keys, report)
     except Exception as exc:
         raise VerifyError(describe_database_error(exc)) from exc
     wanted: dict[uuid.UUID, set[int]] = {}

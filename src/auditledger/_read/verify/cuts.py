@@ -34,22 +34,3 @@ def chain_starts(cuts: list[Cut], keys: dict[str, Any], report: VerifyReport) ->
             f" {cut.expired_before:%Y-%m-%d %H:%M:%S} UTC expired)"
         )
     return {chain_id: (first, previous) for chain_id, (first, previous, _) in starts.items()}
-
-
-def uncovered_erasures(report: VerifyReport, covered: set[str]) -> None:
-    """Values removed from events that no gdpr.erasure event names: tampering."""
-    from .report import MODIFIED
-
-    for event_id, workspace, seq, names in report.erased_events:
-        if str(event_id) in covered:
-            continue
-        report.erased -= 1
-        report.problems.append(
-            VerifyProblem(
-                MODIFIED,
-                f"values removed without a gdpr.erasure event covering them: {', '.join(names)}",
-                event_id,
-                workspace,
-                seq,
-            )
-        )

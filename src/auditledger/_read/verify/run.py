@@ -16,11 +16,11 @@ from ..._chain.checkpoints import Checkpoint, load_public_keys, read_checkpoint_
 from ..._chain.cuts import read_cuts
 from ..._errors import AuditLedgerError, VerifyError, describe_database_error
 from .checkpoints import check_heads, check_signatures
-from .cuts import chain_starts, uncovered_erasures
+from .cuts import chain_starts
+from .erasures import check_coverage, database_coverers
 from .parallel import walk_log
 from .report import VerifyReport
 from .source import Source
-from .v2 import erasure_coverage
 
 # ---- the verifier --------------------------------------------------------------------------
 
@@ -84,10 +84,10 @@ def verify_log(
     check_heads(good, ends, workspace, report)
     if report.erased_events:
         try:
-            covered = erasure_coverage(source.url_text(), source.postgres)
+            coverers = database_coverers(source.url_text(), source.postgres)
         except Exception as exc:
             raise VerifyError(describe_database_error(exc)) from exc
-        uncovered_erasures(report, covered)
+        report.erased -= check_coverage(report.problems, report.erased_events, coverers)
     if not stored and not external:
         report.notes.append(
             "no checkpoints: deleting the newest events, or rewriting a whole chain, would not"

@@ -103,7 +103,8 @@ def test_a_listed_event_erased_beyond_its_listed_columns(db_url: str, spool_dir:
         assert audit.flush(20)
     _erase(db_url, spool_dir)
     (event,) = [e for e in stored(db_url) if e.action == "admin_action"]
-    assert event.user_id is None and event.details == {"note": "kept"}
+    assert event.user_id is None
+    assert event.details == {"note": "kept"}
     # The same event, listed by the erasure for its actor values only, loses its details too.
     _forge_erasure(db_url, event.id, "details")
     problems = _problems(db_url)
@@ -188,7 +189,8 @@ def test_coverage_needs_a_later_position_in_the_same_chain() -> None:
     details = {"erased": {str(event): ["ip_address"]}}
     before = coverer(uuid.uuid4(), chain, 4, json.dumps(details))
     after = coverer(uuid.uuid4(), chain, 6, json.dumps(details))
-    assert isinstance(before, Coverer) and isinstance(after, Coverer)
+    assert isinstance(before, Coverer)
+    assert isinstance(after, Coverer)
     problems: list[VerifyProblem] = []
     assert check_coverage(problems, erased, [before]) == 1
     assert check_coverage([], erased, [after]) == 0

@@ -16,7 +16,7 @@ from ..._chain.checkpoints import Checkpoint, load_public_keys, read_checkpoint_
 from ..._chain.cuts import read_cuts
 from ..._errors import AuditLedgerError, VerifyError, describe_database_error
 from .checkpoints import check_heads, check_signatures
-from .cuts import chain_starts
+from .cuts import chain_facts, chain_starts
 from .erasures import check_coverage, database_coverers
 from .parallel import walk_log
 from .report import VerifyReport
@@ -64,7 +64,9 @@ def verify_log(
 
     good = check_signatures(stored, external, keys, report, checkpoints_file)
     try:
-        starts = chain_starts(read_cuts(source.url_text()), keys, report)
+        cuts = read_cuts(source.url_text())
+        facts = chain_facts(source.url_text(), cuts, workspace)
+        starts = chain_starts(cuts, keys, report, facts)
     except Exception as exc:
         raise VerifyError(describe_database_error(exc)) from exc
     wanted: dict[uuid.UUID, set[int]] = {}

@@ -90,8 +90,7 @@ def check_coverage(
         problems.append(
             VerifyProblem(
                 MODIFIED,
-                "values removed without a gdpr.erasure event covering them: "
-                + ", ".join(missing),
+                "values removed without a gdpr.erasure event covering them: " + ", ".join(missing),
                 event_id,
                 workspace,
                 seq,
@@ -107,10 +106,7 @@ def database_coverers(url: str, postgres: bool) -> list[Coverer]:
     from ..._db.engine import make_engine
 
     details = "details::text" if postgres else "details"
-    query = (
-        f"SELECT id, chain_id, chain_seq, {details} FROM audit_logs"
-        f" WHERE action = '{ACTION}'"
-    )
+    query = f"SELECT id, chain_id, chain_seq, {details} FROM audit_logs WHERE action = '{ACTION}'"
     out: list[Coverer] = []
     engine = make_engine(url)
     try:

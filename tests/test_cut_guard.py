@@ -46,7 +46,7 @@ def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
         finally:
             conn.close()
     with psycopg.connect(url, autocommit=True) as pg:
-        cur = pg.execute(sql)  # type: ignore[arg-type]
+        cur = pg.execute(sql)
         return cur.fetchall() if cur.description else []
 
 
@@ -85,7 +85,7 @@ def _delete_bypassing_triggers(url: str, sql: str) -> None:
         return
     with psycopg.connect(url, autocommit=True) as pg:
         pg.execute("SET session_replication_role = replica")
-        pg.execute(sql)  # type: ignore[arg-type]
+        pg.execute(sql)
 
 
 def test_a_cut_past_the_head_lets_nothing_be_deleted(

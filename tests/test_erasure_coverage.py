@@ -48,7 +48,7 @@ def _query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         finally:
             conn.close()
     with psycopg.connect(url, autocommit=True) as pg:
-        cur = pg.execute(sql, args)  # type: ignore[arg-type]
+        cur = pg.execute(sql, args)
         return cur.fetchall() if cur.description else []
 
 

@@ -56,7 +56,10 @@ def json_text(value: Any) -> list[str]:
     return [text, re.sub(r"(\d)e([+-])0*(\d)", r"\1e\2\3", text)]
 
 
-def column_problems_v2(e: dict[str, Any], hashed: list[Any]) -> list[str]:
+ERASABLE = set(V2_COMMITTED.values())
+
+
+def column_problems_v2(e: dict[str, Any], hashed: list[Any], erased: list[str]) -> list[str]:
     wrong = [name for i, name in V2_SCALARS.items() if hashed[i] != e[name]]
     if hashed[5] != micros(e["created_at"]):
         wrong.append("created_at")
@@ -69,7 +72,9 @@ def column_problems_v2(e: dict[str, Any], hashed: list[Any]) -> list[str]:
             continue
         salt, offset = salts[offset : offset + 16], offset + 16
         if e[name] is None:
-            continue  # erased (section 4)
+            # erased (section 4) when its salt is zeros; otherwise removed by someone else
+            (erased if salt == bytes(16) else wrong).append(name)
+            continue
         texts = [e[name]] if i < 10 else json_text(e[name])
         commitments = {sha(salt, name.encode(), b"\0", t.encode()).hex() for t in texts}
         if hashed[i] not in commitments:
@@ -77,9 +82,9 @@ def column_problems_v2(e: dict[str, Any], hashed: list[Any]) -> list[str]:
     return wrong
 
 
-def column_problems(e: dict[str, Any], hashed: list[Any]) -> list[str]:
+def column_problems(e: dict[str, Any], hashed: list[Any], erased: list[str]) -> list[str]:
     if hashed[0] == 2:
-        return column_problems_v2(e, hashed)
+        return column_problems_v2(e, hashed, erased)
     wrong = [name for i, name in SCALARS.items() if hashed[i] != e[name]]
     if hashed[0] != 1 or hashed[6] != micros(e["created_at"]):
         wrong.append("created_at")
@@ -88,6 +93,8 @@ def column_problems(e: dict[str, Any], hashed: list[Any]) -> list[str]:
         if e[name] is None:
             if hashed[i] is not None and salt is not None:
                 wrong.append(name)  # a value removed without its salt: not an erasure
+            elif hashed[i] is not None:
+                erased.append(name)
         elif salt is None or hashed[i] != sha(salt, name.encode(), b"\0", e[name].encode()).hex():
             wrong.append(name)
     wrong += [name for i, name in JSON_VALUES.items() if not same(hashed[i], e[name])]
@@ -100,6 +107,12 @@ def verify(path: str, trusted_pems: list[bytes]) -> list[str]:
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read("manifest.json"))
         assert manifest["format"] == "auditledger/bundle/v1"
+        names = zf.namelist()
+        for name in sorted(set(names)):
+            if names.count(name) > 1:
+                findings.append(f"file {name} is in the ZIP {names.count(name)} times")
+            elif name != "manifest.json" and name not in manifest["files"]:
+                findings.append(f"file {name} is not in the manifest")
         for name, digest in manifest["files"].items():
             if hashlib.sha256(zf.read(name)).hexdigest() != digest:
                 findings.append(f"file {name} does not match the manifest")
@@ -110,7 +123,12 @@ def verify(path: str, trusted_pems: list[bytes]) -> list[str]:
     if manifest["first_seq"] == 1 and previous != sha(b"\x01auditledger/chain/v1", chain.bytes):
         findings.append("previous_hash is not the chain's start")
     expected, hashes = manifest["first_seq"], {}
+    erasures: list[tuple[str, int, list[str]]] = []  # events erased: id, seq, columns
+    covers: list[tuple[str, int, dict[str, Any]]] = []  # gdpr.erasure events: id, seq, details
     for e in events:
+        if type(e["seq"]) is not int:
+            findings.append(f"event {e['id']}: seq is not an integer")
+            continue
         if e["seq"] != expected:
             kind = "removed before" if e["seq"] > expected else "added or reordered:"
             findings.append(f"position {expected}: events {kind} event {e['id']} (seq {e['seq']})")
@@ -118,11 +136,29 @@ def verify(path: str, trusted_pems: list[bytes]) -> list[str]:
         link = sha(b"\x00", previous, e["seq"].to_bytes(8, "big"), canonical)
         if link.hex() != e["chain_hash"]:
             findings.append(f"event {e['id']} (seq {e['seq']}) does not link to the one before")
-        wrong = column_problems(e, json.loads(canonical))
+        erased: list[str] = []
+        wrong = column_problems(e, json.loads(canonical), erased)
         if wrong:
             findings.append(f"event {e['id']} (seq {e['seq']}) changed: {', '.join(wrong)}")
+        elif link.hex() == e["chain_hash"] and e["action"] == "gdpr.erasure":
+            covers.append((e["id"], e["seq"], e["details"] or {}))
+        if erased and not wrong:
+            erasures.append((e["id"], e["seq"], erased))
         previous, expected = bytes.fromhex(e["chain_hash"]), e["seq"] + 1
         hashes[e["seq"]] = e["chain_hash"]
+    for event_id, seq, columns in erasures:
+        allowed: set[str] = set()
+        for _, at, details in covers:
+            if at > seq and isinstance(details.get("erased"), dict):
+                allowed |= set(details["erased"].get(event_id, []))
+            elif at > seq and event_id in details.get("events", []):
+                allowed |= ERASABLE  # an older erasure event, without the per-column list
+        missing = [name for name in columns if name not in allowed]
+        if missing:
+            findings.append(
+                f"event {event_id} (seq {seq}) erased without a gdpr.erasure event: "
+                + ", ".join(missing)
+            )
     if expected - 1 != manifest["last_seq"]:
         findings.append(f"the range ends at {expected - 1}, not {manifest['last_seq']}")
     keys: dict[str, Ed25519PublicKey] = {}

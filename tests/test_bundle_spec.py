@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import zipfile
 from pathlib import Path
@@ -58,3 +59,19 @@ def test_an_independent_verifier_checks_a_bundle(
     forge(bundle, forged, removed)
     findings = bundle_spec_verifier.verify(str(forged), [pem])
     assert "a signed checkpoint names position 12, missing here" in findings
+
+    def erased(lines: list[dict[str, object]]) -> list[dict[str, object]]:
+        # A forged erasure: the value nulled and its salt zeroed, with no gdpr.erasure event.
+        canonical = json.loads(base64.b64decode(str(lines[3]["canonical"])))
+        salt = bytearray.fromhex(str(lines[3]["pii_salt"]))
+        slot = [i for i in range(6, 14) if canonical[i] is not None].index(7)  # ip_address
+        salt[16 * slot : 16 * slot + 16] = bytes(16)
+        lines[3]["ip_address"], lines[3]["pii_salt"] = None, salt.hex()
+        return lines
+
+    forge(bundle, forged, erased)
+    with zipfile.ZipFile(bundle) as zf:
+        victim = json.loads(zf.read("events.jsonl").splitlines()[3])["id"]
+    assert bundle_spec_verifier.verify(str(forged), [pem]) == [
+        f"event {victim} (seq 4) erased without a gdpr.erasure event: ip_address"
+    ]

@@ -203,9 +203,12 @@ def _record(
     per_chain: dict[uuid.UUID, dict[str, Any]] = {}
     for t in plan.targets:
         details = per_chain.setdefault(
-            t.chain, {"events": [], "reason": reason, "subject": subject, "values": {}}
+            t.chain,
+            {"events": [], "erased": {}, "reason": reason, "subject": subject, "values": {}},
         )
         details["events"].append(str(t.event_id))
+        # Which columns of which event: verify holds each erased value to this list.
+        details["erased"][str(t.event_id)] = sorted(t.erase)
         for name in t.erase:
             details["values"][name] = details["values"].get(name, 0) + 1
     return append(store.url, record_rows(ACTION, actor, per_chain))

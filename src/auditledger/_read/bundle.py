@@ -70,6 +70,7 @@ def find_range(
     first, last = conn.execute(first_q).scalar(), conn.execute(last_q).scalar()
     if first is None or last is None:
         return None
+    last = max(last, covering_erasures(conn, chain_id, first, last))
     hashes = dict(
         conn.execute(
             select(c.chain_seq, c.chain_hash).where(in_chain, c.chain_seq.in_([first - 1, last]))
@@ -77,6 +78,42 @@ def find_range(
     )
     previous = genesis(chain_id) if first == 1 else bytes(hashes.get(first - 1) or b"")
     return Range(chain_id, first, last, previous, bytes(hashes[last]), since, until)
+
+
+def covering_erasures(conn: Connection, chain_id: uuid.UUID, first: int, last: int) -> int:
+    """The position of the last gdpr.erasure event after the range that names an event inside
+    it (``last`` when none does).
+
+    A value erased from an event is only an erasure, not tampering, when a later gdpr.erasure
+    event of the chain covers it; that event is appended at erasure time, usually long after
+    the range. The bundle takes the chain up to it, so that an offline verifier checks it like
+    every other event, from the same links and checkpoints, instead of trusting a claim."""
+    query = (
+        select(c.chain_seq, c.details)
+        .where(c.chain_id == chain_id, c.action == "gdpr.erasure", c.chain_seq > last)
+        .order_by(c.chain_seq.desc())
+    )
+    for seq, details in conn.execute(query):
+        listed = details.get("events") if isinstance(details, dict) else None
+        ids = [i for i in listed if isinstance(i, str)] if isinstance(listed, list) else []
+        for start in range(0, len(ids), 500):
+            chunk = [_uuid(i) for i in ids[start : start + 500]]
+            inside = select(func.count()).where(
+                c.chain_id == chain_id,
+                c.id.in_([i for i in chunk if i is not None]),
+                c.chain_seq >= first,
+                c.chain_seq <= last,
+            )
+            if conn.execute(inside).scalar():
+                return int(seq)
+    return last
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def _chain_rows(conn: Connection, span: Range) -> Iterator[Any]:

@@ -24,12 +24,14 @@ import orjson
 from .._chain.canonical import PERSONAL, commitment, micros
 from .._chain.checkpoints import Checkpoint, load_public_keys
 from .._chain.links import genesis
-from .._db.rows import ROW_ID, ROW_SEQ
+from .._db.rows import ROW_ACTION, ROW_DETAILS, ROW_ID, ROW_SEQ
 from .._errors import AuditLedgerError
 from .bundle import CHECKPOINTS, EVENTS, FORMAT, MANIFEST
 from .verify.chains import ChainEnds, _ChainCheck
 from .verify.checkpoints import check_heads
 from .verify.columns import check_columns
+from .verify.erasures import ACTION as ERASURE
+from .verify.erasures import Coverer, check_coverage, coverer
 from .verify.report import (
     BAD_SIGNATURE,
     INSERTED,
@@ -53,6 +55,7 @@ class BundleReport:
     first_seq: int = 0
     last_seq: int = 0
     covered_to: int = 0  # the last position a trusted checkpoint vouches for
+    erased: int = 0  # events with values erased, each covered by a gdpr.erasure event
     workspace_id: str | None = None
     key_ids: list[str] = field(default_factory=list)
     problems: list[VerifyProblem] = field(default_factory=list)
@@ -71,6 +74,7 @@ class BundleReport:
             "last_seq": self.last_seq,
             "checkpoints": self.checkpoints,
             "covered_to": self.covered_to,
+            "erased": self.erased,
             "key_ids": self.key_ids,
             "problems": [p.to_dict() for p in self.problems],
             "notes": self.notes,
@@ -97,7 +101,8 @@ def _manifest(zf: zipfile.ZipFile) -> dict[str, Any]:
         raise BundleError(f"{MANIFEST} is not an {FORMAT} manifest")
     try:
         for name in ("first_seq", "last_seq", "events"):
-            int(data[name])
+            if not _is_int(data[name]):
+                raise TypeError(f"{name} is not an integer")
         uuid.UUID(data["chain_id"])
         bytes.fromhex(data["previous_hash"])
         files = data["files"]
@@ -111,8 +116,23 @@ def _manifest(zf: zipfile.ZipFile) -> dict[str, Any]:
     return data
 
 
+def _is_int(value: Any) -> bool:
+    """A JSON integer: not a string of digits, not a boolean (Python's bool is an int)."""
+    return type(value) is int
+
+
 def _check_files(zf: zipfile.ZipFile, files: dict[str, str], report: BundleReport) -> None:
-    present = set(zf.namelist())
+    names = zf.namelist()
+    present = set(names)
+    # A name held twice: this reader checks the last copy, another tool may show the first.
+    for name in sorted(n for n in present if names.count(n) > 1):
+        report.problems.append(
+            VerifyProblem(
+                INSERTED,
+                f"the ZIP holds {name} {names.count(name)} times: which copy a reader takes is"
+                " not defined",
+            )
+        )
     for name, expected in files.items():
         if name not in present:
             raise BundleError(f"the bundle lacks {name}, which its manifest lists")
@@ -136,6 +156,10 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+class _BadLine(ValueError):
+    """A line of events.jsonl that breaks the format (its text names no event value)."""
+
+
 _V2_PREFIX = base64.b64encode(b"[2,")[:4].decode()
 
 
@@ -143,6 +167,8 @@ def line_row(line: bytes, chain: str) -> tuple[Any, ...]:
     """A line of events.jsonl in the row layout ``_read/verify`` checks (personal values as their
     commitments with the line's salt, times in Unix microseconds, JSON as text)."""
     e = orjson.loads(line)
+    if not _is_int(e["seq"]) or e["seq"] < 1:
+        raise _BadLine("seq is not a positive integer")
     salt = None if e["pii_salt"] is None else bytes.fromhex(e["pii_salt"])
     personal = {
         name: None if e[name] is None else commitment(salt or b"", name, e[name])
@@ -154,7 +180,7 @@ def line_row(line: bytes, chain: str) -> tuple[Any, ...]:
         str(uuid.UUID(e["id"])), personal["user_id"], e["workspace_id"], personal["ip_address"],
         personal["user_agent"], e["action"], e["resource"], e["resource_id"],
         _json_text(e["details"]), _json_text(e["previous_value"]), _json_text(e["new_value"]),
-        _micros(e["created_at"]), _json_text(e["sanitised"]), chain, int(e["seq"]),
+        _micros(e["created_at"]), _json_text(e["sanitised"]), chain, e["seq"],
         bytes.fromhex(e["chain_hash"]), base64.b64decode(e["canonical"], validate=True), salt,
     )  # fmt: skip
 
@@ -180,13 +206,15 @@ def _walk(
             VerifyProblem(REWRITTEN, "previous_hash is not the start of this chain", seq=1)
         )
     last_seen = 0
+    coverers: list[Coverer] = []
     with zf.open(EVENTS) as member:
         for number, line in enumerate(_lines(member), 1):
             try:
                 row = line_row(line, str(chain_id))
-            except Exception:  # noqa: BLE001 - a forged line is reported, whatever it holds
+            except Exception as exc:  # noqa: BLE001 - a forged line is reported, whatever it holds
+                why = f" ({exc})" if isinstance(exc, _BadLine) else ""
                 report.problems.append(
-                    VerifyProblem(MODIFIED, f"line {number} of {EVENTS} is unreadable")
+                    VerifyProblem(MODIFIED, f"line {number} of {EVENTS} is unreadable{why}")
                 )
                 continue
             report.events += 1
@@ -203,8 +231,21 @@ def _walk(
             last_seen = max(last_seen, seq)
             check_columns(row, verify_report)
             check.offer(row)
+            if row[ROW_ACTION] == ERASURE and row[ROW_DETAILS] is not None:
+                found = coverer(row[ROW_ID], chain_id, seq, row[ROW_DETAILS])
+                if found is not None:
+                    coverers.append(found)
     check.drain()
     report.problems.extend(verify_report.problems)
+    # The exporter takes the range up to the gdpr.erasure events that cover its erased values
+    # (docs/bundle-format.md, section 4): each must be inside, verified like the rest.
+    erased = verify_report.erased_events
+    report.erased = len(erased) - check_coverage(report.problems, erased, coverers)
+    if report.erased:
+        report.notes.append(
+            f"{report.erased} event(s) carry erased values, each covered by a gdpr.erasure"
+            " event of the bundle"
+        )
     last = int(manifest["last_seq"])
     if check.head < last:
         start = check.head + 1
@@ -244,7 +285,14 @@ def verify_bundle(
     check_heads(good, ends, chain_id, verify_report)
     report.problems.extend(verify_report.problems)
     hashes = ends[chain_id][1]
-    covered = [s for s in wanted if s in hashes and s <= report.last_seq]
+    # Only a head whose hash the chain matches vouches for its position: a checkpoint that
+    # failed proves nothing, and the summary must not say otherwise.
+    covered = [
+        seq
+        for _, cp in good
+        for c, seq, digest in cp.heads
+        if c == chain_id and seq <= report.last_seq and seq in hashes and hashes[seq][0] == digest
+    ]
     report.covered_to = max(covered, default=0)
     if report.covered_to < report.last_seq:
         report.notes.append(

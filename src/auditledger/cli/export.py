@@ -151,10 +151,15 @@ def verify_bundle(
     else:
         for note in report.notes:
             err_console.print(f"[yellow]note:[/yellow] {escape(visible(note))}", soft_wrap=True)
+        signed = (
+            f"signed up to position {report.covered_to}"
+            if report.covered_to
+            else "no position signed by a trusted checkpoint"
+        )
         summary = (
             f"{report.events} events (positions {report.first_seq}-{report.last_seq}) of"
             f" workspace {report.workspace_id or '(none)'}, {report.checkpoints} checkpoint(s),"
-            f" signed up to position {report.covered_to}"
+            f" {signed}, {report.erased} with erased values"
         )
         if report.ok:
             console.print(f"[green]intact[/green]: {summary}", soft_wrap=True)

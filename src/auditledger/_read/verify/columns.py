@@ -109,12 +109,12 @@ def _same_json(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _column_differences(row: VerifyRow, hashed: list[Any]) -> tuple[list[str], bool]:
-    """Columns that differ from the hashed form, and whether the personal values were erased."""
+def _column_differences(row: VerifyRow, hashed: list[Any]) -> tuple[list[str], list[str]]:
+    """Columns that differ from the hashed form, and the personal values that were erased."""
     wrong = [name for index, name, r in _SCALARS if hashed[index] != row[r]]
     if hashed[C_WORKSPACE] != row[ROW_WORKSPACE]:
         wrong.append("workspace_id")
-    erased = False
+    erased: list[str] = []
     salt = row[ROW_SALT]
     for index, name in PERSONAL:
         value, committed = row[_PERSONAL_ROW[name]], hashed[index]
@@ -123,7 +123,7 @@ def _column_differences(row: VerifyRow, hashed: list[Any]) -> tuple[list[str], b
                 wrong.append(name)
         elif value is None:
             if salt is None:
-                erased = True  # value and salt deleted together: what erasure does
+                erased.append(name)  # value and salt deleted together: what erasure does
             else:
                 wrong.append(name)
         elif salt is None or value != committed:
@@ -179,8 +179,7 @@ def check_columns(row: VerifyRow, report: VerifyReport) -> None:
         )
     elif erased:
         report.erased += 1
-        names = ("user_id", "ip_address", "user_agent")
-        report.erased_events.append((event_id, workspace, row[ROW_SEQ], names))
+        report.erased_events.append((event_id, workspace, row[ROW_SEQ], tuple(erased)))
 
 
 def _check_v2(row: VerifyRow, created_us: int, rebuild_json: bool, report: VerifyReport) -> None:
@@ -195,7 +194,18 @@ def _check_v2(row: VerifyRow, created_us: int, rebuild_json: bool, report: Verif
             VerifyProblem(MODIFIED, "the stored canonical form is unreadable", event_id, workspace)
         )
         return
-    wrong, erased = found
+    wrong, erased, removed = found
+    if removed:
+        report.problems.append(
+            VerifyProblem(
+                MODIFIED,
+                "values removed without a gdpr.erasure event covering them (their salts were"
+                f" not zeroed, as erasure does): {', '.join(removed)}",
+                event_id,
+                workspace,
+                row[ROW_SEQ],
+            )
+        )
     if chain is not None and "workspace_id" not in wrong:
         hashed_ws = None if row[ROW_WORKSPACE] is None else uuid.UUID(row[ROW_WORKSPACE])
         if chain_of(hashed_ws) != chain:
@@ -210,7 +220,7 @@ def _check_v2(row: VerifyRow, created_us: int, rebuild_json: bool, report: Verif
                 row[ROW_SEQ],
             )
         )
-    elif erased:
+    elif erased and not removed:
         report.erased += 1
         report.erased_events.append((event_id, workspace, row[ROW_SEQ], tuple(erased)))
 

@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from ..._chain.checkpoints import Checkpoint, load_public_keys, read_checkpoint_file
 from ..._errors import AuditLedgerError, VerifyError, describe_database_error
 from .checkpoints import check_heads, check_signatures
-from .cuts import chain_starts, uncovered_erasures
+from .cuts import chain_facts, chain_starts
+from .erasures import check_coverage, database_coverers
 from .parallel import walk_log
 from .report import VerifyReport
 from .source import Source
-from .v2 import erasure_coverage
 
 # ---- the verifier --------------------------------------------------------------------------
 
@@ -63,7 +63,9 @@ def verify_log(
 
     good = check_signatures(stored, external, keys, report, checkpoints_file)
     try:
-        starts = chain_starts(source.cuts(), keys, report)
+        cuts = source.cuts()
+        facts = chain_facts(source.url_text(), cuts, workspace)
+        starts = chain_starts(cuts, keys, report, facts)
     except Exception as exc:
         raise VerifyError(describe_database_error(exc)) from exc
     wanted: dict[uuid.UUID, set[int]] = {}
@@ -83,10 +85,10 @@ def verify_log(
     check_heads(good, ends, workspace, report)
     if report.erased_events:
         try:
-            covered = erasure_coverage(source.url_text(), source.postgres)
+            coverers = database_coverers(source.url_text(), source.postgres)
         except Exception as exc:
             raise VerifyError(describe_database_error(exc)) from exc
-        uncovered_erasures(report, covered)
+        report.erased -= check_coverage(report.problems, report.erased_events, coverers)
     if not stored and not external:
         report.notes.append(
             "no checkpoints: deleting the newest events, or rewriting a whole chain, would not"

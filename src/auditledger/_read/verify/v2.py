@@ -73,9 +73,9 @@ def fast_match(
 
 def differences(
     row: tuple[Any, ...], created_us: int, rebuild_json: bool
-) -> tuple[list[str], list[str]] | None:
-    """(columns that differ from what was hashed, fields erased), or None when the stored
-    canonical form is unreadable."""
+) -> tuple[list[str], list[str], list[str]] | None:
+    """(columns that differ from what was hashed, fields erased, fields removed with their
+    salt kept), or None when the stored canonical form is unreadable."""
     data = row[R_CANONICAL]
     hashed = parse(bytes(data))
     if hashed is None:
@@ -96,23 +96,26 @@ def differences(
     if salt is not None and len(salt) != committed * SALT_BYTES:
         wrong.append("pii_salt")
     erased: list[str] = []
+    removed: list[str] = []
     for name, position, index in ERASABLE:
         value, commitment = row[index], hashed[position]
         if commitment is None:
             if value is not None:
                 wrong.append(name)
             continue
-        if value is None:
-            erased.append(name)
-            continue
         piece = pieces.get(name)
+        if value is None:
+            # Erasure zeroes the value's salt with it: a value merely deleted keeps a salt
+            # that would still open the commitment, and is tampering, not an erasure.
+            (erased if piece == ERASED_SALT else removed).append(name)
+            continue
         if (
             piece is None
             or piece == ERASED_SALT
             or not _matches(piece, name, value, commitment, rebuild_json and name in JSON_NAMES)
         ):
             wrong.append(name)
-    return wrong, erased
+    return wrong, erased, removed
 
 
 def _matches(salt: bytes, name: str, value: str, commitment: str, rebuild_json: bool) -> bool:
@@ -177,29 +180,3 @@ def _respelt(value: Any) -> bool:
 
 def _other_spelling(number: int | float) -> float:
     return -0.0 if isinstance(number, float) else float(number)
-
-
-def erasure_coverage(url: str, postgres: bool) -> set[str]:
-    """Ids of the events that ``gdpr.erasure`` events say were erased."""
-    from sqlalchemy import text
-
-    from ..._db.engine import make_engine
-
-    query = "SELECT details FROM audit_logs WHERE action = 'gdpr.erasure'"
-    if postgres:
-        query = "SELECT details::text FROM audit_logs WHERE action = 'gdpr.erasure'"
-    covered: set[str] = set()
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            for (details,) in conn.execute(text(query)):
-                if details is None:
-                    continue
-                try:
-                    ids = orjson.loads(details).get("events", [])
-                except (orjson.JSONDecodeError, AttributeError):
-                    continue  # a forged or damaged event: the chain walk reports it
-                covered.update(str(i) for i in ids if isinstance(i, str))
-    finally:
-        engine.dispose()
-    return covered

@@ -259,3 +259,19 @@ def test_the_export_file_is_private_and_replaced_whole(
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert json.loads(out.read_text())["subject"] == BOB
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".bob")) == []
+
+
+def test_ids_with_quotes_and_wildcards(db_url: str, spool_dir: Path) -> None:
+    """Quoted and escaped correctly in the query (the pattern is inlined on PostgreSQL), and
+    LIKE's wildcards in the id match only themselves."""
+    odd = "o'brien_%/\\\"x"
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.log_audit_event("message.sent", user_id="U0ADMIN", details={"to": f"<{odd}>"})
+        audit.log_audit_event("message.sent", user_id="U0ADMIN", details={"to": "o'brienX%/\\\"x"})
+        audit.log_audit_event("message.sent", user_id="U0ADMIN", details={"to": "o'brien_ab/\\\"x"})
+        assert audit.flush(10)
+    with AuditReader(db_url) as reader:
+        found = reader.subject_events(odd, subject_key=KEY)
+    assert [e.details for e in found] == [{"to": f"<{odd}>"}]
+    assert _erase(db_url, odd).events == 1
+    assert verify_log(db_url).ok

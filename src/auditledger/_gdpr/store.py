@@ -87,11 +87,13 @@ class RowStore:
             groups.setdefault(erase, []).append((salt, event_id))
         if self.postgres:
             with self._pg.transaction():
-                cur = self._pg.cursor()
                 for erase, items in groups.items():
+                    # One set-based statement per set of columns, not one per event.
                     sets = ", ".join(f"{c} = NULL" for c in COLUMNS if c in erase)
-                    cur.executemany(
-                        f"UPDATE audit_logs SET {sets}, pii_salt = %s WHERE id = %s", items
+                    self._pg.execute(
+                        f"UPDATE audit_logs AS a SET {sets}, pii_salt = u.salt"
+                        " FROM unnest(%s::uuid[], %s::bytea[]) AS u(id, salt) WHERE a.id = u.id",
+                        ([event_id for _, event_id in items], [salt for salt, _ in items]),
                     )
             return
         assert self._sqlite is not None

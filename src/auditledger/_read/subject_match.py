@@ -61,11 +61,12 @@ def json_form(user_id: str) -> str:
 class SubjectMatcher:
     """The rule above for one person."""
 
-    __slots__ = ("_token", "needle", "user_id")
+    __slots__ = ("_needle_bytes", "_token", "needle", "user_id")
 
     def __init__(self, user_id: object) -> None:
         self.user_id = check_subject_id(user_id)
         self.needle = json_form(self.user_id)
+        self._needle_bytes = self.needle.encode()
         self._token = re.compile(r"(?<![\w-])" + re.escape(self.user_id) + r"(?![\w-])")
 
     def names_text(self, text: str) -> bool:
@@ -73,6 +74,12 @@ class SubjectMatcher:
 
     def names_json(self, value: Any) -> bool:
         """Whether any string in a parsed JSON value (keys included) names the person."""
+        try:
+            # Most values do not hold the id at all: one C call says so without the walk.
+            if self._needle_bytes not in orjson.dumps(value):
+                return False
+        except TypeError:
+            pass  # not JSON-serialisable as it is (orjson refuses it): walk it
         stack = [value]
         while stack:
             item = stack.pop()

@@ -132,16 +132,21 @@ def _sink_rate(url: str, workspace: uuid.UUID, events: int = 20_000) -> float:
         for _ in range(0, events, 1000):
             ids = uuid7_batch([time.time_ns()] * 1000)
             now = datetime.now(UTC)
-            note = orjson.dumps({"note": "x" * 60}).decode()
+            # Text of varied trigrams, as real values are (a repeated letter would have one).
             rows = [
                 (event_id, f"U{k:07d}", workspace, "198.51.100.7", "Mozilla/5.0 (bench)",
-                 "admin_action", "user", f"C{k:05d}", note, None, None, now, None)
+                 "admin_action", "user", f"C{k:05d}", _details(k), None, None, now, None)
                 for k, event_id in enumerate(ids)
             ]  # fmt: skip
             sink.write(rows, [], replay=False)
         return events / (time.perf_counter() - t)
     finally:
         sink.close()
+
+
+def _details(k: int) -> str:
+    note = {"channel": f"C{k % 900:05d}", "note": os.urandom(24).hex(), "to": f"<@U{k:07d}>"}
+    return orjson.dumps(note, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _verdict(ok: bool) -> str:
@@ -152,7 +157,7 @@ def bench_export(url: str, live: uuid.UUID) -> None:
     found, scan = _export_median(url)
     print(f"1 subject export, no index: {found} events, query median {scan * 1000:.0f} ms")
     print(f"  plan: {_plan(url)}")
-    write_without = _sink_rate(url, live)
+    write_without = _sink_rate(url, live, 50_000)
     t = time.perf_counter()
     create_subject_index(url)
     built = time.perf_counter() - t
@@ -168,10 +173,19 @@ def bench_export(url: str, live: uuid.UUID) -> None:
         reader.subject_events(SUBJECT, subject_key=KEY)
         whole = time.perf_counter() - t
     print(f"  with the gdpr.subject_export record: {whole * 1000:.0f} ms")
-    write_with = _sink_rate(url, live)
+    events = 50_000
+    write_with = _sink_rate(url, live, events)
+    # GIN defers most of an insert's work to its pending list, merged later by VACUUM or by
+    # the insert that fills it: time that merge too, or the index looks free.
+    with psycopg.connect(url, autocommit=True) as conn:
+        t = time.perf_counter()
+        conn.execute("SELECT gin_clean_pending_list('audit_logs_subject_text_idx')")
+        merge = time.perf_counter() - t
+    paid = events / (events / write_with + merge)
     print(
-        f"  cost: chained batch writes {write_with:,.0f} events/s with the index vs"
-        f" {write_without:,.0f}/s without ({write_with / write_without:.0%})"
+        f"  cost: chained batch writes {write_with:,.0f} events/s with the index"
+        f" ({paid:,.0f}/s counting the merge of its pending list, {merge:.1f} s) vs"
+        f" {write_without:,.0f}/s without: {paid / write_without:.0%}"
     )
 
 

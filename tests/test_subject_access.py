@@ -52,7 +52,7 @@ def test_cli_export_then_erase(db_url: str, spool_dir: Path, tmp_path: Path, key
         "--subject-key", str(key), "--database-url", db_url,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "5 event(s) written" in done.stdout
+    assert "5 event(s) and 1 quarantined call(s) written" in done.stdout
     data = json.loads(out.read_text())
     assert data["summary"]["events"] == 5
     assert data["summary"]["as_actor"] == 2

@@ -39,3 +39,26 @@ def action_problem(action: object) -> str | None:
     if ACTION_PATTERN.fullmatch(action) is None:
         return "action must be lowercase snake_case (optionally dotted), e.g. 'invoice_paid'"
     return None
+
+
+# The library's own records: erasures and retention cuts (which verify relies on to accept
+# removed values and deleted prefixes), subject exports, views and exports of the log. An
+# application logging one of these through ``log_audit_event`` could forge them (an
+# insert-only role could "cover" tampering with a gdpr.erasure event), so such calls are
+# quarantined instead; only the library's own code writes them.
+RESERVED_NAMESPACES = ("gdpr", "retention", "audit_log")
+
+
+class LibraryAction(str):
+    """An action the library itself records (``audit_log.viewed``...): built only by
+    auditledger's own code, which passes it to ``log_audit_event`` as the action."""
+
+    __slots__ = ()
+
+
+def reserved_problem(action: str) -> str | None:
+    """Why an application may not log ``action`` (a valid name in a reserved namespace)."""
+    head = action.split(".", 1)[0]
+    if head in RESERVED_NAMESPACES:
+        return f"action namespace '{head}.' is reserved for auditledger's own records"
+    return None

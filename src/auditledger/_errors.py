@@ -5,7 +5,8 @@
      ├── MissingExtraError    an optional dependency is not installed (names the extra)
      ├── SchemaError          the database schema is missing or behind the migrations
      ├── VerifyError          verification could not run at all (it found nothing either way)
-     └── InvalidCursor        a page cursor was edited, or used with other filters (ValueError)
+     ├── InvalidCursor        a page cursor was edited, or used with other filters (ValueError)
+     └── InvalidSubjectId     a GDPR request names no usable user id (ValueError)
 
 A log call never raises any of these: a failing write is reported through the
 ``auditledger`` logger and accounted for in ``AuditLogger.stats()``.
@@ -42,6 +43,11 @@ class VerifyError(AuditLedgerError):
 
 class InvalidCursor(AuditLedgerError, ValueError):
     """A page cursor is not one this database issued for these filters and this workspace."""
+
+
+class InvalidSubjectId(AuditLedgerError, ValueError):
+    """A user id given to subject access or erasure is empty, blank, padded or too short to
+    name one person: matching it would find (and erase) other people's values."""
 
 
 def describe_database_error(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 
+from .._actions import LibraryAction
 from .._chain.canonical import micros
 from .._db.engine import make_engine
 from .._db.urls import is_postgres, normalise_url, resolve_url
@@ -30,6 +31,7 @@ from .._read.keys import cursor_key
 from .._read.store import AuditStore
 
 if TYPE_CHECKING:
+    from .._read.subject import QuarantinedCall
     from .logger import AuditLogger
 
 WorkspaceArg = uuid.UUID | str | None
@@ -288,20 +290,51 @@ class AuditReader:
         *,
         subject_key: bytes | None = None,
     ) -> list[AuditEvent]:
-        """Every event about ``user_id`` (GDPR Art. 15: actor, subject, or named in a JSON
-        value), oldest first, across workspaces unless one is named. Recorded as a
-        ``gdpr.subject_export`` event naming the person only by a keyed hash (``subject_key``,
-        default: the file AUDITLEDGER_SUBJECT_KEY names)."""
-        from .._gdpr.subject import load_subject_key, subject_hash
-        from .._read.subject import subject_events
+        """Every event about ``user_id`` (GDPR Art. 15: its actor, its subject, or named as a
+        whole token in a JSON string; the rule is ``SubjectMatcher``'s), oldest first, across
+        workspaces unless one is named. Recorded as a ``gdpr.subject_export`` event naming
+        the person only by a keyed hash (``subject_key``, default: the file
+        AUDITLEDGER_SUBJECT_KEY names). ``InvalidSubjectId`` for an empty, blank, padded or
+        too short id."""
+        return self._subject(user_id, workspace, subject_key, quarantine=False)[0]
 
+    def subject_export(
+        self,
+        user_id: str,
+        workspace: WorkspaceArg = None,
+        *,
+        subject_key: bytes | None = None,
+    ) -> dict[str, Any]:
+        """The subject-access document: a summary, the person's events and (across every
+        workspace) their quarantined calls; exactly what ``erase_subject`` would change.
+        Recorded like ``subject_events``."""
+        from .._read.subject import document
+
+        events, calls, target = self._subject(user_id, workspace, subject_key, quarantine=True)
+        return document(user_id, target, events, calls)
+
+    def _subject(
+        self,
+        user_id: str,
+        workspace: WorkspaceArg,
+        subject_key: bytes | None,
+        *,
+        quarantine: bool,
+    ) -> tuple[list[AuditEvent], list[QuarantinedCall], uuid.UUID | None]:
+        from .._gdpr.subject import load_subject_key, subject_hash
+        from .._read.subject import SubjectMatcher, matching_events, matching_quarantine
+
+        matcher = SubjectMatcher(user_id)
         key = subject_key if subject_key is not None else load_subject_key(None)
         target = None if workspace is None else self.resolve_workspace(workspace)
         with self._engine.connect() as conn:
-            events = list(subject_events(conn, user_id, target))
-        details = {"subject": subject_hash(key, user_id), "events": len(events)}
+            events = [event for event, _, _ in matching_events(conn, matcher, target)]
+            calls = matching_quarantine(conn, matcher) if quarantine and target is None else []
+        details: dict[str, Any] = {"subject": subject_hash(key, user_id), "events": len(events)}
+        if quarantine:
+            details["quarantined"] = len(calls)
         self.record(SUBJECT_EXPORTED, target, details)
-        return events
+        return events, calls, target
 
     # ---- recording reads ------------------------------------------------------------------
 
@@ -316,7 +349,7 @@ class AuditReader:
         if recorder is None:
             recorder = self._recorder = self._new_recorder()
         recorder.log_audit_event(
-            action,
+            LibraryAction(action),
             user_id=self.actor,
             workspace_id=workspace,
             resource="audit_log",

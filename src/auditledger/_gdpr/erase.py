@@ -1,9 +1,11 @@
 """GDPR erasure (Art. 17): remove a person's values from the log and keep every chain whole.
 
-For each event that names the subject: their own user id, IP address and user agent when they
-are the actor, a ``resource_id`` containing their id, and each JSON value (``details``,
-``previous_value``, ``new_value``, ``sanitised``) containing it, are set to NULL and their
-salts zeroed. Events in canonical form 2 commit each of those values separately, so the chain
+Which events and values are the subject's is ``SubjectMatcher``'s rule (the one subject access
+uses): their own user id, IP address and user agent where they are the actor, a
+``resource_id`` equal to their id, and each JSON value (``details``, ``previous_value``,
+``new_value``, ``sanitised``) holding a string that is or contains their id as a whole token.
+Those are set to NULL and their salts zeroed; in quarantined calls, the same fields go from
+the payload. Events in canonical form 2 commit each of those values separately, so the chain
 still verifies. The ``gdpr.erasure`` event of each affected chain is appended *before* the
 values go, so a verifier never sees an erasure that no event covers, even if this stops
 half-way (running it again finishes the job under a second event).
@@ -20,15 +22,22 @@ import orjson
 
 from .._chain.v2 import erased_salt as zeroed_salt
 from .._chain.v2 import is_v2, parse
+from .._db.schema import audit_logs
 from .._errors import AuditLedgerError
+from .._read.subject import SubjectMatcher, matching_events, matching_quarantine
+from .._read.subject_match import check_subject_id
 from .append import append, record_rows
-from .store import COLUMNS, Candidate, RowStore
-from .subject import json_form, subject_hash
+from .store import COLUMNS, RowStore
+from .subject import subject_hash
+
+c = audit_logs.c
 
 ACTION = "gdpr.erasure"
 BATCH = 1_000
 _ACTOR_VALUES = frozenset({"user_id", "ip_address", "user_agent"})
-_JSON_COLUMNS = frozenset({"details", "previous_value", "new_value", "sanitised"})
+# What the writer puts in a quarantined call's payload: any other key is listed by a
+# placeholder, since it may be the subject's id itself.
+_PAYLOAD_KEYS = frozenset({"action", "workspace_id", "resource", "event", *COLUMNS})
 
 
 class ErasureError(AuditLedgerError):
@@ -87,59 +96,52 @@ class ErasureResult:
 
 
 def plan_erasure(store: RowStore, user_id: str, workspace: uuid.UUID | None = None) -> ErasurePlan:
-    if not user_id:
-        raise ErasureError("the user id to erase is empty")
-    needle = json_form(user_id)
+    """What erasing ``user_id`` would change: the events and quarantined calls subject
+    access returns for them (one rule, ``SubjectMatcher``), and in each the values that are
+    theirs. InvalidSubjectId for an id that cannot name one person."""
+    matcher = SubjectMatcher(user_id)
     plan = ErasurePlan(user_id)
-    for row in store.candidates(user_id, needle, workspace):
-        erase = _to_erase(row, user_id, needle)
-        if not erase:
-            continue
-        event_id, chain, canonical, salt = row[0], row[1], row[10], row[11]
+    extra = (c.chain_id, c.canonical, c.pii_salt)
+    with store.engine.connect() as conn:
+        found = list(matching_events(conn, matcher, workspace, extra))
+        calls = matching_quarantine(conn, matcher) if workspace is None else []
+    for event, erase, row in found:
+        chain, canonical, salt = row.chain_id, _bytes(row.canonical), _bytes(row.pii_salt)
         if chain is None or canonical is None:
-            plan.unerasable.append(event_id)  # not chained (a forged row): left for verify
+            plan.unerasable.append(event.id)  # not chained (a forged row): left for verify
             continue
         if is_v2(canonical):
             hashed = parse(canonical)
             if hashed is None or salt is None:
-                plan.unerasable.append(event_id)
+                plan.unerasable.append(event.id)
                 continue
-            plan.targets.append(_Target(event_id, chain, erase, zeroed_salt(hashed, salt, erase)))
+            plan.targets.append(_Target(event.id, chain, erase, zeroed_salt(hashed, salt, erase)))
             continue
         # Version 1 committed only the actor's values, all with one salt.
         if erase - _ACTOR_VALUES:
-            plan.unerasable.append(event_id)
+            plan.unerasable.append(event.id)
         actor = erase & _ACTOR_VALUES
         if actor:
-            present = frozenset(n for n, v in zip(COLUMNS[:3], row[2:5], strict=True) if v)
-            plan.targets.append(_Target(event_id, chain, actor | present, None))
-    for qid, payload in store.quarantine_candidates(needle):
-        plan.quarantine.append((qid, _scrubbed_payload(payload, needle)))
+            plan.targets.append(_Target(event.id, chain, actor, None))
+    for call in calls:
+        plan.quarantine.append((call.id, _scrubbed_payload(call.payload, call.fields)))
     return plan
 
 
-def _to_erase(row: Candidate, user_id: str, needle: str) -> frozenset[str]:
-    erase: set[str] = set()
-    if row[2] == user_id:
-        erase.update(n for n, v in zip(COLUMNS[:3], row[2:5], strict=True) if v is not None)
-    for name, value in zip(COLUMNS[1:], row[3:10], strict=True):
-        if value is None:
-            continue
-        wanted = needle if name in _JSON_COLUMNS else user_id
-        if wanted in value:
-            erase.add(name)
-    return frozenset(erase)
+def _bytes(value: object) -> bytes | None:
+    return None if value is None else bytes(value)  # type: ignore[call-overload]
 
 
-def _scrubbed_payload(payload: str, needle: str) -> str:
-    """A quarantined call's payload without the parts that name the subject."""
-    data = orjson.loads(payload)
-    if not isinstance(data, dict):
+def _scrubbed_payload(payload: Any, fields: frozenset[str]) -> str:
+    """A quarantined call's payload without the fields that are the subject's (as the
+    matcher found them: with the caller's user id, their IP address and user agent too)."""
+    if not isinstance(payload, dict) or "$" in fields:
         return orjson.dumps({"_erased": ["$"]}).decode()
-    erased = sorted(k for k, v in data.items() if needle in orjson.dumps(v).decode())
-    kept = {k: v for k, v in data.items() if k not in erased and needle not in k}
-    erased += sorted(k for k in data if needle in k and k not in erased)
-    kept["_erased"] = ["(a key naming the subject)" if needle in k else k for k in erased]
+    kept = {k: v for k, v in payload.items() if k not in fields}
+    # A key that names the person is itself erased, so the list says only that one was there.
+    kept["_erased"] = sorted(
+        k if k in _PAYLOAD_KEYS else "(a key naming the subject)" for k in fields
+    )
     return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -157,12 +159,13 @@ def erase_subject(
 
     Runs with the database owner's URL: the application's insert-only role cannot UPDATE.
     """
+    check_subject_id(user_id)
     workspace = _workspace(workspace_id)
     if not reason.strip():
         raise ErasureError("a reason is required (it is recorded in the gdpr.erasure event)")
     if not actor.strip():
         raise ErasureError("an actor is required (who carried out the erasure)")
-    if user_id and user_id in actor:
+    if SubjectMatcher(user_id).names_text(actor):
         raise ErasureError("the actor may not name the subject: it is stored in clear")
     store = RowStore(database_url)
     try:

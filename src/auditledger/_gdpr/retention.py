@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 
 from .._chain.canonical import NO_WORKSPACE
 from .._chain.checkpoints import Signer
@@ -308,6 +308,7 @@ def _delete_prefix(engine: Engine, chain_id: uuid.UUID, first_kept: int, batch: 
     while low < first_kept:
         high = min(low + batch, first_kept)
         with engine.begin() as conn:
+            _roomy(conn)
             done = conn.execute(
                 delete(audit_logs).where(
                     c.chain_id == chain_id, c.chain_seq >= low, c.chain_seq < high
@@ -332,11 +333,20 @@ def _expire_quarantine(engine: Engine, signer: Signer, before: datetime, batch: 
     deleted = 0
     while True:
         with engine.begin() as conn:
+            _roomy(conn)
             ids = select(q.id).where(q.created_at < before).limit(batch).scalar_subquery()
             done = conn.execute(delete(audit_quarantine).where(q.id.in_(ids))).rowcount
         deleted += done
         if done < batch:
             return deleted
+
+
+def _roomy(conn: Connection) -> None:
+    """On PostgreSQL, room for the batch's deleted rows in memory: the DELETE trigger checks
+    them as one transition table, which spilled to disk at the default work_mem (4 MB) and
+    made the deletion several times slower. SET LOCAL: for this transaction only."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL work_mem = '64MB'"))
 
 
 def _now() -> datetime:

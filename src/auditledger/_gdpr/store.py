@@ -10,11 +10,11 @@ import sqlite3
 import uuid
 from typing import Any
 
+from sqlalchemy import Engine
+
+from .._db.engine import make_engine
 from .._db.urls import is_postgres, libpq_conninfo, normalise_url, resolve_url, sqlite_path
 
-# (id, chain_id, user_id, ip_address, user_agent, resource_id, details, previous_value,
-#  new_value, sanitised, canonical, pii_salt): ids as UUID, JSON as text.
-Candidate = tuple[Any, ...]
 COLUMNS = (
     "user_id",
     "ip_address",
@@ -25,7 +25,6 @@ COLUMNS = (
     "new_value",
     "sanitised",
 )
-_JSON = ("details", "previous_value", "new_value", "sanitised")
 
 
 class RowStore:
@@ -37,6 +36,7 @@ class RowStore:
         self.postgres = is_postgres(url)
         self._pg: Any = None
         self._sqlite: sqlite3.Connection | None = None
+        self._engine: Engine | None = None
         if self.postgres:
             import psycopg
 
@@ -49,6 +49,8 @@ class RowStore:
             self._sqlite = connect_sqlite(sqlite_path(url), timeout=30)
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
         if self._pg is not None:
             self._pg.close()
         if self._sqlite is not None:
@@ -57,70 +59,12 @@ class RowStore:
     def url_text(self) -> str:
         return self.url.render_as_string(hide_password=False)
 
-    # ---- finding the subject ---------------------------------------------------------------
-
-    def candidates(
-        self, user_id: str, in_json: str, workspace: uuid.UUID | None
-    ) -> list[Candidate]:
-        """Events whose columns may name the subject (decided precisely by the caller)."""
-        if self.postgres:
-            json_tests = " OR ".join(f"strpos({c}::text, %(j)s) > 0" for c in _JSON)
-            where = (
-                "(user_id = %(u)s OR strpos(ip_address, %(u)s) > 0"
-                " OR strpos(user_agent, %(u)s) > 0 OR strpos(resource_id, %(u)s) > 0"
-                f" OR {json_tests})"
-            )
-            params: dict[str, Any] = {"u": user_id, "j": in_json}
-            if workspace is not None:
-                where += " AND workspace_id = %(w)s"
-                params["w"] = workspace
-            rows = self._pg.execute(
-                "SELECT id, chain_id, user_id, ip_address, user_agent, resource_id,"
-                " details::text, previous_value::text, new_value::text, sanitised::text,"
-                f" canonical, pii_salt FROM audit_logs WHERE {where}",
-                params,
-            ).fetchall()
-            return [(*r[:10], _bytes(r[10]), _bytes(r[11])) for r in rows]
-        assert self._sqlite is not None
-        json_tests = " OR ".join(f"instr({c}, :j) > 0" for c in _JSON)
-        where = (
-            "(user_id = :u OR instr(ip_address, :u) > 0 OR instr(user_agent, :u) > 0"
-            f" OR instr(resource_id, :u) > 0 OR {json_tests})"
-        )
-        args: dict[str, Any] = {"u": user_id, "j": in_json}
-        if workspace is not None:
-            where += " AND workspace_id = :w"
-            args["w"] = workspace.hex
-        cur = self._sqlite.execute(
-            "SELECT id, chain_id, user_id, ip_address, user_agent, resource_id, details,"
-            " previous_value, new_value, sanitised, canonical, pii_salt FROM audit_logs"
-            f" WHERE {where}",
-            args,
-        )
-        return [
-            (
-                uuid.UUID(hex=r[0]),
-                None if r[1] is None else uuid.UUID(hex=r[1]),
-                *r[2:10],
-                _bytes(r[10]),
-                _bytes(r[11]),
-            )
-            for r in cur
-        ]
-
-    def quarantine_candidates(self, in_json: str) -> list[tuple[uuid.UUID, str]]:
-        if self.postgres:
-            rows = self._pg.execute(
-                "SELECT id, payload::text FROM audit_quarantine"
-                " WHERE strpos(payload::text, %s) > 0",
-                (in_json,),
-            ).fetchall()
-            return [(r[0], r[1]) for r in rows]
-        assert self._sqlite is not None
-        cur = self._sqlite.execute(
-            "SELECT id, payload FROM audit_quarantine WHERE instr(payload, ?) > 0", (in_json,)
-        )
-        return [(uuid.UUID(hex=r[0]), r[1]) for r in cur]
+    @property
+    def engine(self) -> Engine:
+        """For reading, through the read side's query layer (what subject access reads)."""
+        if self._engine is None:
+            self._engine = make_engine(self.url_text())
+        return self._engine
 
     def may_update(self) -> bool:
         """Whether this connection's role may UPDATE the log (the owner's may; the
@@ -143,11 +87,13 @@ class RowStore:
             groups.setdefault(erase, []).append((salt, event_id))
         if self.postgres:
             with self._pg.transaction():
-                cur = self._pg.cursor()
                 for erase, items in groups.items():
+                    # One set-based statement per set of columns, not one per event.
                     sets = ", ".join(f"{c} = NULL" for c in COLUMNS if c in erase)
-                    cur.executemany(
-                        f"UPDATE audit_logs SET {sets}, pii_salt = %s WHERE id = %s", items
+                    self._pg.execute(
+                        f"UPDATE audit_logs AS a SET {sets}, pii_salt = u.salt"
+                        " FROM unnest(%s::uuid[], %s::bytea[]) AS u(id, salt) WHERE a.id = u.id",
+                        ([event_id for _, event_id in items], [salt for salt, _ in items]),
                     )
             return
         assert self._sqlite is not None
@@ -187,7 +133,3 @@ class RowStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-
-
-def _bytes(value: object) -> bytes | None:
-    return None if value is None else bytes(value)  # type: ignore[call-overload]

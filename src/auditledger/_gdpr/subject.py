@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .._errors import ConfigurationError
-from .._read.subject import json_form
+from .._read.subject_match import json_form
 
 __all__ = ["json_form", "load_subject_key", "subject_hash"]
 

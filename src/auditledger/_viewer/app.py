@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .._actions import LibraryAction
 from .._errors import InvalidCursor
 from .._read.store import AuditStore
 from .access import Authorize
@@ -133,7 +134,7 @@ class AuditViewer:
     ) -> None:
         # Never raises and never waits: the writer stores it in the background.
         self._audit.log_audit_event(
-            action,
+            LibraryAction(action),
             user_id=grant.actor,
             workspace_id=workspace,
             ip_address=who[0],

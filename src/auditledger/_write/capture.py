@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from .._actions import LibraryAction
 from .._events import WorkspaceRef
 from .sanitise import Note, has_nonfinite, safe_repr, sanitise_json, type_name
 
@@ -144,7 +145,25 @@ class BadAction:
         self.text = text
 
 
+def spooled_action(action: object) -> object:
+    """A captured action that is not plain text, as the spool's JSON keeps it."""
+    if isinstance(action, BadAction):
+        return {"bad_action": action.text}
+    if type(action) is LibraryAction:
+        return {"library_action": str.__str__(action)}
+    return action
+
+
+def unspooled_action(value: dict[str, Any]) -> object:
+    library = value.get("library_action")
+    if isinstance(library, str):
+        return LibraryAction(library)
+    return BadAction(str(value.get("bad_action")))
+
+
 def _capture_action(action: object) -> object:
+    if type(action) is LibraryAction:
+        return action  # one of the library's own records (kept apart from the app's)
     if isinstance(action, str):
         # AuditAction members and other str subclasses: their characters (str.__str__: a
         # subclass's own __str__ may say anything, or raise).

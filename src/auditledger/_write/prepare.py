@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .._actions import action_problem
+from .._actions import LibraryAction, action_problem, reserved_problem
 from .._db.rows import (
     ROW_ACTION,
     ROW_CREATED,
@@ -118,11 +118,13 @@ class Preparer:
         quarantined: list[QuarantineRow] = []
         for event_id, ev in zip(ids, events, strict=True):
             action = ev[ACTION]
-            if action not in self._valid_actions:
+            # The library's own records never enter the cache: a plain string equal to one
+            # must still meet the reserved-namespace check below.
+            if action not in self._valid_actions and type(action) is not LibraryAction:
                 problem = (
                     f"invalid action ({action.text})"
                     if isinstance(action, BadAction)
-                    else action_problem(action)
+                    else action_problem(action) or reserved_problem(action)
                 )
                 if problem is not None:
                     quarantined.append(self.quarantine_row(event_id, ev, problem))
@@ -139,7 +141,7 @@ class Preparer:
             self._workspace(ev[WORKSPACE_ID], notes),
             ev[IP],
             ev[UA],
-            ev[ACTION],
+            str.__str__(ev[ACTION]),  # a LibraryAction is stored as the plain text
             ev[RESOURCE],
             ev[RESOURCE_ID],
             None,

@@ -36,9 +36,10 @@ from .capture import (
     T_NS,
     TEXT_FIELDS,
     WORKSPACE_ID,
-    BadAction,
     Captured,
     SanitisedJson,
+    spooled_action,
+    unspooled_action,
 )
 from .sanitise import Note, clean_text, safe_repr
 from .spool_frames import COMMIT, EVENT, Damage, corrupt_file_bytes, frame, parse, segment_header
@@ -90,7 +91,8 @@ def _storable(ev: Captured) -> Captured:
     out = list(ev)
     for index, name in (*TEXT_FIELDS.items(), (ACTION, "action")):
         if isinstance(out[index], str):
-            out[index] = _text(out[index], name, notes)
+            # type(): str, or LibraryAction (the library's own record), kept as it was.
+            out[index] = type(out[index])(_text(out[index], name, notes))
     ws = out[WORKSPACE_ID]
     if isinstance(ws, WorkspaceRef):
         out[WORKSPACE_ID] = WorkspaceRef(**_ref_fields(ws, notes, clean=True))
@@ -134,9 +136,8 @@ def _text(value: str, field: str, notes: list[Note]) -> str:
 def _record(event_id: str, ev: Captured) -> bytes:
     notes = list(ev[NOTES]) if ev[NOTES] else []
     out: list[Any] = [event_id, *ev[:NOTES]]
-    action = ev[1]
-    if isinstance(action, BadAction):
-        out[2] = {"bad_action": action.text}
+    if type(ev[1]) is not str:
+        out[2] = spooled_action(ev[1])
     ws = ev[WORKSPACE_ID]
     if isinstance(ws, WorkspaceRef):
         out[1 + WORKSPACE_ID] = _ref_fields(ws, notes, clean=False)
@@ -161,7 +162,7 @@ def decode_event(payload: bytes) -> tuple[str, Captured]:
     event_id = data[0]
     ev = data[1:]
     if isinstance(ev[1], dict):
-        ev[1] = BadAction(str(ev[1].get("bad_action")))
+        ev[1] = unspooled_action(ev[1])
     ws = ev[WORKSPACE_ID]
     if isinstance(ws, dict):
         ev[WORKSPACE_ID] = WorkspaceRef(

@@ -20,7 +20,7 @@ from .._db.rows import QuarantineRow, Row
 from .._sinks.base import ErrorKind, SinkError
 from .._write.prepare import Limits, Preparer
 from .ownership import IngestSink
-from .wire import WireError, decode, poison_row
+from .wire import decode_message
 
 _MAX_BACKOFF = 5.0
 
@@ -150,17 +150,13 @@ class GroupStore:
 
 
 def _decoded(msgs: list[Any]) -> tuple[list[Row], list[QuarantineRow]]:
+    """Every event of the messages, in stream order; what cannot be read, as quarantine rows
+    (one bad event of a batch costs that event only)."""
     rows: list[Row] = []
     quarantined: list[QuarantineRow] = []
     for msg in msgs:
-        try:
-            item = decode(msg.data)
-        except WireError as exc:
-            msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-            quarantined.append(poison_row(msg.data, msg_id, str(exc)))
-            continue
-        if len(item) == 4:
-            quarantined.append(item)
-        else:
-            rows.append(item)
+        headers = msg.headers
+        found, kept, _ = decode_message(msg.data, headers.get("Nats-Msg-Id") if headers else None)
+        rows += found
+        quarantined += kept
     return rows, quarantined

@@ -35,6 +35,7 @@ log = logging.getLogger("auditledger")
 
 ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it (see above)
 _REBALANCE_EVERY = 1.0
+_BUSY_WAIT = 0.02  # seconds a fetch waits for more messages while messages flow
 
 
 @dataclass
@@ -216,7 +217,7 @@ class Ingester:
     async def _pull(self, sub: Any, session: int, stopping: asyncio.Event, generation: int) -> bool:
         """Fetch, store, acknowledge, until stopped; True when the connection was
         re-established meanwhile (the consumer is then recreated)."""
-        fetching = asyncio.ensure_future(self._fetch(sub))
+        fetching = asyncio.ensure_future(self._fetch(sub, busy=False))
         try:
             while not stopping.is_set():
                 msgs = await fetching
@@ -225,7 +226,7 @@ class Ingester:
                 if stopping.is_set():
                     return False  # not acknowledged: the next owner gets them again
                 # The server sends the next messages while these are stored.
-                fetching = asyncio.ensure_future(self._fetch(sub))
+                fetching = asyncio.ensure_future(self._fetch(sub, busy=bool(msgs)))
                 if not msgs:
                     continue
                 if not await self._group.store(msgs, session):
@@ -238,11 +239,16 @@ class Ingester:
             with contextlib.suppress(BaseException):
                 await fetching
 
-    async def _fetch(self, sub: Any) -> list[Any]:
+    async def _fetch(self, sub: Any, *, busy: bool) -> list[Any]:
+        """The next messages. nats-py's fetch of n messages returns once n arrived or at its
+        timeout, so waiting long for many would hold back the first: idle, wait long for one;
+        while messages flow, take what is there, waiting briefly for more."""
+        options = self._options
         try:
-            msgs: list[Any] = await sub.fetch(
-                self._options.fetch_messages, timeout=self._options.fetch_timeout
-            )
+            if busy:
+                msgs: list[Any] = await sub.fetch(options.fetch_messages, timeout=_BUSY_WAIT)
+            else:
+                msgs = await sub.fetch(1, timeout=options.fetch_timeout)
         except TimeoutError:
             return []  # nothing arrived within the timeout
         except Exception as exc:  # noqa: BLE001 - the server is away: try again

@@ -55,10 +55,13 @@ def messages(rows: list[Row], quarantined: list[QuarantineRow], count: int) -> l
     """A batch as stream messages: each partition's events in order, cut at ``MAX_EVENTS``
     or ``MAX_BYTES``. Deterministic: the same batch always makes the same messages."""
     parts: dict[int, list[tuple[Any, bool, bytes]]] = {}
+    known: dict[object, int] = {}  # a batch names few workspaces: hash each once
     for row in rows:
-        parts.setdefault(partition_of(row[ROW_WORKSPACE], count), []).append(
-            (row[ROW_ID], False, encode_item(row))
-        )
+        ws = row[ROW_WORKSPACE]
+        partition = known.get(ws)
+        if partition is None:
+            partition = known[ws] = partition_of(ws, count)
+        parts.setdefault(partition, []).append((row[ROW_ID], False, encode_item(row)))
     # Quarantine rows name no workspace: they travel with the events of no workspace.
     for q in quarantined:
         parts.setdefault(partition_of(None, count), []).append((q[0], True, encode_item(q)))

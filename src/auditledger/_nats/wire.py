@@ -154,9 +154,10 @@ def _decode_items(
     rows: list[Row] = []
     quarantined: list[QuarantineRow] = []
     bad = 0
+    workspaces: dict[str, uuid.UUID] = {}  # a message names few workspaces: parse each once
     for index, fields in enumerate(rows_in):
         try:
-            rows.append(_decode_row(fields))
+            rows.append(_decode_row(fields, workspaces))
         except WireError as exc:
             quarantined.append(_poison_item(fields, msg_id, index, str(exc)))
             bad += 1
@@ -185,7 +186,7 @@ def _poison_item(fields: object, msg_id: str | None, index: int, reason: str) ->
     return poison_row(data, event_id or f"{msg_id}#{index}", reason)
 
 
-def _decode_row(fields: object) -> Row:
+def _decode_row(fields: object, workspaces: dict[str, uuid.UUID] | None = None) -> Row:
     if not isinstance(fields, list) or len(fields) != _ROW_LENGTH:
         raise WireError("an event with the wrong number of fields")
     for index in _TEXT_INDEXES:
@@ -197,7 +198,14 @@ def _decode_row(fields: object) -> Row:
         if fields[index] is not None:
             _require_json(fields[index])
     fields[ROW_ID] = _uuid(fields[ROW_ID])
-    fields[ROW_WORKSPACE] = _workspace(fields[ROW_WORKSPACE])
+    ws = fields[ROW_WORKSPACE]
+    if workspaces is not None and type(ws) is str:
+        found = workspaces.get(ws)
+        if found is None:
+            found = workspaces[ws] = _uuid(ws)
+        fields[ROW_WORKSPACE] = found
+    else:
+        fields[ROW_WORKSPACE] = _workspace(ws)
     fields[ROW_CREATED] = _from_micros(fields[ROW_CREATED])
     return tuple(fields)
 

@@ -333,7 +333,8 @@ def test_a_batch_partly_stored_before_its_ingester_died_is_completed(cluster: Cl
 
 
 def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
-    """One event of a message cannot be read: it is quarantined, the others are stored."""
+    """Two events of a message cannot be read and the database refuses a third: all three are
+    quarantined (under their own ids), the others are stored."""
     import uuid
 
     import orjson
@@ -343,6 +344,10 @@ def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
     from auditledger._nats.wire import encode_batch, encode_item
 
     rows = _prepared(50, 1)
+    # Another has a JSON column that is not JSON (the canonical form could not parse it).
+    rows[30] = (*rows[30][:8], '{"not": json', *rows[30][9:])
+    # And one reads well but the database refuses it (a NUL in text), even kept whole.
+    rows[40] = (rows[40][0], "U\x00nul", *rows[40][2:])
     poison_id = uuid.uuid4()
     poison = orjson.dumps([str(poison_id), "U1", None, None, None, 42, *[None] * 7])
     items = [encode_item(r) for r in rows]
@@ -352,10 +357,13 @@ def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
     ids = [r[0] for r in rows[:20]] + [poison_id] + [r[0] for r in rows[20:]]
     cluster.nats.run(_publish_raw, [(target, body, message_id(ids))])
     cluster.ingester()
-    wait_until(lambda: counts(cluster.db_url)[2] == 1, 60, "the quarantine row")
-    cluster.wait_stored(50)
-    cluster.check(50, quarantined=1)
+    wait_until(lambda: counts(cluster.db_url)[2] == 3, 60, "the quarantine rows")
+    cluster.wait_stored(48)
+    cluster.check(48, quarantined=3)
     with psycopg.connect(_conninfo(cluster.db_url)) as conn:
-        kept = conn.execute("SELECT id, reason FROM audit_quarantine").fetchall()
-    assert kept[0][0] == poison_id
-    assert kept[0][1].startswith("unreadable stream message")
+        kept: dict[Any, str] = dict(
+            conn.execute("SELECT id, reason FROM audit_quarantine").fetchall()
+        )
+    assert kept[poison_id].startswith("unreadable stream message")
+    assert kept[rows[30][0]].startswith("unreadable stream message")
+    assert kept[rows[40][0]].startswith("refused by the database")

@@ -192,6 +192,10 @@ class Ingester:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
             if not again:
+                if not stopping.is_set():
+                    # Not stored (the session was lost, or the database refuses for good): a
+                    # later rebalance takes the partition again, with a fresh consumer.
+                    await self._give_back(partition)
                 return
 
     async def _subscribe(self, nc: Client, partition: int) -> Any:

@@ -262,14 +262,19 @@ def poison_row(data: bytes, msg_id: str | None, reason: str) -> QuarantineRow:
     if event_id is None:
         digest = hashlib.sha256((msg_id or "").encode() + b"\0" + data).digest()
         event_id = uuid.UUID(bytes=digest[:16], version=4)
-    # Not the body itself: it was not prepared by auditledger, so it was never redacted.
+    return digest_row(data, event_id, msg_id, f"unreadable stream message ({reason})")
+
+
+def digest_row(data: bytes, event_id: uuid.UUID, msg_id: str | None, reason: str) -> QuarantineRow:
+    """A quarantine row holding a digest of ``data``, not ``data``: what was not prepared by
+    auditledger was never redacted."""
     payload = {
         "source": "nats",
         "message_id": msg_id,
         "body_sha256": hashlib.sha256(data).hexdigest(),
         "body_bytes": len(data),
     }
-    return (event_id, f"unreadable stream message ({reason})", orjson.dumps(payload), now_utc())
+    return (event_id, reason, orjson.dumps(payload), now_utc())
 
 
 def now_utc() -> datetime:

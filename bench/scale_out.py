@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -153,16 +154,36 @@ def publish(nats: NatsServer, pool: list[Event], n: int, tmp: Path) -> tuple[flo
         audit.close(10)
 
 
+def cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, list[float]] = {}  # µs of CPU an event, by process, over the k=1 runs
+
+
 def direct_run(url: str, pool: list[Event], n: int, spool: Path) -> float:
     """Events/s, first call -> rows stored, through AuditLogger(database_url)."""
     reset_table(url)
     audit = AuditLogger(url, spool_dir=spool, queue_size=n + 1)
     try:
+        cpu = cpu_self()
         started = time.perf_counter()
         timed_calls(audit.log_audit_event, pool, n)
         if not audit.flush(600):
             raise RuntimeError("direct flush timed out")
-        return n / (time.perf_counter() - started)
+        rate = n / (time.perf_counter() - started)
+        CPU.setdefault("direct: the application process", []).append((cpu_self() - cpu) * 1e6 / n)
+        return rate
     finally:
         audit.close(10)
 
@@ -174,13 +195,24 @@ def nats_run(
     stream) through AuditLogger(nats_url) and k ingesters."""
     reset_table(url)
     procs = ingesters(nats, url, k)
+    server = nats.pid()
     try:
+        cpu = (cpu_self(), sum(cpu_of(p.pid) for p in procs), cpu_of(server))
         started = time.perf_counter()
         published, _ = publish(nats, pool, n, spool)
         wait_rows(url, n)
         total = time.perf_counter() - started
+        used = (cpu_self(), sum(cpu_of(p.pid) for p in procs), cpu_of(server))
     finally:
         stop(procs)
+    if k == 1:
+        for name, before, after in zip(
+            ("NATS: the publishing process", "NATS: the ingester", "NATS: nats-server"),
+            cpu,
+            used,
+            strict=True,
+        ):
+            CPU.setdefault(name, []).append((after - before) * 1e6 / n)
     return n / total, n / published
 
 
@@ -216,6 +248,11 @@ def bench_end_to_end(
         )
     res["e2e"] = {k: statistics.median(v) for k, v in rates.items()}
     res["ratio"] = {k: statistics.median(v) for k, v in ratios.items()}
+    out()
+    out("   CPU an event (median of the runs; PostgreSQL's own work not included, about the")
+    out("   same in both): what the load of other work cannot change much")
+    for name, values in CPU.items():
+        out(f"   {name:<34} {statistics.median(values):6.1f} µs")
 
 
 def bench_drain(

@@ -46,6 +46,10 @@ class NatsServer:
                 time.sleep(0.02)
         raise RuntimeError("nats-server did not start")
 
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()

@@ -3,6 +3,7 @@ with a reason (the ingester quarantines it), never guessed at."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -11,7 +12,17 @@ import pytest
 
 from auditledger import WorkspaceRef
 from auditledger._nats.partitions import partition_of, workspace_key
-from auditledger._nats.wire import WireError, decode, encode_quarantine, encode_row, poison_row
+from auditledger._nats.publisher import MAX_BYTES, MAX_EVENTS, message_id, messages
+from auditledger._nats.wire import (
+    WireError,
+    decode,
+    decode_message,
+    encode_batch,
+    encode_item,
+    encode_quarantine,
+    encode_row,
+    poison_row,
+)
 
 
 def _row(workspace: object) -> tuple[object, ...]:
@@ -68,3 +79,78 @@ def test_a_workspace_always_maps_to_the_same_partition() -> None:
     # CRC-32, pinned: a change of hash would move every workspace to another partition (and
     # mix the order of events published before and after an upgrade).
     assert [partition_of(w, 32) for w in (None, ws, WorkspaceRef("T1"))] == [0, 25, 7]
+
+
+def _rows(count: int, workspace: object = None) -> list[tuple[object, ...]]:
+    return [(uuid.uuid4(), *_row(workspace)[1:]) for _ in range(count)]
+
+
+def test_a_batch_message_carries_many_events_exactly() -> None:
+    rows = [*_rows(3, uuid.uuid4()), *_rows(2, WorkspaceRef("T1")), *_rows(1)]
+    q = (uuid.uuid4(), "no action", b'{"action": null}', datetime(2026, 1, 1, tzinfo=UTC))
+    body = encode_batch([encode_item(r) for r in rows], [encode_item(q)])
+    assert decode_message(body, "some-id") == (rows, [q], 0)
+
+
+def test_version_one_messages_are_still_read() -> None:
+    """Publishers not yet upgraded send version 1: the ingesters keep reading it."""
+    row = _row(WorkspaceRef("T1"))
+    q = (uuid.uuid4(), "no action", b'{"action": null}', datetime(2026, 1, 1, tzinfo=UTC))
+    assert decode_message(encode_row(row), str(row[0])) == ([row], [], 0)
+    assert decode_message(encode_quarantine(q), str(q[0])) == ([], [q], 0)
+
+
+def test_a_bad_event_in_a_batch_costs_that_event_only() -> None:
+    good = _rows(4, uuid.uuid4())
+    own_id = uuid.uuid4()
+    bad_with_id = orjson.dumps([str(own_id), *[None] * 4, None, *[None] * 7])  # no action
+    bad_without = orjson.dumps(["not-a-uuid", "secret=hunter2"])
+    items = [encode_item(good[0]), bad_with_id, encode_item(good[1]), bad_without]
+    items += [encode_item(r) for r in good[2:]]
+    body = encode_batch(items, [])
+    rows, kept, bad = decode_message(body, "batch-id")
+    assert rows == good
+    assert bad == 2
+    assert len(kept) == 2
+    assert kept[0][0] == own_id  # its own id: a redelivery is de-duplicated with it
+    assert all(k[1].startswith("unreadable stream message") for k in kept)
+    assert all(b"hunter2" not in k[2] for k in kept)
+    # The other has no id of its own: one derived from the message's id and its place.
+    assert decode_message(body, "batch-id")[1][1][0] == kept[1][0]
+    assert decode_message(body, "another-id")[1][1][0] != kept[1][0]
+
+
+@pytest.mark.parametrize(
+    "body", [b"\xff not json", b'{"v": 2}', b'{"v": 2, "rows": [], "quarantine": []}', b"[]"]
+)
+def test_an_unreadable_message_is_one_quarantine_row(body: bytes) -> None:
+    rows, kept, bad = decode_message(body, "m1")
+    assert (rows, bad, len(kept)) == ([], 1, 1)
+    assert kept[0][1].startswith("unreadable stream message")
+
+
+def test_a_batch_is_cut_per_partition_by_events_and_bytes() -> None:
+    ws = uuid.uuid4()
+    rows = _rows(1200, ws) + _rows(1, WorkspaceRef("T1"))
+    out = messages(rows, [], 32)
+    sizes = [n for _, _, _, n in out]
+    assert sum(sizes) == 1201
+    assert max(sizes) <= MAX_EVENTS
+    assert sizes.count(1) == 1  # the lone event of T1: a message of its own
+    single = next(m for m in out if m[3] == 1)
+    assert single[1] == str(rows[-1][0])  # one event: its own id is the message's id
+    # Several: a digest of the ids, in order; the same batch always makes the same messages.
+    assert out == messages(rows, [], 32)
+    firsts = [r[0] for r in rows[:MAX_EVENTS]]
+    assert all(isinstance(i, uuid.UUID) for i in firsts)
+    assert (
+        out[0][1]
+        == message_id(firsts)
+        == hashlib.sha256(b"".join(i.bytes for i in firsts if isinstance(i, uuid.UUID))).hexdigest()
+    )
+    # Large events: the byte cap cuts first.
+    big = [(*r[:8], orjson.dumps({"pad": "x" * 20_000}).decode(), *r[9:]) for r in _rows(40, ws)]
+    cut = messages(big, [], 32)
+    assert all(len(body) <= MAX_BYTES + 1024 for _, _, body, _ in cut)
+    assert sum(n for *_, n in cut) == 40
+    assert [r for _, _, body, _ in cut for r in decode_message(body, None)[0]] == big

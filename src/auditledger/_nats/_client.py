@@ -30,13 +30,21 @@ async def _quiet(_: Exception) -> None:
 
 
 async def connect(
-    url: str, *, timeout: float, name: str, pending_size: int, give_up: float | None = None
+    url: str,
+    *,
+    timeout: float,
+    name: str,
+    pending_size: int,
+    give_up: float | None = None,
+    reconnected: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> Client:
     """A connection that keeps reconnecting (never gives up while the process lives).
 
     nats-py also retries the first connection for ever; ``give_up`` bounds that (TimeoutError)
     for commands that should say the server is unreachable instead of waiting.
+    ``reconnected`` is called each time the connection is re-established.
     """
+    extra: dict[str, Any] = {} if reconnected is None else {"reconnected_cb": reconnected}
     connecting = nats.connect(
         url,
         name=name,
@@ -46,6 +54,7 @@ async def connect(
         reconnect_time_wait=0.5,
         pending_size=pending_size,
         error_cb=_quiet,
+        **extra,
     )
     if give_up is None:
         return await connecting

@@ -20,7 +20,7 @@ from .._db.rows import QuarantineRow, Row
 from .._sinks.base import ErrorKind, SinkError
 from .._write.prepare import Limits, Preparer
 from .ownership import IngestSink
-from .wire import WireError, decode, poison_row
+from .wire import decode_message, digest_row
 
 _MAX_BACKOFF = 5.0
 
@@ -126,41 +126,52 @@ class GroupStore:
         self, rows: list[Row], quarantined: list[QuarantineRow], session: int, replay: bool
     ) -> tuple[int, int]:
         """On the database thread. A row the database refuses is quarantined, not the batch:
-        the batch is halved until that row is found (as the writer does)."""
+        the batch is halved until that row is found (as the writer does). So is a row the
+        storing code itself cannot handle (say, a JSON column that is not JSON, which the
+        canonical form cannot parse): the wire format does not check what storing checks."""
         try:
             return self.sink.store(rows, quarantined, session, replay=replay)
         except SinkError as exc:
             if exc.kind is not ErrorKind.DATA:
                 raise
-            if len(rows) + len(quarantined) <= 1:
-                if not rows:
-                    raise SinkError(ErrorKind.PERMANENT, exc.code) from exc
-                reason = f"refused by the database ({exc.code})"
-                row = self._preparer.quarantine_from_row(rows[0], reason)
+            code, reason = exc.code, f"refused by the database ({exc.code})"
+            failure: Exception = exc
+        except Exception as exc:  # noqa: BLE001 - one event must not stall its partition
+            code = type(exc).__name__
+            reason = f"could not be stored ({code})"
+            failure = exc
+        if len(rows) + len(quarantined) <= 1:
+            if not rows:
+                raise SinkError(ErrorKind.PERMANENT, code) from failure
+            row = self._preparer.quarantine_from_row(rows[0], reason)
+            try:
                 return self.sink.store([], [row], session, replay=True)
-            if rows:
-                half = len(rows) // 2
-                a = self._store_split(rows[:half], quarantined, session, replay)
-                b = self._store_split(rows[half:], [], session, replay)
-            else:
-                half = len(quarantined) // 2
-                a = self._store_split([], quarantined[:half], session, replay)
-                b = self._store_split([], quarantined[half:], session, replay)
-            return a[0] + b[0], a[1] + b[1]
+            except SinkError as again:
+                if again.kind is not ErrorKind.DATA:
+                    raise
+            # Not even kept whole (it holds what the database refuses in any column): kept as
+            # a digest under its id, as an unreadable message is, rather than retried for ever.
+            digest = digest_row(repr(rows[0]).encode(), rows[0][0], None, reason)
+            return self.sink.store([], [digest], session, replay=True)
+        if rows:
+            half = len(rows) // 2
+            a = self._store_split(rows[:half], quarantined, session, replay)
+            b = self._store_split(rows[half:], [], session, replay)
+        else:
+            half = len(quarantined) // 2
+            a = self._store_split([], quarantined[:half], session, replay)
+            b = self._store_split([], quarantined[half:], session, replay)
+        return a[0] + b[0], a[1] + b[1]
 
 
 def _decoded(msgs: list[Any]) -> tuple[list[Row], list[QuarantineRow]]:
+    """Every event of the messages, in stream order; what cannot be read, as quarantine rows
+    (one bad event of a batch costs that event only)."""
     rows: list[Row] = []
     quarantined: list[QuarantineRow] = []
     for msg in msgs:
-        try:
-            item = decode(msg.data)
-        except WireError as exc:
-            msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-            quarantined.append(poison_row(msg.data, msg_id, str(exc)))
-            continue
-        if len(item) == 4:
-            quarantined.append(item)
-        else:
-            rows.append(item)
+        headers = msg.headers
+        found, kept, _ = decode_message(msg.data, headers.get("Nats-Msg-Id") if headers else None)
+        rows += found
+        quarantined += kept
     return rows, quarantined

@@ -8,8 +8,12 @@ quarantined), and only once it has committed are their messages acknowledged. Wh
 when, an event is then either stored and acknowledged, or stored and redelivered (and dropped
 as already stored), or not stored and redelivered.
 
-A partition's consumer is created afresh by each new owner: the messages its previous owner
-had fetched and not acknowledged are then delivered at once, not after the ack wait.
+A partition's consumer is created afresh by each new owner, and again after the connection
+to the server was re-established (a pull subscription does not always survive a server
+restart, nats.py#504): the messages fetched and not acknowledged are then delivered at once,
+not after the ack wait. Each stream message carries many events (see ``publisher``), so
+nats-py's own ``fetch`` and ``Msg.ack`` cost little per event; the next fetch runs while a
+batch is being stored.
 """
 
 from __future__ import annotations
@@ -26,18 +30,19 @@ from ._client import Client, connect, nats
 from .group import GroupStore
 from .ownership import IngestSink
 from .partitions import STREAM, consumer_name, count_from_subjects, subject
-from .puller import Puller
 
 log = logging.getLogger("auditledger")
 
 ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it (see above)
 _REBALANCE_EVERY = 1.0
+_BUSY_WAIT = 0.02  # seconds a fetch waits for more messages while messages flow
 
 
 @dataclass
 class IngestOptions:
-    batch_size: int = 1000
+    batch_size: int = 1000  # events per transaction, about (whole messages are kept together)
     fetch_timeout: float = 1.0
+    fetch_messages: int = 16  # stream messages per fetch, each up to 500 events
 
 
 class Ingester:
@@ -47,6 +52,7 @@ class Ingester:
         self._options = options
         self._db = asyncio.Lock()  # one session: one statement at a time
         self._group = GroupStore(sink, self._db, self._report, max_events=options.batch_size * 5)
+        self._generation = 0  # connections re-established so far
         self._tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._session = -1
         self._count = 0
@@ -57,7 +63,13 @@ class Ingester:
     async def run(self, stop: asyncio.Event) -> None:
         # The first connection retries until the server answers: a stop must not wait for it.
         connecting = asyncio.create_task(
-            connect(self._url, timeout=5, name="auditledger-ingest", pending_size=2**22)
+            connect(
+                self._url,
+                timeout=5,
+                name="auditledger-ingest",
+                pending_size=2**22,
+                reconnected=self._reconnected,
+            )
         )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -99,6 +111,9 @@ class Ingester:
                 await asyncio.wait_for(stop.wait(), _REBALANCE_EVERY)
             if stop.is_set():
                 raise asyncio.CancelledError
+
+    async def _reconnected(self) -> None:
+        self._generation += 1
 
     async def _in_db(self, fn: Any, *args: Any) -> Any:
         async with self._db:
@@ -154,55 +169,97 @@ class Ingester:
     async def _consume(
         self, nc: Client, partition: int, session: int, stopping: asyncio.Event
     ) -> None:
+        while not stopping.is_set():
+            generation = self._generation
+            try:
+                sub = await self._subscribe(nc, partition)
+            except Exception as exc:  # noqa: BLE001 - retried by the next rebalance
+                self._report(
+                    "consumer", f"auditledger ingest: consumer set-up failed ({type(exc).__name__})"
+                )
+                await self._give_back(partition)
+                return
+            try:
+                again = await self._pull(sub, session, stopping, generation)
+            except Exception as exc:  # noqa: BLE001 - a bug costs this partition a restart
+                self._report(
+                    "internal", f"auditledger ingest: partition error ({type(exc).__name__})"
+                )
+                if not stopping.is_set():
+                    await self._give_back(partition)
+                return
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            if not again:
+                if not stopping.is_set():
+                    # Not stored (the session was lost, or the database refuses for good): a
+                    # later rebalance takes the partition again, with a fresh consumer.
+                    await self._give_back(partition)
+                return
+
+    async def _subscribe(self, nc: Client, partition: int) -> Any:
         js = nc.jetstream()
         name = consumer_name(partition)
-        try:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_consumer(STREAM, name)
-            await js.add_consumer(
-                STREAM,
-                nats.js.api.ConsumerConfig(
-                    durable_name=name,
-                    filter_subject=subject(self._count, partition),
-                    ack_policy=nats.js.api.AckPolicy.EXPLICIT,
-                    deliver_policy=nats.js.api.DeliverPolicy.ALL,
-                    ack_wait=ACK_WAIT,
-                    max_deliver=-1,  # never strand an audit event
-                    max_ack_pending=self._options.batch_size * 2,
-                ),
-            )
-            puller = Puller(nc, STREAM, name, self._options.batch_size)
-            await puller.start()
-        except Exception as exc:  # noqa: BLE001 - retried by the next rebalance
-            self._report(
-                "consumer", f"auditledger ingest: consumer set-up failed ({type(exc).__name__})"
-            )
-            await self._give_back(partition)
-            return
-        try:
-            await self._pull(puller, session, stopping)
-        except Exception as exc:  # noqa: BLE001 - a bug costs this partition a restart, no more
-            self._report("internal", f"auditledger ingest: partition error ({type(exc).__name__})")
-            if not stopping.is_set():
-                await self._give_back(partition)
-        finally:
-            await puller.close()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(STREAM, name)
+        await js.add_consumer(
+            STREAM,
+            nats.js.api.ConsumerConfig(
+                durable_name=name,
+                filter_subject=subject(self._count, partition),
+                ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+                deliver_policy=nats.js.api.DeliverPolicy.ALL,
+                ack_wait=ACK_WAIT,
+                max_deliver=-1,  # never strand an audit event
+                # A fetch in flight while the batch before it is stored: two fetches' worth.
+                max_ack_pending=self._options.fetch_messages * 2,
+            ),
+        )
+        return await js.pull_subscribe_bind(durable=name, stream=STREAM)
 
-    async def _pull(self, puller: Puller, session: int, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                msgs = await puller.take(self._options.fetch_timeout)
-            except Exception as exc:  # noqa: BLE001 - the server is away: try again
-                self._report("fetch", f"auditledger ingest: pull failed ({type(exc).__name__})")
-                await asyncio.sleep(self._options.fetch_timeout)
-                continue
-            if not msgs:
-                continue
-            if stopping.is_set():
-                return  # not acknowledged: the next owner gets them again
-            if not await self._group.store(msgs, session):
-                return
-            await puller.ack(msgs)
+    async def _pull(self, sub: Any, session: int, stopping: asyncio.Event, generation: int) -> bool:
+        """Fetch, store, acknowledge, until stopped; True when the connection was
+        re-established meanwhile (the consumer is then recreated)."""
+        fetching = asyncio.ensure_future(self._fetch(sub, busy=False))
+        try:
+            while not stopping.is_set():
+                msgs = await fetching
+                if self._generation != generation:
+                    return True  # not acknowledged: the recreated consumer delivers them again
+                if stopping.is_set():
+                    return False  # not acknowledged: the next owner gets them again
+                # The server sends the next messages while these are stored.
+                fetching = asyncio.ensure_future(self._fetch(sub, busy=bool(msgs)))
+                if not msgs:
+                    continue
+                if not await self._group.store(msgs, session):
+                    return False
+                for msg in msgs:
+                    await msg.ack()
+            return False
+        finally:
+            fetching.cancel()
+            with contextlib.suppress(BaseException):
+                await fetching
+
+    async def _fetch(self, sub: Any, *, busy: bool) -> list[Any]:
+        """The next messages. nats-py's fetch of n messages returns once n arrived or at its
+        timeout, so waiting long for many would hold back the first: idle, wait long for one;
+        while messages flow, take what is there, waiting briefly for more."""
+        options = self._options
+        try:
+            if busy:
+                msgs: list[Any] = await sub.fetch(options.fetch_messages, timeout=_BUSY_WAIT)
+            else:
+                msgs = await sub.fetch(1, timeout=options.fetch_timeout)
+        except TimeoutError:
+            return []  # nothing arrived within the timeout
+        except Exception as exc:  # noqa: BLE001 - the server is away: try again
+            self._report("fetch", f"auditledger ingest: pull failed ({type(exc).__name__})")
+            await asyncio.sleep(self._options.fetch_timeout)
+            return []
+        return msgs
 
     async def _give_back(self, partition: int) -> None:
         self._tasks.pop(partition, None)

@@ -1,5 +1,9 @@
 """What ``auditledger status --nats-url`` adds: the stream's backlog per partition, and which
-ingester owns which partitions."""
+ingester owns which partitions.
+
+The backlog is counted in stream messages, not events: a message carries up to 500 events
+(one publisher batch's share of a partition), and counting the events would mean reading them.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ def collect_nats_status(nats_url: str, database_url: str | None) -> dict[str, An
             report["stream"] = "missing: run `auditledger nats setup`"
         else:
             report["stream"] = (
-                f"{backlog.messages} events waiting ({backlog.bytes} bytes) in "
-                f"{backlog.partitions} partitions"
+                f"{backlog.messages} messages waiting ({backlog.bytes} bytes; up to 500 events"
+                f" each) in {backlog.partitions} partitions"
             )
             report["stream backlog"] = (
                 " ".join(f"p{p}={n}" for p, n in backlog.per_partition.items() if n) or "none"

@@ -96,7 +96,8 @@ class Backlog:
 
 
 async def stream_backlog(nc: Client) -> Backlog | None:
-    """The events waiting in the stream, per partition; None when there is no stream."""
+    """The messages waiting in the stream (each up to 500 events), per partition; None when
+    there is no stream."""
     js = nc.jetstream()
     try:
         info = await js.stream_info(STREAM, subjects_filter=">")

@@ -1,9 +1,16 @@
-"""The body of a stream message: one prepared event, or one quarantine row.
+"""The body of a stream message: many prepared events and quarantine rows (version 2), or
+one of either (version 1, still read: a stream may hold messages of publishers not yet
+upgraded when the ingesters are).
 
 Events are published after preparation (validated, sanitised, redacted), so the stream holds
 nothing the database would not. The workspace is left as the caller gave it (an id or a
 ``WorkspaceRef``): the ingester resolves it inside the transaction that stores the event.
 Times travel as whole microseconds, exactly as PostgreSQL stores them.
+
+Version 2 is ``{"v": 2, "rows": [row, ...], "quarantine": [row, ...]}``, each row a list in the
+version-1 layout. Rows are encoded one by one (``encode_item``) so that the publisher can cut
+messages at a size without encoding twice, and decoded one by one so that one bad event in a
+message is quarantined alone while the good ones around it are stored.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from .._db.rows import (
 )
 from .._events import WorkspaceRef
 
-VERSION = 1
+VERSION = 2
+_V1 = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROW_LENGTH = ROW_SANITISED + 1
 _JSON = (ROW_DETAILS, ROW_PREVIOUS, ROW_NEW, ROW_SANITISED)  # JSON text, stored as jsonb
@@ -56,7 +64,7 @@ def _from_micros(value: object) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
-def encode_row(row: Row) -> bytes:
+def _row_fields(row: Row) -> list[Any]:
     fields: list[Any] = list(row)
     fields[ROW_ID] = str(row[ROW_ID])
     ws = row[ROW_WORKSPACE]
@@ -65,23 +73,48 @@ def encode_row(row: Row) -> bytes:
     elif ws is not None:
         fields[ROW_WORKSPACE] = str(ws)
     fields[ROW_CREATED] = _micros(row[ROW_CREATED])
-    return orjson.dumps({"v": VERSION, "row": fields})
+    return fields
+
+
+def _quarantine_fields(row: QuarantineRow) -> list[Any]:
+    event_id, reason, payload, created_at = row
+    return [str(event_id), reason, payload.decode(), _micros(created_at)]
+
+
+def encode_row(row: Row) -> bytes:
+    """A version-1 message: one event (what publishers before version 2 sent)."""
+    return orjson.dumps({"v": _V1, "row": _row_fields(row)})
 
 
 def encode_quarantine(row: QuarantineRow) -> bytes:
-    event_id, reason, payload, created_at = row
-    return orjson.dumps(
-        {"v": VERSION, "quarantine": [str(event_id), reason, payload.decode(), _micros(created_at)]}
-    )
+    """A version-1 message: one quarantine row."""
+    return orjson.dumps({"v": _V1, "quarantine": _quarantine_fields(row)})
+
+
+def encode_item(row: Row | QuarantineRow) -> bytes:
+    """One row of a version-2 message, encoded on its own (see ``encode_batch``)."""
+    if len(row) == 4:
+        return orjson.dumps(_quarantine_fields(row))
+    return orjson.dumps(_row_fields(row))
+
+
+def encode_batch(rows: list[bytes], quarantined: list[bytes]) -> bytes:
+    """A version-2 message from rows and quarantine rows encoded by ``encode_item``."""
+    return b'{"v":2,"rows":[%s],"quarantine":[%s]}' % (b",".join(rows), b",".join(quarantined))
 
 
 def decode(data: bytes) -> Row | QuarantineRow:
-    """A row (13 fields) or a quarantine row (4 fields); raises WireError."""
+    """A version-1 message: a row (13 fields) or a quarantine row (4 fields); raises
+    WireError."""
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise WireError("not JSON") from exc
-    if not isinstance(body, dict) or body.get("v") != VERSION:
+    return _decode_v1(body)
+
+
+def _decode_v1(body: object) -> Row | QuarantineRow:
+    if not isinstance(body, dict) or body.get("v") != _V1:
         raise WireError("unknown message version")
     if "row" in body:
         return _decode_row(body["row"])
@@ -90,7 +123,70 @@ def decode(data: bytes) -> Row | QuarantineRow:
     raise WireError("neither an event nor a quarantine row")
 
 
-def _decode_row(fields: object) -> Row:
+def decode_message(data: bytes, msg_id: str | None) -> tuple[list[Row], list[QuarantineRow], int]:
+    """Every event of a message of either version: (rows, quarantine rows, unreadable).
+
+    Never raises. What cannot be read becomes a quarantine row (``poison_row``), counted in
+    the third value: a message that is not ours at all is one row; in a version-2 message,
+    each bad event is one, and the events around it are kept.
+    """
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return [], [poison_row(data, msg_id, "not JSON")], 1
+    if isinstance(body, dict) and body.get("v") == VERSION:
+        rows_in, kept_in = body.get("rows"), body.get("quarantine")
+        if isinstance(rows_in, list) and isinstance(kept_in, list) and (rows_in or kept_in):
+            return _decode_items(rows_in, kept_in, msg_id)
+        return [], [poison_row(data, msg_id, "a version-2 message without events")], 1
+    try:
+        item = _decode_v1(body)
+    except WireError as exc:
+        return [], [poison_row(data, msg_id, str(exc))], 1
+    if len(item) == 4:
+        return [], [item], 0
+    return [item], [], 0
+
+
+def _decode_items(
+    rows_in: list[Any], kept_in: list[Any], msg_id: str | None
+) -> tuple[list[Row], list[QuarantineRow], int]:
+    rows: list[Row] = []
+    quarantined: list[QuarantineRow] = []
+    bad = 0
+    workspaces: dict[str, uuid.UUID] = {}  # a message names few workspaces: parse each once
+    for index, fields in enumerate(rows_in):
+        try:
+            rows.append(_decode_row(fields, workspaces))
+        except WireError as exc:
+            quarantined.append(_poison_item(fields, msg_id, index, str(exc)))
+            bad += 1
+    for index, fields in enumerate(kept_in, start=len(rows_in)):
+        try:
+            quarantined.append(_decode_quarantine(fields))
+        except WireError as exc:
+            quarantined.append(_poison_item(fields, msg_id, index, str(exc)))
+            bad += 1
+    return rows, quarantined, bad
+
+
+def _poison_item(fields: object, msg_id: str | None, index: int, reason: str) -> QuarantineRow:
+    """One unreadable event of a version-2 message. Its own id when it carries a readable
+    one, else one derived from the message's id and its place in it: stable either way, so a
+    redelivery is de-duplicated."""
+    try:
+        data = orjson.dumps(fields)
+    except TypeError:
+        data = repr(fields).encode()
+    own = fields[ROW_ID] if isinstance(fields, list) and fields else None
+    try:
+        event_id = str(own if isinstance(own, uuid.UUID) else uuid.UUID(own))
+    except (TypeError, ValueError, AttributeError):
+        event_id = None
+    return poison_row(data, event_id or f"{msg_id}#{index}", reason)
+
+
+def _decode_row(fields: object, workspaces: dict[str, uuid.UUID] | None = None) -> Row:
     if not isinstance(fields, list) or len(fields) != _ROW_LENGTH:
         raise WireError("an event with the wrong number of fields")
     for index in _TEXT_INDEXES:
@@ -102,7 +198,14 @@ def _decode_row(fields: object) -> Row:
         if fields[index] is not None:
             _require_json(fields[index])
     fields[ROW_ID] = _uuid(fields[ROW_ID])
-    fields[ROW_WORKSPACE] = _workspace(fields[ROW_WORKSPACE])
+    ws = fields[ROW_WORKSPACE]
+    if workspaces is not None and type(ws) is str:
+        found = workspaces.get(ws)
+        if found is None:
+            found = workspaces[ws] = _uuid(ws)
+        fields[ROW_WORKSPACE] = found
+    else:
+        fields[ROW_WORKSPACE] = _workspace(ws)
     fields[ROW_CREATED] = _from_micros(fields[ROW_CREATED])
     return tuple(fields)
 
@@ -159,14 +262,19 @@ def poison_row(data: bytes, msg_id: str | None, reason: str) -> QuarantineRow:
     if event_id is None:
         digest = hashlib.sha256((msg_id or "").encode() + b"\0" + data).digest()
         event_id = uuid.UUID(bytes=digest[:16], version=4)
-    # Not the body itself: it was not prepared by auditledger, so it was never redacted.
+    return digest_row(data, event_id, msg_id, f"unreadable stream message ({reason})")
+
+
+def digest_row(data: bytes, event_id: uuid.UUID, msg_id: str | None, reason: str) -> QuarantineRow:
+    """A quarantine row holding a digest of ``data``, not ``data``: what was not prepared by
+    auditledger was never redacted."""
     payload = {
         "source": "nats",
         "message_id": msg_id,
         "body_sha256": hashlib.sha256(data).hexdigest(),
         "body_bytes": len(data),
     }
-    return (event_id, f"unreadable stream message ({reason})", orjson.dumps(payload), now_utc())
+    return (event_id, reason, orjson.dumps(payload), now_utc())
 
 
 def now_utc() -> datetime:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import ahocorasick_rs
 import orjson
 
 from .redact_patterns import (
@@ -63,7 +64,6 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = (
 
 # may_hold_secret looks for a substring of each pattern, with the pattern's case rules
 # (lowercasing all of them made "Asia/Tokyo" look like an AWS key id).
-_GITHUB_TOKEN = re.compile(r"gh[pousr]_")
 # Every byte but a-z and 0-9: what _normalise_key drops (UTF-8 bytes of non-ASCII included).
 _NOT_KEY = bytes(b for b in range(256) if not (0x61 <= b <= 0x7A or 0x30 <= b <= 0x39))
 # Base64 letters to "a", everything else to " ": a run of 40 "a" may be an AWS secret key.
@@ -71,6 +71,17 @@ _B64_RUNS = bytes(
     0x61 if (chr(b).isascii() and chr(b).isalnum()) or chr(b) in "+/" else 0x20 for b in range(256)
 )
 _RUN_40 = b" " + b"a" * 40 + b" "  # exactly 40: a longer run is not a key
+# Markers of credential-shaped values (see redact_patterns.VALUE_PATTERNS), found in the
+# lowered text: Slack tokens (rotating ones too), Bearer and HTTP Basic credentials, PEM
+# private keys (even cut short)...
+_LOWER_MARKERS = (b"xox", b"xapp-", b"xwfp-", b"bearer", b"basic", b"private key")
+# ... and, looked for lowered and then confirmed with their case: a JWT, AWS key ids, Stripe
+# keys, GitHub tokens, URLs (user:password@ and Slack webhooks, checked further).
+_URL = "://"
+_CASED_MARKERS = (
+    "eyJ", "AKIA", "ASIA", "sk_", "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", _URL,
+)  # fmt: skip
+_DFA = ahocorasick_rs.Implementation.DFA
 _SHORT = 4  # fragments this long or shorter must be a whole word of the key
 
 
@@ -98,6 +109,25 @@ class Redactor:
         # words the way KEY_WORD_RE splits keys: not after a letter unless capitalised, not
         # before a lowercase letter.
         self._scan_words = tuple(sorted(self.words))
+        # Two automata, one pass each over the text's bytes (stripped, lowered) whatever the
+        # number of keys and markers, where a substring search for each cost ~0.25 µs on a
+        # typical event (~13 µs in all; ~3 µs this way).
+        self._fragment_scan = (
+            ahocorasick_rs.BytesAhoCorasick(
+                [f.encode() for f in self._scan_fragments], implementation=_DFA
+            )
+            if self._scan_fragments
+            else None
+        )
+        self._lower_scan = ahocorasick_rs.BytesAhoCorasick(
+            [
+                *(w.encode() for w in self._scan_words),
+                *_LOWER_MARKERS,
+                *(m.lower().encode() for m in _CASED_MARKERS),
+            ],
+            implementation=_DFA,
+        )
+        self._cased_from = len(self._scan_words) + len(_LOWER_MARKERS)
         self._word_re = (
             re.compile(
                 "|".join(
@@ -148,32 +178,28 @@ class Redactor:
         lowered = data.lower() if data.isascii() else fold(data).lower()
         # (surrogatepass: a lone surrogate is made storable later, not refused here)
         low_bytes = lowered.encode("utf-8", "surrogatepass")
-        stripped = low_bytes.translate(None, _NOT_KEY).decode()
-        # Explicit loops and or-chains: any() over a generator costs ~60 ns per item, and
-        # each substring search ~200 ns on this machine for a typical event's values (str:
-        # searching bytes measured twice as slow).
-        for fragment in self._scan_fragments:
-            if fragment in stripped:
+        fragments = self._fragment_scan
+        if fragments is not None and fragments.find_matches_as_indexes(
+            low_bytes.translate(None, _NOT_KEY)
+        ):
+            return True
+        # Overlapping: a short word found inside a longer word ("auth" in "oauth") must not
+        # hide a marker that overlaps it.
+        words, cased = len(self._scan_words), self._cased_from
+        for index, _, _ in self._lower_scan.find_matches_as_indexes(low_bytes, overlapping=True):
+            if index < words:
+                if self._has_word(data, lowered, self._scan_words[index]):
+                    return True
+            elif index < cased:
                 return True
-        for word in self._scan_words:
-            if word in lowered and self._has_word(data, lowered, word):
-                return True
-        return (
-            "xox" in lowered  # Slack tokens, rotating ones too
-            or "xapp-" in lowered
-            or "xwfp-" in lowered
-            or "bearer" in lowered
-            or "eyJ" in data  # JWT
-            or "AKIA" in data
-            or "ASIA" in data
-            or "sk_" in data  # Stripe
-            or ("://" in data and ("@" in data or "hooks.slack.com" in lowered))
-            or ("gh" in data and _GITHUB_TOKEN.search(data) is not None)
-            or "github_pat_" in data
-            or "basic" in lowered  # HTTP Basic credentials
-            or "private key" in lowered  # PEM, even cut short
-            or _RUN_40 in b" %s " % low_bytes.translate(_B64_RUNS)  # an AWS secret access key
-        )
+            else:
+                marker = _CASED_MARKERS[index - cased]
+                if marker != _URL:
+                    if marker in data:
+                        return True
+                elif "@" in data or "hooks.slack.com" in lowered:
+                    return True
+        return _RUN_40 in b" %s " % low_bytes.translate(_B64_RUNS)  # an AWS secret access key
 
     def _has_word(self, data: str, lowered: str, word: str) -> bool:
         """Whether ``word`` occurs as a word the way KEY_WORD_RE splits keys: not after a

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .._ids import uuid7_from_ns
+from .._ids import uuid7_batch, uuid7_from_ns
 from .._sinks.base import SinkError
 from .backoff import Health
 from .capture import T_NS, Captured
@@ -30,6 +30,8 @@ from .stats import Counters, Reporter
 from .storing import Preparation, Storer
 
 Held = tuple[list[uuid.UUID], list[Captured]]
+# Events close() spools per append: few calls, and segments still roll over at their cap.
+_LEFTOVER_CHUNK = 1_000
 
 
 class SpoolKeeper:
@@ -158,9 +160,13 @@ class SpoolKeeper:
                     # The writer may still be appending to it: what has an id is spooled.
                     self._overflow.append(EVENT, self._encode(ids, batch[: len(ids)]))
                     held_spooled += len(ids)
-                for event in queued:
-                    event_id = str(uuid7_from_ns(event[T_NS], os.urandom(10)))
-                    self._overflow.append(EVENT, [encode_event(event_id, event, self._scrub)])
+                # One append for the lot, ids drawn in one system call: close() waits for this.
+                ids = uuid7_batch([event[T_NS] for event in queued])
+                scrub = self._scrub
+                for begin in range(0, len(queued), _LEFTOVER_CHUNK):
+                    chunk = range(begin, min(begin + _LEFTOVER_CHUNK, len(queued)))
+                    records = [encode_event(str(ids[i]), queued[i], scrub) for i in chunk]
+                    self._overflow.append(EVENT, records)
                 self._overflow.seal()
             except OSError:
                 self._counters.drop("spool_unavailable", len(queued))

@@ -30,6 +30,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,40 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
+@dataclass
+class Cost:
+    """One run: wall seconds, and CPU seconds of this process and of its server backend."""
+
+    seconds: float
+    client_cpu: float
+    server_cpu: float
+
+    def per_event(self, n: int) -> tuple[float, float]:
+        """(client, server) CPU microseconds per event."""
+        return self.client_cpu * 1e6 / n, self.server_cpu * 1e6 / n
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pid: int) -> float:
+    """CPU seconds a PostgreSQL backend has used (on this machine; NaN when it is elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def writer_backend(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'auditledger-writer'"
+        ).fetchone()
+    return int(row[0]) if row else -1
+
+
 def settings_pool(workspace_ids: Sequence[str], size: int = 1_000, seed: int = 11) -> list[Event]:
     """Settings changes whose previous and new values are nested JSON (~300 bytes each)."""
     rng = random.Random(seed)
@@ -131,12 +166,13 @@ def _json(value: Any) -> _Raw | None:
     return None if value is None else orjson.dumps(value)  # type: ignore[return-value]
 
 
-def raw_copy(url: str, pool: Sequence[Event], n: int) -> float:
-    """Seconds for the seed's columns of n events by binary COPY, CHUNK rows a transaction."""
+def raw_copy(url: str, pool: Sequence[Event], n: int) -> Cost:
+    """The seed's columns of n events by binary COPY, CHUNK rows a transaction."""
     ws = {w: uuid.UUID(w) for w in {ev[2] for ev in pool}}
     size = len(pool)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with _connect(url) as conn:
+        server = backend_cpu(conn.info.backend_pid)
         for begin in range(0, n, CHUNK):
             count = min(CHUNK, n - begin)
             ids = uuid7_batch([time.time_ns()] * count)
@@ -148,7 +184,8 @@ def raw_copy(url: str, pool: Sequence[Event], n: int) -> float:
                         (ids[k], u, ws[w], ip, ua, str(a), r, rid,
                          _json(d), _json(p), _json(nv), datetime.now(UTC), None)
                     )  # fmt: skip
-    return time.perf_counter() - started
+        server = backend_cpu(conn.info.backend_pid) - server
+    return Cost(time.perf_counter() - started, time.process_time() - cpu, server)
 
 
 def chained_rows(pool: Sequence[Event], n: int) -> list[tuple[Any, ...]]:
@@ -168,32 +205,36 @@ def chained_rows(pool: Sequence[Event], n: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-def ceiling_copy(url: str, rows: Sequence[tuple[Any, ...]]) -> float:
-    """Seconds for the complete chained rows by binary COPY, CHUNK rows a transaction."""
-    started = time.perf_counter()
+def ceiling_copy(url: str, rows: Sequence[tuple[Any, ...]]) -> Cost:
+    """The complete chained rows by binary COPY, CHUNK rows a transaction."""
+    started, cpu = time.perf_counter(), time.process_time()
     with _connect(url) as conn:
+        server = backend_cpu(conn.info.backend_pid)
         for begin in range(0, len(rows), CHUNK):
             with conn.transaction(), conn.cursor().copy(CHAINED_COPY) as copy:
                 copy.set_types(CHAINED_TYPES)
                 for row in rows[begin : begin + CHUNK]:
                     copy.write_row(row)
-    return time.perf_counter() - started
+        server = backend_cpu(conn.info.backend_pid) - server
+    return Cost(time.perf_counter() - started, time.process_time() - cpu, server)
 
 
-def library_seconds(url: str, pool: Sequence[Event], n: int, spool: Path, **options: Any) -> float:
+def library_run(url: str, pool: Sequence[Event], n: int, spool: Path, **options: Any) -> Cost:
     """First call until flush() returns (every event in the database)."""
     audit = AuditLogger(url, spool_dir=spool, queue_size=n + 1, **options)
     log = audit.log_audit_event
     size = len(pool)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             a, u, w, ip, ua, r, rid, d, p, nv = pool[i % size]
             log(a, user_id=u, workspace_id=w, ip_address=ip, user_agent=ua, resource=r,
                 resource_id=rid, details=d, previous_value=p, new_value=nv)  # fmt: skip
         if not audit.flush(300):
             raise RuntimeError("flush() timed out")
-        return time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        # The writer's backend started with its first batch: all its CPU is this run's.
+        return Cost(seconds, cpu, backend_cpu(writer_backend(url)))
     finally:
         audit.close(10)
 
@@ -295,23 +336,46 @@ def _format_seconds(
 
 
 def compare_shapes(
-    url: str, shapes: dict[str, Sequence[Event]], n: int, tmp: Path, out: Out
+    url: str, shapes: dict[str, Sequence[Event]], n: int, tmp: Path, out: Out, reps: int = 1
 ) -> dict[str, dict[str, float]]:
-    """Raw COPY, the chained-row ceiling and the library per shape, side by side."""
+    """Raw COPY, the chained-row ceiling and the library per shape, side by side (medians of
+    ``reps`` rounds, each measuring the three one after the other), and the CPU each spent
+    per event, in this process and in its PostgreSQL backend: on a loaded machine the rates
+    move with the other work, the CPU per event much less."""
     results: dict[str, dict[str, float]] = {}
     for name, pool in shapes.items():
+        rows = chained_rows(pool, n)
+        runs: dict[str, list[Cost]] = {"raw": [], "ceiling": [], "library": []}
+        for rep in range(reps):
+            reset(url)
+            runs["raw"].append(raw_copy(url, pool, n))
+            reset(url)
+            runs["ceiling"].append(ceiling_copy(url, rows))
+            reset(url)
+            runs["library"].append(library_run(url, pool, n, tmp / f"st-{name}-{rep}"))
         reset(url)
-        raw = n / raw_copy(url, pool, n)
-        reset(url)
-        ceiling = n / ceiling_copy(url, chained_rows(pool, n))
-        reset(url)
-        lib = n / library_seconds(url, pool, n, tmp / f"stages-{name}")
-        reset(url)
-        results[name] = {"raw": raw, "ceiling": ceiling, "library": lib}
+        found: dict[str, float] = {}
+        for kind, costs in runs.items():
+            found[kind] = statistics.median(n / c.seconds for c in costs)
+            found[f"{kind}_client"] = statistics.median(c.per_event(n)[0] for c in costs)
+            found[f"{kind}_server"] = statistics.median(c.per_event(n)[1] for c in costs)
+        results[name] = found
+        raw, ceiling, lib = found["raw"], found["ceiling"], found["library"]
         out(
-            f"   {name:<10} raw COPY {raw:>9,.0f}/s   chained-row ceiling {ceiling:>9,.0f}/s "
-            f"({ceiling / raw:.0%} of raw)   library {lib:>9,.0f}/s = {lib / raw:.0%} of raw, "
+            f"   {name:<9} raw COPY {raw:>7,.0f}/s   chained-row ceiling {ceiling:>7,.0f}/s "
+            f"({ceiling / raw:.0%} of raw)   library {lib:>7,.0f}/s = {lib / raw:.0%} of raw, "
             f"{lib / ceiling:.0%} of the ceiling"
+        )
+        cpu = {k: found[f"{k}_client"] + found[f"{k}_server"] for k in runs}
+        out(
+            "   "
+            + " " * 10
+            + "CPU µs/event (client + server): "
+            + ", ".join(
+                f"{k} {cpu[k]:.1f} ({found[f'{k}_client']:.1f} + {found[f'{k}_server']:.1f})"
+                for k in runs
+            )
+            + f"; raw/library {cpu['raw'] / cpu['library']:.0%}"
         )
     return results
 
@@ -341,6 +405,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--reps", type=int, default=None)
     args = parser.parse_args()
     n = args.events or (20_000 if args.quick else 50_000)
     db = run.Databases(os.environ.get(run.ENV_URL, run.DEFAULT_SERVER))
@@ -353,7 +418,7 @@ def main() -> int:
             "settings": settings_pool(db.workspace_ids),
         }
         print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {n:,} events")
-        compare_shapes(url, shapes, n, tmp, print)
+        compare_shapes(url, shapes, n, tmp, print, reps=args.reps or (1 if args.quick else 3))
         print_profile(url, shapes, print)
     finally:
         db.drop_all()

@@ -70,7 +70,8 @@ _NOT_KEY = bytes(b for b in range(256) if not (0x61 <= b <= 0x7A or 0x30 <= b <=
 _B64_RUNS = bytes(
     0x61 if (chr(b).isascii() and chr(b).isalnum()) or chr(b) in "+/" else 0x20 for b in range(256)
 )
-_RUN_40 = b" " + b"a" * 40 + b" "  # exactly 40: a longer run is not a key
+_A40 = b"a" * 40
+_RUN_40 = b" " + _A40 + b" "  # exactly 40: a longer run is not a key
 # Markers of credential-shaped values (see redact_patterns.VALUE_PATTERNS), found in the
 # lowered text: Slack tokens (rotating ones too), Bearer and HTTP Basic credentials, PEM
 # private keys (even cut short)...
@@ -199,7 +200,8 @@ class Redactor:
                         return True
                 elif "@" in data or "hooks.slack.com" in lowered:
                     return True
-        return _RUN_40 in b" %s " % low_bytes.translate(_B64_RUNS)  # an AWS secret access key
+        runs = low_bytes.translate(_B64_RUNS)  # an AWS secret access key: 40, not 41
+        return _A40 in runs and _RUN_40 in b" %s " % runs
 
     def _has_word(self, data: str, lowered: str, word: str) -> bool:
         """Whether ``word`` occurs as a word the way KEY_WORD_RE splits keys: not after a

@@ -72,16 +72,14 @@ _B64_RUNS = bytes(
 )
 _A40 = b"a" * 40
 _RUN_40 = b" " + _A40 + b" "  # exactly 40: a longer run is not a key
-# Markers of credential-shaped values (see redact_patterns.VALUE_PATTERNS), found in the
-# lowered text: Slack tokens (rotating ones too), Bearer and HTTP Basic credentials, PEM
-# private keys (even cut short)...
-_LOWER_MARKERS = (b"xox", b"xapp-", b"xwfp-", b"bearer", b"basic", b"private key")
-# ... and, looked for lowered and then confirmed with their case: a JWT, AWS key ids, Stripe
-# keys, GitHub tokens, URLs (user:password@ and Slack webhooks, checked further).
-_URL = "://"
-_CASED_MARKERS = (
-    "eyJ", "AKIA", "ASIA", "sk_", "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", _URL,
-)  # fmt: skip
+# Markers of credential-shaped values (see redact_patterns.VALUE_PATTERNS), in the lowered
+# text: Slack tokens (rotating ones too), Bearer and HTTP Basic credentials, PEM private keys
+# (even cut short)...
+_LOWER_MARKERS = ("xox", "xapp-", "xwfp-", "bearer", "basic", "private key")
+# ... and with their case: a JWT, AWS key ids, GitHub tokens. (Stripe's "sk_" and URLs' "://"
+# are searched for on their own: stripped, they would be no marker at all.)
+_CASED_MARKERS = ("eyJ", "AKIA", "ASIA", "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_")
+_FRAGMENT, _WORD, _LOWERED, _CASED = range(4)
 _DFA = ahocorasick_rs.Implementation.DFA
 _SHORT = 4  # fragments this long or shorter must be a whole word of the key
 
@@ -110,25 +108,26 @@ class Redactor:
         # words the way KEY_WORD_RE splits keys: not after a letter unless capitalised, not
         # before a lowercase letter.
         self._scan_words = tuple(sorted(self.words))
-        # Two automata, one pass each over the text's bytes (stripped, lowered) whatever the
-        # number of keys and markers, where a substring search for each cost ~0.25 µs on a
-        # typical event (~13 µs in all; ~3 µs this way).
-        self._fragment_scan = (
-            ahocorasick_rs.BytesAhoCorasick(
-                [f.encode() for f in self._scan_fragments], implementation=_DFA
-            )
-            if self._scan_fragments
-            else None
+        # One automaton, one pass over the text lowered and stripped of everything but a-z
+        # and 0-9 (as keys are compared), whatever the number of keys and markers: a
+        # substring search for each cost ~0.25 µs on a typical event (~13 µs in all). What
+        # it finds there is a candidate, confirmed in the text itself by the check below
+        # (a short word must be a word; a marker must be there with its separators, and
+        # its case where it has one).
+        checks: dict[bytes, list[tuple[int, str]]] = {}
+        for kind, needles in (
+            (_FRAGMENT, self._scan_fragments),
+            (_WORD, self._scan_words),
+            (_LOWERED, _LOWER_MARKERS),
+            (_CASED, _CASED_MARKERS),
+        ):
+            for needle in needles:
+                key = needle.lower().encode().translate(None, _NOT_KEY)
+                checks.setdefault(key, []).append((kind, needle))
+        self._candidates = list(checks.items())
+        self._scan = ahocorasick_rs.BytesAhoCorasick(
+            [key for key, _ in self._candidates], implementation=_DFA
         )
-        self._lower_scan = ahocorasick_rs.BytesAhoCorasick(
-            [
-                *(w.encode() for w in self._scan_words),
-                *_LOWER_MARKERS,
-                *(m.lower().encode() for m in _CASED_MARKERS),
-            ],
-            implementation=_DFA,
-        )
-        self._cased_from = len(self._scan_words) + len(_LOWER_MARKERS)
         self._word_re = (
             re.compile(
                 "|".join(
@@ -179,27 +178,23 @@ class Redactor:
         lowered = data.lower() if data.isascii() else fold(data).lower()
         # (surrogatepass: a lone surrogate is made storable later, not refused here)
         low_bytes = lowered.encode("utf-8", "surrogatepass")
-        fragments = self._fragment_scan
-        if fragments is not None and fragments.find_matches_as_indexes(
-            low_bytes.translate(None, _NOT_KEY)
-        ):
+        stripped = low_bytes.translate(None, _NOT_KEY)
+        # Overlapping: a candidate that turns out not to be one ("auth" in "oauth") must not
+        # hide another that overlaps it.
+        for index, _, _ in self._scan.find_matches_as_indexes(stripped, overlapping=True):
+            for kind, needle in self._candidates[index][1]:
+                if (
+                    kind == _FRAGMENT
+                    or (kind == _WORD and self._has_word(data, lowered, needle))
+                    or (kind == _LOWERED and needle in lowered)
+                    or (kind == _CASED and needle in data)
+                ):
+                    return True
+        # Markers that are no candidates in the stripped text: "sk" is in every "task".
+        if "sk_" in data:  # Stripe
             return True
-        # Overlapping: a short word found inside a longer word ("auth" in "oauth") must not
-        # hide a marker that overlaps it.
-        words, cased = len(self._scan_words), self._cased_from
-        for index, _, _ in self._lower_scan.find_matches_as_indexes(low_bytes, overlapping=True):
-            if index < words:
-                if self._has_word(data, lowered, self._scan_words[index]):
-                    return True
-            elif index < cased:
-                return True
-            else:
-                marker = _CASED_MARKERS[index - cased]
-                if marker != _URL:
-                    if marker in data:
-                        return True
-                elif "@" in data or "hooks.slack.com" in lowered:
-                    return True
+        if "://" in data and ("@" in data or "hooks.slack.com" in lowered):
+            return True
         runs = low_bytes.translate(_B64_RUNS)  # an AWS secret access key: 40, not 41
         return _A40 in runs and _RUN_40 in b" %s " % runs
 

@@ -274,12 +274,12 @@ class Databases:
         self.template = f"auditledger_bench_{RUN_ID}_template"
         self.workspace_ids: list[str] = []
 
-    def _admin(self, sql: str) -> None:
+    def admin(self, sql: str) -> None:
         with psycopg.connect(conninfo_for(self.server_url), autocommit=True) as conn:
             conn.execute(sql)
 
     def setup(self, workspaces: int = 20) -> None:
-        self._admin(f'CREATE DATABASE "{self.template}"')
+        self.admin(f'CREATE DATABASE "{self.template}"')
         self.created.append(self.template)
         url = conninfo_for(self.server_url, self.template)
         upgrade(url)
@@ -296,14 +296,14 @@ class Databases:
 
     def clone(self, suffix: str) -> str:
         name = f"auditledger_bench_{RUN_ID}_{suffix}"
-        self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         self.created.append(name)
         return conninfo_for(self.server_url, name)
 
     def drop_all(self) -> None:
         for name in reversed(self.created):
             try:
-                self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             except psycopg.Error as exc:
                 out(f"warning: could not drop database {name}: {type(exc).__name__}")
         self.created = []
@@ -940,25 +940,27 @@ def bench_replay(db: Databases, pool: list[Event], scale: Scale, tmp: Path, res:
     # The live writer on the same events, measured just before: the replay's yardstick.
     live_url = db.clone("replay_live")
     live = library_throughput(live_url, pool, n, tmp / "replay-live", queue_size=n + 1).rate
-    with proxy_for(url) as proxy:
-        proxy.refuse()
-        audit = AuditLogger(via_proxy(url, proxy), spool_dir=spool)
-        timed_calls(audit.log_audit_event, pool, n)
-        audit.close(timeout=1.0)
-        # close() returns at its timeout while the writer may still be spooling its last
-        # batches; segments it still holds are locked, and a flush() elsewhere rightly skips
-        # them, so the replay below would time only part of the work.
-        wait_for_writer(audit)
-        spooled = audit.stats().spooled
-        spool_mib = sum(f.stat().st_size for f in spool.glob("*.seg")) / (1024 * 1024)
-        # Through the same URL: a segment replays only into the database it names.
-        proxy.restore()
-        started = time.perf_counter()
-        with AuditLogger(via_proxy(url, proxy), spool_dir=spool) as replayer:
-            ok = replayer.flush(300)
-            seconds = time.perf_counter() - started
-            replayed = replayer.stats().replayed
-            at_flush = count_rows(url)
+    # The database refuses connections while the events are logged, then takes them again:
+    # both loggers use the direct URL (a spool segment replays only into the database it
+    # names), with no proxy of this process forwarding the replay's bytes.
+    name = make_url(url).database
+    db.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    audit = AuditLogger(url, spool_dir=spool)
+    timed_calls(audit.log_audit_event, pool, n)
+    audit.close(timeout=1.0)
+    # close() returns at its timeout while the writer may still be spooling its last
+    # batches; segments it still holds are locked, and a flush() elsewhere rightly skips
+    # them, so the replay below would time only part of the work.
+    wait_for_writer(audit)
+    spooled = audit.stats().spooled
+    spool_mib = sum(f.stat().st_size for f in spool.glob("*.seg")) / (1024 * 1024)
+    db.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    started = time.perf_counter()
+    with AuditLogger(url, spool_dir=spool) as replayer:
+        ok = replayer.flush(300)
+        seconds = time.perf_counter() - started
+        replayed = replayer.stats().replayed
+        at_flush = count_rows(url)
     total, distinct = sql_one(url, "SELECT count(*), count(DISTINCT id) FROM audit_logs")
     rate = at_flush / seconds
     out(f"   spooled {spooled:,} events ({spool_mib:.1f} MiB on disk)")

@@ -258,10 +258,15 @@ class PostgresSink(Sink):
 
     def _existing_event_ids(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         assert self._conn is not None
+        # As one text parameter the server parses: psycopg dumps a list of UUIDs one by one in
+        # Python, twice the time of the query itself for a batch of 2,000 (~9 vs ~5 ms). Never
+        # prepared: a generic plan cannot see the array's size and chose a scan of the table.
+        wanted = "{" + ",".join([str(i) for i in ids]) + "}"
         cur = self._conn.execute(
-            "SELECT id FROM audit_logs WHERE id = ANY(%s)"
-            " UNION ALL SELECT id FROM audit_quarantine WHERE id = ANY(%s)",
-            (ids, ids),
+            "SELECT id FROM audit_logs WHERE id = ANY(%s::uuid[])"
+            " UNION ALL SELECT id FROM audit_quarantine WHERE id = ANY(%s::uuid[])",
+            (wanted, wanted),
+            prepare=False,
         )
         return {r[0] for r in cur}
 

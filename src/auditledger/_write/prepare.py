@@ -158,16 +158,21 @@ class Preparer:
             # The common case inline: a call per field was a fifth of this function's time.
             if value is not None and (len(value) > cap or not value.isascii() or "\x00" in value):
                 row[index] = self._text(value, name, notes)
-        if row[ROW_IP] is not None:
-            row[ROW_IP] = self._ip(row[ROW_IP], notes)
-            if row[ROW_IP] is not None and self.limits.truncate_ip:
-                row[ROW_IP] = truncated_ip(row[ROW_IP])
-        # Scrubbed (see prepare): JSON values are text, sanitised and redacted already.
+        ip = row[ROW_IP]
+        if ip is not None:
+            if ip not in self._valid_ips:
+                row[ROW_IP] = ip = self._ip(ip, notes)
+            if ip is not None and self.limits.truncate_ip:
+                row[ROW_IP] = truncated_ip(ip)
+        # Scrubbed (see prepare): JSON values are text, sanitised and redacted already. Short
+        # text is within the cap whatever its UTF-8 size: kept without a call (see _json).
+        small = self.limits.max_json_bytes // 4
         for offset, (value, name) in enumerate(
             ((ev[DETAILS], "details"), (ev[PREVIOUS], "previous_value"), (ev[NEW], "new_value"))
         ):
             if value is not None:
-                row[ROW_DETAILS + offset] = self._json(value, name, notes)
+                fits = type(value) is str and len(value) <= small
+                row[ROW_DETAILS + offset] = value if fits else self._json(value, name, notes)
         if notes:
             row[ROW_SANITISED] = orjson.dumps(notes, option=orjson.OPT_SORT_KEYS).decode()
         return tuple(row)

@@ -1,8 +1,9 @@
 """What a credential looks like: the value patterns, and key names folded to plain letters.
 
 To add a value pattern: append it to ``VALUE_PATTERNS`` (with a comment naming the format), and
-make sure ``Redactor.may_hold_secret`` finds a substring of it (a marker), or the cheap scan
-will skip the text before the pattern ever runs; ``tests/test_redaction.py`` checks both.
+add a substring of it (a marker) to ``_LOWER_MARKERS`` or ``_CASED_MARKERS`` in ``redact.py``,
+or the cheap scan will skip the text before the pattern ever runs; ``tests/test_redaction.py``
+checks both.
 """
 
 from __future__ import annotations

@@ -176,7 +176,9 @@ class Scrubber:
             notes[i] = {k: redact(v)[0] if isinstance(v, str) else v for k, v in note.items()}
         for index, name in JSON_FIELDS.items():
             if out[index] is not None:
-                out[index], found = self.redactor.redact_json_walk(out[index], name)
+                # Each value scanned on its own first: a secret in one value (or in a text
+                # field) no longer costs a parse and walk of every value of the event.
+                out[index], found = self.redactor.redact_json(out[index], name)
                 notes.extend(found)
 
     def _scrub_as_text(self, ev: Captured) -> Captured:

@@ -319,17 +319,18 @@ class SegmentReplay:
                         d.records = 0
             elif kind == EVENT:
                 pending.append((offset, payload))
-        decoded: list[tuple[str, Captured]] = []
+        # Decoded when asked for: replay reads a batch while the database stores the last.
         for offset, payload in pending:
             try:
-                decoded.append(decode_event(payload))
+                event = decode_event(payload)
             except Exception:  # noqa: BLE001 - framed intact but not an event: keep it aside
                 self.damage.append(Damage(offset, payload, "unreadable_record", 1))
+                continue
+            yield event
         self.lost = {}
         for d in self.damage:
             if d.records:
                 self.lost[d.reason] = self.lost.get(d.reason, 0) + d.records
-        yield from decoded
 
     def done(self) -> None:
         """Every readable event is stored: keep the damaged bytes, if any, and delete it."""

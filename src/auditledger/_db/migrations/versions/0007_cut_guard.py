@@ -1,6 +1,6 @@
 """Retention may delete only below a cut the chain has reached, and never a chain's newest event.
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0005
 Create Date: 2026-12-04
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0008"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

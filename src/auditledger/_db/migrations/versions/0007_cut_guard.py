@@ -1,7 +1,7 @@
 """Retention may delete only below a cut the chain has reached, and never a chain's newest event.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-04
 
 Revision 0004 let a DELETE through when every row it removed lay below its chain's newest cut.

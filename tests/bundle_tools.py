@@ -13,12 +13,14 @@ from auditledger import AuditLogger, WorkspaceRef
 Lines = list[dict[str, object]]
 
 
-def log_events(url: str, spool_dir: Path, count: int, team: str = "T0ACME") -> None:
+def log_events(
+    url: str, spool_dir: Path, count: int, team: str = "T0ACME", user_prefix: str = "U"
+) -> None:
     with AuditLogger(url, spool_dir=spool_dir) as audit:
         for i in range(count):
             audit.log_audit_event(
                 "settings_changed",
-                user_id=f"U{i % 3}",
+                user_id=f"{user_prefix}{i % 3}",
                 workspace_id=WorkspaceRef(team),
                 ip_address=f"198.51.100.{i}",
                 user_agent="Mozilla/5.0",

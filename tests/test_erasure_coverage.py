@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from auditledger import AuditLogger, WorkspaceRef
+from auditledger._actions import LibraryAction
 from auditledger._chain.v2 import erased_salt, parse
 from auditledger._gdpr.erase import erase_subject
 from auditledger._read.verify.erasures import Coverer, check_coverage, coverer
@@ -133,8 +134,9 @@ def test_an_old_erasure_event_covers_the_columns_erasure_may_touch(
     _write(db_url, spool_dir)
     admin = next(e for e in stored(db_url) if e.action == "admin_action")
     with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        # Written as the library's own erasure path wrote it before the per-column list.
         audit.log_audit_event(
-            "gdpr.erasure", workspace_id=WorkspaceRef("T0NE"),
+            LibraryAction("gdpr.erasure"), workspace_id=WorkspaceRef("T0NE"),
             details={"events": [str(admin.id)], "reason": "before the per-column list"},
         )  # fmt: skip
         assert audit.flush(20)

@@ -140,8 +140,6 @@ class AuditReader:
         # Slack team id -> workspace id: a row's team id never changes once stored.
         self._teams: dict[str, uuid.UUID] = {}
 
-    # ---- queries ---------------------------------------------------------------------------
-
     def filters(
         self,
         *,

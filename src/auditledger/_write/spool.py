@@ -65,8 +65,7 @@ def encode_event(event_id: str, ev: Captured, scrub: Callable[[Captured], Captur
         return _record(event_id, ev)
     with contextlib.suppress(Exception):
         return _record(event_id, _storable(ev))
-    # Last resort, for what nobody foresaw: each part that JSON takes is kept as it is (the
-    # JSON values are text already), the others as their repr; replay stores or quarantines.
+    # Last resort, for what nobody foresaw: JSON-able parts kept as they are, others as repr.
     parts: list[Any] = [event_id]
     for value in ev:
         try:

@@ -81,7 +81,7 @@ def option_when(option: str, value: str | None) -> datetime | timedelta | None:
 
 
 def _time_error(value: str, exc: Exception) -> str:
-    return str(exc) if isinstance(exc, ValueError) else f"{value!r} reaches before the year 1"
+    return str(exc) if isinstance(exc, ValueError) else f"{value!r} is too far back"
 
 
 @contextmanager

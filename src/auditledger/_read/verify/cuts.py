@@ -9,6 +9,7 @@ position on, but that no longer reaches it, has lost them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._chain.canonical import NO_WORKSPACE
@@ -21,14 +22,14 @@ from .report import BAD_SIGNATURE, MISSING, REWRITTEN, VerifyProblem, VerifyRepo
 ChainFacts = dict[uuid.UUID, tuple[int | None, dict[int, bytes]]]
 
 
-def chain_facts(url: str, cuts: list[Cut], workspace: uuid.UUID | None) -> ChainFacts:
-    """Two index lookups per chain that has a cut: its head, and the hashes before each cut."""
-    from sqlalchemy import func, select
-
-    from ..._db.engine import make_engine
-    from ..._db.schema import audit_logs
-
-    c = audit_logs.c
+def chain_facts(
+    url: str,
+    cuts: list[Cut],
+    workspace: uuid.UUID | None,
+    pg_fetch: Callable[[str, Sequence[Any]], list[Any]] | None = None,
+) -> ChainFacts:
+    """Two index lookups per chain that has a cut: its head, and the hashes before each cut
+    (``pg_fetch``: PostgreSQL through psycopg alone, for verify's start-up)."""
     wanted: dict[uuid.UUID, set[int]] = {}
     for cut in cuts:
         if cut.chain_id is None or cut.first_seq is None:
@@ -38,6 +39,24 @@ def chain_facts(url: str, cuts: list[Cut], workspace: uuid.UUID | None) -> Chain
     facts: ChainFacts = {}
     if not wanted:
         return facts
+    if pg_fetch is not None:
+        for chain_id, before in wanted.items():
+            tops = pg_fetch("SELECT max(chain_seq) FROM audit_logs WHERE chain_id = %s", [chain_id])
+            found = pg_fetch(
+                "SELECT chain_seq, chain_hash FROM audit_logs"
+                " WHERE chain_id = %s AND chain_seq = ANY(%s)",
+                [chain_id, sorted(before)],
+            )
+            before_hashes = {int(s): bytes(h) for s, h in found if h is not None}
+            top = tops[0][0] if tops else None
+            facts[chain_id] = (None if top is None else int(top), before_hashes)
+        return facts
+    from sqlalchemy import func, select
+
+    from ..._db.engine import make_engine
+    from ..._db.schema import audit_logs
+
+    c = audit_logs.c
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

@@ -12,7 +12,7 @@ the range to the covering events, so that they are checked like any other).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,15 +99,23 @@ def check_coverage(
     return uncovered
 
 
-def database_coverers(url: str, postgres: bool) -> list[Coverer]:
-    """Every gdpr.erasure event of the log."""
+def database_coverers(
+    url: str, postgres: bool, pg_fetch: Callable[[str], list[Any]] | None = None
+) -> list[Coverer]:
+    """Every gdpr.erasure event of the log (``pg_fetch``: PostgreSQL without SQLAlchemy)."""
+    details = "details::text" if postgres else "details"
+    query = f"SELECT id, chain_id, chain_seq, {details} FROM audit_logs WHERE action = '{ACTION}'"
+    out: list[Coverer] = []
+    if pg_fetch is not None:
+        for event_id, chain_id, seq, data in pg_fetch(query):
+            found = None if data is None else coverer(event_id, chain_id, seq, data)
+            if found is not None:
+                out.append(found)
+        return out
     from sqlalchemy import text
 
     from ..._db.engine import make_engine
 
-    details = "details::text" if postgres else "details"
-    query = f"SELECT id, chain_id, chain_seq, {details} FROM audit_logs WHERE action = '{ACTION}'"
-    out: list[Coverer] = []
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

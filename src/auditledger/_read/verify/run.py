@@ -64,7 +64,8 @@ def verify_log(
     good = check_signatures(stored, external, keys, report, checkpoints_file)
     try:
         cuts = source.cuts()
-        facts = chain_facts(source.url_text(), cuts, workspace)
+        fetch = source.pg_fetch if source.postgres else None
+        facts = chain_facts(source.url_text(), cuts, workspace, fetch)
         starts = chain_starts(cuts, keys, report, facts)
     except Exception as exc:
         raise VerifyError(describe_database_error(exc)) from exc
@@ -85,7 +86,8 @@ def verify_log(
     check_heads(good, ends, workspace, report)
     if report.erased_events:
         try:
-            coverers = database_coverers(source.url_text(), source.postgres)
+            fetch = source.pg_fetch if source.postgres else None
+            coverers = database_coverers(source.url_text(), source.postgres, fetch)
         except Exception as exc:
             raise VerifyError(describe_database_error(exc)) from exc
         report.erased -= check_coverage(report.problems, report.erased_events, coverers)

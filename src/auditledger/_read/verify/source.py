@@ -297,6 +297,11 @@ class Source:
                 for r in conn.execute(_PG_CHECKPOINTS)
             ]
 
+    def pg_fetch(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one query on PostgreSQL, through psycopg alone (verify's start-up)."""
+        with self._connect() as conn:
+            return list(conn.execute(query, params))
+
     def cuts(self) -> list[Cut]:
         """Every stored retention cut, oldest first."""
         if not self.postgres:

@@ -64,6 +64,24 @@ def _migrate(url: str, revision: str) -> None:
         engine.dispose()
 
 
+def event_args(i: int, ws: uuid.UUID | None, ua: str) -> tuple[Any, ...]:
+    """The ``i``-th event of the bench's mix, as ``capture_event`` takes it after the time."""
+    user = f"U{i % 5000:05d}"
+    kind = i % 3
+    if kind == 0:
+        return ("login", user, ws, f"203.0.113.{i % 250}", ua, "user", user, None, None, None)
+    if kind == 1:
+        return (
+            "settings_changed", user, ws, None, None, "settings", f"digest_{i % 17}",
+            None, {"channel": "C0001", "enabled": True}, {"channel": f"C{i:08d}"},
+        )  # fmt: skip
+    return (
+        "data_export_requested", user, ws, f"198.51.100.{i % 250}", ua, "user", user,
+        {"requested_at": "2026-11-26T10:00:00+00:00", "format": "csv", "rows": i},
+        None, None,
+    )  # fmt: skip
+
+
 def make_rows(n: int, workspaces: list[uuid.UUID]) -> list[Row]:
     """Prepared rows of 300-500 bytes, spread over the workspaces (and no workspace), in the mix
     of the seed's helpers: logins (IP, user agent, no JSON), settings changes (previous and new
@@ -74,22 +92,7 @@ def make_rows(n: int, workspaces: list[uuid.UUID]) -> list[Row]:
     events = []
     for i in range(n):
         ws = workspaces[i % len(workspaces)] if i % 10 else None
-        user = f"U{i % 5000:05d}"
-        kind = i % 3
-        args: tuple[Any, ...]
-        if kind == 0:
-            args = ("login", user, ws, f"203.0.113.{i % 250}", ua, "user", user, None, None, None)
-        elif kind == 1:
-            args = (
-                "settings_changed", user, ws, None, None, "settings", f"digest_{i % 17}",
-                None, {"channel": "C0001", "enabled": True}, {"channel": f"C{i:08d}"},
-            )  # fmt: skip
-        else:
-            args = (
-                "data_export_requested", user, ws, f"198.51.100.{i % 250}", ua, "user", user,
-                {"requested_at": "2026-11-26T10:00:00+00:00", "format": "csv", "rows": i},
-                None, None,
-            )  # fmt: skip
+        args = event_args(i, ws, ua)
         events.append(capture_event(now + i * 1000, *args))
     ids = [uuid.uuid4() for _ in range(n)]
     rows, quarantined = preparer.prepare(ids, events)

@@ -34,6 +34,8 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chain import event_args  # noqa: E402  (the bench mix, shared with bench/chain.py)
+
 from auditledger._chain.checkpoints import generate_keys  # noqa: E402
 from auditledger._db.engine import make_engine  # noqa: E402
 from auditledger._db.migrate import alembic_config  # noqa: E402
@@ -76,21 +78,7 @@ def make_rows(n: int, workspace_of: Any) -> list[Row]:
     now = time.time_ns()
     events = []
     for i in range(n):
-        ws, user, kind = workspace_of(i), f"U{i % 5000:05d}", i % 3
-        args: tuple[Any, ...]
-        if kind == 0:
-            args = ("login", user, ws, f"203.0.113.{i % 250}", UA, "user", user, None, None, None)
-        elif kind == 1:
-            args = (
-                "settings_changed", user, ws, None, None, "settings", f"digest_{i % 17}",
-                None, {"channel": "C0001", "enabled": True}, {"channel": f"C{i:08d}"},
-            )  # fmt: skip
-        else:
-            args = (
-                "data_export_requested", user, ws, f"198.51.100.{i % 250}", UA, "user", user,
-                {"requested_at": "2026-11-26T10:00:00+00:00", "format": "csv", "rows": i},
-                None, None,
-            )  # fmt: skip
+        args = event_args(i, workspace_of(i), UA)
         events.append(capture_event(now + i * 1000, *args))
     rows, quarantined = preparer.prepare([uuid.uuid4() for _ in range(n)], events)
     assert not quarantined

@@ -367,3 +367,41 @@ def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
     assert kept[poison_id].startswith("unreadable stream message")
     assert kept[rows[30][0]].startswith("unreadable stream message")
     assert kept[rows[40][0]].startswith("refused by the database")
+
+
+def test_a_hand_made_erasure_event_is_refused(cluster: Cluster) -> None:
+    """The publisher quarantines an application's gdpr.* and retention.* actions; a message
+    made by hand skips the publisher, so the ingester refuses them too: a forged gdpr.erasure
+    event would let verify accept removed values. audit_log.* (records of reads, which a
+    viewer may publish through a NATS logger) is stored."""
+    from auditledger._nats.partitions import partition_of, subject
+    from auditledger._nats.publisher import message_id
+    from auditledger._nats.wire import encode_batch, encode_item
+
+    rows = _prepared(6, 1)
+    forged = {
+        1: "gdpr.erasure",
+        2: "retention.applied",
+        3: "gdpr.subject_export",
+    }
+    for index, action in forged.items():
+        rows[index] = (*rows[index][:5], action, *rows[index][6:])
+    rows[4] = (*rows[4][:5], "audit_log.viewed", *rows[4][6:])
+    body = encode_batch([encode_item(r) for r in rows], [])
+    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
+    cluster.nats.run(_publish_raw, [(target, body, message_id([r[0] for r in rows]))])
+    cluster.ingester()
+    wait_until(lambda: counts(cluster.db_url)[2] == 3, 60, "the quarantine rows")
+    cluster.wait_stored(3)
+    cluster.check(3, quarantined=3)
+    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+        kept: dict[Any, str] = dict(
+            conn.execute("SELECT id, reason FROM audit_quarantine").fetchall()
+        )
+        stored = {r[0] for r in conn.execute("SELECT action FROM audit_logs").fetchall()}
+    for index, action in forged.items():
+        head = action.split(".")[0]
+        assert kept[rows[index][0]] == (
+            f"refused stream message (action {head}.* is written by auditledger only)"
+        )
+    assert stored == {"auth.login", "audit_log.viewed"}

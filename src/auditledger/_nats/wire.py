@@ -53,6 +53,18 @@ class WireError(ValueError):
     """A message that is not an event of ours: the ingester quarantines it."""
 
 
+class RefusedAction(WireError):
+    """An event naming an action only the library's direct paths write: quarantined as
+    refused, not as unreadable."""
+
+
+# What ``auditledger verify`` relies on (a gdpr.erasure event accepts removed values) or what
+# only the owner's commands write: never from the stream, where a hand-made message would
+# skip the publisher's reserved-namespace check. ``audit_log.*`` (records of reads) may come
+# through a NATS logger handed to the viewer, and prove nothing.
+_DIRECT_ONLY = ("gdpr.", "retention.")
+
+
 def _micros(value: datetime) -> int:
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -142,7 +154,8 @@ def decode_message(data: bytes, msg_id: str | None) -> tuple[list[Row], list[Qua
     try:
         item = _decode_v1(body)
     except WireError as exc:
-        return [], [poison_row(data, msg_id, str(exc))], 1
+        refused = isinstance(exc, RefusedAction)
+        return [], [poison_row(data, msg_id, str(exc), refused=refused)], 1
     if len(item) == 4:
         return [], [item], 0
     return [item], [], 0
@@ -158,6 +171,9 @@ def _decode_items(
     for index, fields in enumerate(rows_in):
         try:
             rows.append(_decode_row(fields, workspaces))
+        except RefusedAction as exc:
+            quarantined.append(_poison_item(fields, msg_id, index, str(exc), refused=True))
+            bad += 1
         except WireError as exc:
             quarantined.append(_poison_item(fields, msg_id, index, str(exc)))
             bad += 1
@@ -170,7 +186,9 @@ def _decode_items(
     return rows, quarantined, bad
 
 
-def _poison_item(fields: object, msg_id: str | None, index: int, reason: str) -> QuarantineRow:
+def _poison_item(
+    fields: object, msg_id: str | None, index: int, reason: str, *, refused: bool = False
+) -> QuarantineRow:
     """One unreadable event of a version-2 message. Its own id when it carries a readable
     one, else one derived from the message's id and its place in it: stable either way, so a
     redelivery is de-duplicated."""
@@ -183,7 +201,7 @@ def _poison_item(fields: object, msg_id: str | None, index: int, reason: str) ->
         event_id = str(own if isinstance(own, uuid.UUID) else uuid.UUID(own))
     except (TypeError, ValueError, AttributeError):
         event_id = None
-    return poison_row(data, event_id or f"{msg_id}#{index}", reason)
+    return poison_row(data, event_id or f"{msg_id}#{index}", reason, refused=refused)
 
 
 def _decode_row(fields: object, workspaces: dict[str, uuid.UUID] | None = None) -> Row:
@@ -192,8 +210,11 @@ def _decode_row(fields: object, workspaces: dict[str, uuid.UUID] | None = None) 
     for index in _TEXT_INDEXES:
         if fields[index] is not None and type(fields[index]) is not str:
             raise WireError("a text field that is not text")
-    if type(fields[ROW_ACTION]) is not str:
+    action = fields[ROW_ACTION]
+    if type(action) is not str:
         raise WireError("an event without an action")
+    if action.startswith(_DIRECT_ONLY):
+        raise RefusedAction(f"action {action.split('.', 1)[0]}.* is written by auditledger only")
     for index in _JSON:
         if fields[index] is not None:
             _require_json(fields[index])
@@ -249,7 +270,9 @@ def _workspace(value: object) -> uuid.UUID | WorkspaceRef | None:
     raise WireError("a workspace that is neither an id nor a reference")
 
 
-def poison_row(data: bytes, msg_id: str | None, reason: str) -> QuarantineRow:
+def poison_row(
+    data: bytes, msg_id: str | None, reason: str, *, refused: bool = False
+) -> QuarantineRow:
     """A message the ingester cannot read, as a quarantine row: accounted for, not dropped.
 
     Its id is the message's Nats-Msg-Id when that is a UUID, else derived from the content:
@@ -262,7 +285,8 @@ def poison_row(data: bytes, msg_id: str | None, reason: str) -> QuarantineRow:
     if event_id is None:
         digest = hashlib.sha256((msg_id or "").encode() + b"\0" + data).digest()
         event_id = uuid.UUID(bytes=digest[:16], version=4)
-    return digest_row(data, event_id, msg_id, f"unreadable stream message ({reason})")
+    what = "refused" if refused else "unreadable"
+    return digest_row(data, event_id, msg_id, f"{what} stream message ({reason})")
 
 
 def digest_row(data: bytes, event_id: uuid.UUID, msg_id: str | None, reason: str) -> QuarantineRow:

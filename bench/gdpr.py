@@ -170,11 +170,21 @@ def bench_export(url: str, live: uuid.UUID) -> None:
         f"; {scan / indexed:.0f}x faster"
     )
     print(f"  plan: {_plan(url)}")
+    # What an application calling AuditReader.subject_events pays, the gdpr.subject_export
+    # record included: the first call on a new reader also starts the reader's recorder (its
+    # writer thread and database session); later calls reuse them.
     with AuditReader(url) as reader:
-        t = time.perf_counter()
-        reader.subject_events(SUBJECT, subject_key=KEY)
-        whole = time.perf_counter() - t
-    print(f"  with the gdpr.subject_export record: {whole * 1000:.0f} ms")
+        calls = []
+        for _ in range(7):
+            t = time.perf_counter()
+            reader.subject_events(SUBJECT, subject_key=KEY)
+            calls.append(time.perf_counter() - t)
+    whole = statistics.median(calls[1:])
+    print(
+        f"  AuditReader.subject_events, gdpr.subject_export record included: median"
+        f" {whole * 1000:.1f} ms (goal <= 50 ms): {_verdict(whole <= 0.050)};"
+        f" first call on a new reader {calls[0] * 1000:.0f} ms (starts its recorder)"
+    )
     events = 50_000
     write_with = _sink_rate(url, live, events)
     # GIN defers most of an insert's work to its pending list, merged later by VACUUM or by

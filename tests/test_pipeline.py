@@ -22,10 +22,12 @@ from auditledger._chain.canonical import NO_WORKSPACE
 from auditledger._chain.links import lock_keys
 from auditledger._db.urls import libpq_conninfo, normalise_url
 from auditledger._ids import uuid7_batch
+from auditledger._sinks.base import ErrorKind, SinkError
 from auditledger._sinks.postgres import _LOCK_CLASS, PostgresSink
 from auditledger._write.capture import capture_event
 from auditledger._write.prepare import Limits, Preparer
 from auditledger._write.watchdog import Watchdog
+from tests.nats_server import wait_until
 
 
 class WriteLog:
@@ -127,6 +129,64 @@ def test_other_writers_waiting_for_the_chain_do_not_wait_for_our_preparation(
         assert ran == [True]
     finally:
         sink.close()
+
+
+def _login_rows(preparer: Preparer, n: int) -> list[Any]:
+    ids = uuid7_batch([time.time_ns()] * n)
+    events = [capture_event(time.time_ns(), "login", f"U{i}", *[None] * 8) for i in range(n)]
+    return preparer.prepare(ids, events)[0]
+
+
+def test_the_next_batch_is_prepared_while_the_server_ends_the_copy(pg_url: str) -> None:
+    # The server checks a COPY's foreign keys only once the COPY has ended: the end is sent
+    # before the preparation runs, so the server finishes the statement meanwhile (before,
+    # it waited for the preparation to finish first).
+    sink = PostgresSink(libpq_conninfo(normalise_url(pg_url)), connect_timeout=10)
+    states: list[str] = []
+    try:
+        sink.write(_login_rows(Preparer(Limits()), 1), [], replay=False)
+        assert sink._conn is not None
+        backend = sink._conn.info.backend_pid
+
+        def meanwhile() -> None:
+            with psycopg.connect(pg_url, autocommit=True) as watcher:
+
+                def state() -> str:
+                    row = watcher.execute(
+                        "SELECT state FROM pg_stat_activity WHERE pid = %s", (backend,)
+                    ).fetchone()
+                    return str(row[0]) if row else ""
+
+                wait_until(lambda: state() == "idle in transaction", 10, "the COPY's end")
+                states.append(state())
+
+        stored, _ = sink.write(
+            _login_rows(Preparer(Limits()), 500), [], replay=False, meanwhile=meanwhile
+        )
+        assert (stored, states) == (500, ["idle in transaction"])
+    finally:
+        sink.close()
+
+
+def test_a_row_the_server_refuses_after_the_copy_ended_early(pg_url: str) -> None:
+    # The server's refusal arrives once the preparation has run: reported as the row's
+    # fault (the writer then finds that row), and the session stays usable.
+    sink = PostgresSink(libpq_conninfo(normalise_url(pg_url)), connect_timeout=10)
+    preparer = Preparer(Limits())
+    ran: list[bool] = []
+    try:
+        rows = _login_rows(preparer, 50)
+        rows[20] = (*rows[20][:8], '{"not": json', *rows[20][9:])
+        with pytest.raises(SinkError) as refused:
+            sink.write(rows, [], replay=False, meanwhile=lambda: ran.append(True))
+        assert refused.value.kind is ErrorKind.DATA
+        assert ran == [True]
+        assert sink.write(_login_rows(preparer, 5), [], replay=False) == (5, 0)
+    finally:
+        sink.close()
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT count(*) FROM audit_logs").fetchone()
+    assert row is not None and row[0] == 5
 
 
 def test_the_write_deadline_stops_while_the_writer_does_its_own_work() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._chain.canonical import Sealed, seal
 from .._db.rows import QuarantineRow, Row
 from .._sinks.base import ErrorKind, SinkError
 from .._write.prepare import Limits, Preparer
@@ -30,6 +31,9 @@ class _Waiting:
     rows: list[Row]
     quarantined: list[QuarantineRow]
     done: asyncio.Future[bool]
+    # The rows resolved (from the sink's committed caches) and sealed while the group before
+    # was stored: see ``_seal_ahead``. One assignment, so the event loop sees all or nothing.
+    ready: tuple[list[Row], list[Sealed]] | None = None
 
 
 @dataclass
@@ -76,11 +80,17 @@ class GroupStore:
         return group
 
     async def _store_group(self, group: list[_Waiting], session: int) -> None:
-        rows = [r for item in group for r in item.rows]
         quarantined = [q for item in group for q in item.quarantined]
+        ready = [item.ready for item in group]
+        sealed: list[Sealed] | None = None
+        if all(r is not None for r in ready) and any(item.rows for item in group):
+            rows = [row for r in ready if r is not None for row in r[0]]
+            sealed = [s for r in ready if r is not None for s in r[1]]
+        else:
+            rows = [r for item in group for r in item.rows]
         ok = False
         try:
-            ok = await self._with_retries(rows, quarantined, session)
+            ok = await self._with_retries(rows, quarantined, session, sealed)
         except Exception as exc:  # noqa: BLE001 - not acknowledged: delivered again later
             self.report("internal", f"auditledger ingest: store error ({type(exc).__name__})")
         for item in group:
@@ -88,7 +98,11 @@ class GroupStore:
                 item.done.set_result(ok)
 
     async def _with_retries(
-        self, rows: list[Row], quarantined: list[QuarantineRow], session: int
+        self,
+        rows: list[Row],
+        quarantined: list[QuarantineRow],
+        session: int,
+        sealed: list[Sealed] | None = None,
     ) -> bool:
         backoff = 0.1
         # Optimistic, as the writer's own batches: the primary keys refuse an event stored
@@ -99,9 +113,10 @@ class GroupStore:
             try:
                 async with self.db:
                     stored, kept = await asyncio.to_thread(
-                        self._store_split, rows, quarantined, session, replay
+                        self._store_split, rows, quarantined, session, replay, sealed
                     )
             except SinkError as exc:
+                sealed = None  # a retry resolves and seals again, as the writer's do
                 if exc.kind is ErrorKind.CONFLICT and not replay:
                     replay = True
                     continue
@@ -123,14 +138,28 @@ class GroupStore:
             return True
 
     def _store_split(
-        self, rows: list[Row], quarantined: list[QuarantineRow], session: int, replay: bool
+        self,
+        rows: list[Row],
+        quarantined: list[QuarantineRow],
+        session: int,
+        replay: bool,
+        sealed: list[Sealed] | None = None,
     ) -> tuple[int, int]:
         """On the database thread. A row the database refuses is quarantined, not the batch:
         the batch is halved until that row is found (as the writer does). So is a row the
         storing code itself cannot handle (say, a JSON column that is not JSON, which the
         canonical form cannot parse): the wire format does not check what storing checks."""
         try:
-            return self.sink.store(rows, quarantined, session, replay=replay)
+            # ``sealed`` on the first attempt only (the halves of a split seal again); the
+            # groups waiting behind are sealed while the server ends this COPY.
+            return self.sink.store(
+                rows,
+                quarantined,
+                session,
+                replay=replay,
+                sealed=sealed,
+                meanwhile=self._seal_ahead if rows else None,
+            )
         except SinkError as exc:
             if exc.kind is not ErrorKind.DATA:
                 raise
@@ -162,6 +191,19 @@ class GroupStore:
             a = self._store_split([], quarantined[:half], session, replay)
             b = self._store_split([], quarantined[half:], session, replay)
         return a[0] + b[0], a[1] + b[1]
+
+    def _seal_ahead(self) -> None:
+        """On the database thread, while the server ends a COPY: resolve and seal the groups
+        waiting behind it. Only reads the sink's committed caches; a group that needs the
+        database, or any failure, is left for the sink to do as usual."""
+        try:
+            for item in list(self._waiting):
+                if item.ready is None and item.rows:
+                    resolved = self.sink.resolve_from_cache(item.rows)
+                    if resolved is not None:
+                        item.ready = (resolved, seal(resolved))
+        except Exception:  # noqa: BLE001 - an optimisation: the sink seals them itself
+            return
 
 
 def _decoded(msgs: list[Any]) -> tuple[list[Row], list[QuarantineRow]]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
+from .._chain.canonical import Sealed
 from .._sinks.base import ErrorKind, SinkError
 from .._sinks.postgres import PostgresSink
 
@@ -65,12 +67,19 @@ class IngestSink(PostgresSink):
         return conn is not None and not conn.closed and self.session == session
 
     def store(
-        self, rows: list[Any], quarantined: list[Any], session: int, *, replay: bool
+        self,
+        rows: list[Any],
+        quarantined: list[Any],
+        session: int,
+        *,
+        replay: bool,
+        sealed: list[Sealed] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[int, int]:
         """``write`` on the session the partition's lock is held on, never on a new one."""
         if not self.alive(session):
             raise SinkError(ErrorKind.TRANSIENT, "session-lost")
-        return self.write(rows, quarantined, replay=replay)
+        return self.write(rows, quarantined, replay=replay, sealed=sealed, meanwhile=meanwhile)
 
     def rebalance(self, partitions: int, mine: set[int]) -> tuple[set[int], set[int]]:
         """Partitions to take now and partitions to give up, for a fair share each.

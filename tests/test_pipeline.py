@@ -186,7 +186,8 @@ def test_a_row_the_server_refuses_after_the_copy_ended_early(pg_url: str) -> Non
         sink.close()
     with psycopg.connect(pg_url) as conn:
         row = conn.execute("SELECT count(*) FROM audit_logs").fetchone()
-    assert row is not None and row[0] == 5
+    assert row is not None
+    assert row[0] == 5
 
 
 def test_the_write_deadline_stops_while_the_writer_does_its_own_work() -> None:

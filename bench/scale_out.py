@@ -291,7 +291,7 @@ def bench_drain(
             stop(procs)
         rate = n / seconds
         res.setdefault("drain", {})[k] = rate
-        out(f"   {k} ingester(s): backlog {backlog:,} drained at {fmt_rate(rate)}"
+        out(f"   {k} ingester(s): backlog {backlog:,} stream messages drained at {fmt_rate(rate)}"
             f"  ({fmt_rate(rate / k)} per ingester)")  # fmt: skip
 
 

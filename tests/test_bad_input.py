@@ -127,6 +127,21 @@ def test_text_fields_ids_and_addresses(db_url: str, spool_dir: Path) -> None:
     assert any("truncated" in c for c in changes(event.sanitised, "user_agent"))
 
 
+def test_an_id_given_as_bytes_is_its_text(db_url: str, spool_dir: Path) -> None:
+    # b"U0BOB" stored as "b'U0BOB'" named nobody: subject access and erasure missed it.
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.log_audit_event("admin_action", user_id=b"U0BOB", resource_id=bytearray(b"U0ANN"))
+        audit.log_audit_event("admin_action", user_id=b"\xff\xfe")
+        assert audit.flush(30)
+    by_text = {e.user_id: e for e in stored(db_url)}
+    event = by_text["U0BOB"]
+    assert event.resource_id == "U0ANN"
+    assert changes(event.sanitised, "user_id") == ["bytes decoded as UTF-8"]
+    assert changes(event.sanitised, "resource_id") == ["bytearray decoded as UTF-8"]
+    undecodable = by_text["b'\\xff\\xfe'"]
+    assert changes(undecodable.sanitised, "user_id") == ["bytes stored as text"]
+
+
 def test_a_workspace_that_does_not_exist_keeps_the_event(db_url: str, spool_dir: Path) -> None:
     missing = uuid.uuid4()
     with AuditLogger(db_url, spool_dir=spool_dir) as audit:

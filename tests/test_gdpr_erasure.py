@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from auditledger import AuditLogger, WorkspaceRef
+from auditledger import AuditLogger, AuditReader, WorkspaceRef
 from auditledger._chain.canonical import canonical as canonical_v1
 from auditledger._chain.canonical import chain_of
 from auditledger._chain.checkpoints import generate_keys
@@ -167,6 +167,35 @@ def test_erasure_leaves_no_trace_and_every_chain_verifies(
     again = _erase(db_url, key)
     assert (again.events, again.erasure_events) == (0, [])
     assert verify_log(db_url).ok
+
+
+def test_the_notes_on_an_actors_own_values_are_theirs(
+    db_url: str, spool_dir: Path, key: Path
+) -> None:
+    # The writer keeps a value that is not an IP address as given, in its note in
+    # `sanitised`: the subject's, so exported with their events and erased with them.
+    odd_ip = "198.51.100.23:8443"
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        audit.audit_login(SUBJECT, WorkspaceRef("T0NE"), odd_ip, SUBJECT_UA)
+        audit.audit_login(OTHER, WorkspaceRef("T0NE"), "not an address", "curl/8")
+        assert audit.flush(10)
+    with AuditReader(db_url, actor="dpo@example.com") as reader:
+        document = reader.subject_export(SUBJECT, subject_key=key.read_bytes())
+    assert [e["sanitised"] for e in document["events"]] == [
+        [{"field": "ip_address", "change": "not an IP address", "original": odd_ip}]
+    ]
+    assert _naming(db_url, (odd_ip,))
+
+    result = _erase(db_url, key)
+
+    assert result.values["sanitised"] == 1
+    assert _naming(db_url, (odd_ip, SUBJECT, SUBJECT_UA)) == []
+    other = next(e for e in stored(db_url) if e.user_id == OTHER)
+    assert other.sanitised == [
+        {"field": "ip_address", "change": "not an IP address", "original": "not an address"}
+    ]
+    report = verify_log(db_url)
+    assert report.ok, report.problems
 
 
 def test_what_remains_cannot_be_tested_against_guesses(

@@ -49,6 +49,36 @@ def test_the_logger_stores_less(db_url: str, spool_dir: Path) -> None:
     assert (kept.ip_address, kept.user_agent) == ("203.0.113.77", "Mozilla/5.0")
 
 
+def test_what_is_not_an_address_is_not_kept_whole_when_truncating(
+    db_url: str, spool_dir: Path
+) -> None:
+    # A value that is not an IP address is noted in `sanitised`; with the defaults the note
+    # quotes it, with ip_address="truncated" it must not (a full address would survive
+    # there). Surrounding whitespace (one item of a split X-Forwarded-For) is removed.
+    for option in ("truncated", "full"):
+        with AuditLogger(db_url, spool_dir=spool_dir, ip_address=option) as audit:
+            audit.audit_login(f"U{option}1", None, "10.1.2.3/32", None)
+            audit.audit_login(f"U{option}2", None, " 203.0.113.5 ", None)
+            assert audit.flush(10)
+    events = {e.user_id: e for e in stored(db_url)}
+    cut = events["Utruncated1"]
+    assert cut.ip_address is None
+    assert cut.sanitised == [
+        {"field": "ip_address", "change": "not an IP address (not kept: ip_address='truncated')"}
+    ]
+    assert "10.1.2.3" not in str(cut)
+    full = events["Ufull1"]
+    assert full.sanitised == [
+        {"field": "ip_address", "change": "not an IP address", "original": "10.1.2.3/32"}
+    ]
+    padded = {u: events[u] for u in ("Utruncated2", "Ufull2")}
+    assert [(e.ip_address, e.sanitised) for e in padded.values()] == [
+        ("203.0.113.0", [{"field": "ip_address", "change": "surrounding whitespace removed"}]),
+        ("203.0.113.5", [{"field": "ip_address", "change": "surrounding whitespace removed"}]),
+    ]
+    assert verify_log(db_url).ok
+
+
 @pytest.mark.parametrize(("ip", "agent"), [("hashed", "full"), ("full", "short")])
 def test_unknown_choices_fail_at_start_up(ip: str, agent: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="must be"):

@@ -3,7 +3,8 @@
 A person U is named by an event when
 
 - U is its actor: ``user_id`` equal to U (then their ``ip_address`` and ``user_agent`` on that
-  event are theirs too);
+  event are theirs too, and so are the writer's notes in ``sanitised`` when one is about
+  those values: a note may quote the value as it was given);
 - U is its subject: ``resource_id`` equal to U;
 - a string inside ``details``, ``previous_value``, ``new_value`` or ``sanitised`` (a value or
   an object key, at any depth) is U, or holds U as a whole token: not preceded and not
@@ -58,6 +59,14 @@ def json_form(user_id: str) -> str:
     return orjson.dumps(user_id).decode()[1:-1]
 
 
+def about_actor_fields(notes: Any) -> bool:
+    """Whether the writer's notes (``sanitised``) say something about the actor's own
+    values (user id, IP address, user agent)."""
+    if not isinstance(notes, list):
+        return False
+    return any(isinstance(note, dict) and note.get("field") in ACTOR_FIELDS for note in notes)
+
+
 class SubjectMatcher:
     """The rule above for one person."""
 
@@ -102,6 +111,10 @@ class SubjectMatcher:
         found: set[str] = set()
         if event.user_id == self.user_id:
             found.update(name for name in ACTOR_FIELDS if getattr(event, name) is not None)
+            if about_actor_fields(event.sanitised):
+                # The writer's notes on the actor's own values may quote them (an IP address
+                # that was not one is kept there as given): theirs as well.
+                found.add("sanitised")
         if event.resource_id == self.user_id:
             found.add("resource_id")
         for name in JSON_FIELDS:
@@ -121,6 +134,7 @@ class SubjectMatcher:
             key
             for key, value in payload.items()
             if (actor and key in ACTOR_FIELDS)
+            or (actor and key == "sanitised" and about_actor_fields(value))
             or (isinstance(key, str) and self.names_text(key))
             or self.names_json(value)
         )

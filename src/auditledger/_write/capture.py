@@ -83,6 +83,16 @@ def coerce_scalar(value: object, field: str, notes: list[Note] | None) -> tuple[
         # A str subclass: its characters, not what its (overridable) __str__ says.
         notes.append({"field": field, "change": f"{type_name(value)} stored as text"})
         return str.__str__(value), notes
+    if isinstance(value, bytes | bytearray):
+        # An id read as bytes (from Redis, a socket...): its text, so that it still names
+        # the person (subject access and erasure match ids exactly), not b'...'.
+        try:
+            text = bytes(value).decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            notes.append({"field": field, "change": f"{type_name(value)} decoded as UTF-8"})
+            return text, notes
     text = safe_repr(value)
     if isinstance(value, int | float | uuid.UUID):
         # A subclass may override __str__ with anything; the repr already stands in.

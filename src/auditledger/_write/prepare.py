@@ -88,6 +88,14 @@ def truncated_ip(value: str) -> str:
     return str(ipaddress.IPv6Address(int(address) & ~((1 << 80) - 1)))
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class Limits:
     """Caps and rules applied to every event; ``AuditLogger`` options set them."""
@@ -195,9 +203,18 @@ class Preparer:
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            notes.append(
-                {"field": "ip_address", "change": "not an IP address", "original": value[:100]}
-            )
+            stripped = value.strip()
+            if stripped != value and _is_ip(stripped):
+                # One part of an X-Forwarded-For list split on commas keeps its spaces.
+                notes.append({"field": "ip_address", "change": "surrounding whitespace removed"})
+                return stripped
+            note: Note = {"field": "ip_address", "change": "not an IP address"}
+            if not self.limits.truncate_ip:
+                note["original"] = value[:100]
+            else:
+                # Kept whole, it would defeat ip_address="truncated".
+                note["change"] = "not an IP address (not kept: ip_address='truncated')"
+            notes.append(note)
             return None
         if len(self._valid_ips) > 10_000:
             self._valid_ips.clear()

@@ -130,8 +130,9 @@ def test_text_fields_ids_and_addresses(db_url: str, spool_dir: Path) -> None:
 def test_an_id_given_as_bytes_is_its_text(db_url: str, spool_dir: Path) -> None:
     # b"U0BOB" stored as "b'U0BOB'" named nobody: subject access and erasure missed it.
     with AuditLogger(db_url, spool_dir=spool_dir) as audit:
-        audit.log_audit_event("admin_action", user_id=b"U0BOB", resource_id=bytearray(b"U0ANN"))
-        audit.log_audit_event("admin_action", user_id=b"\xff\xfe")
+        log: Any = audit.log_audit_event  # values of the wrong type, on purpose
+        log("admin_action", user_id=b"U0BOB", resource_id=bytearray(b"U0ANN"))
+        log("admin_action", user_id=b"\xff\xfe")
         assert audit.flush(30)
     by_text = {e.user_id: e for e in stored(db_url)}
     event = by_text["U0BOB"]

@@ -66,3 +66,18 @@ def test_cli_export_then_erase(db_url: str, spool_dir: Path, tmp_path: Path, key
     with AuditReader(db_url) as reader:
         assert reader.subject_events(SUBJECT, subject_key=KEY) == []
     assert verify_log(db_url).ok
+
+
+def test_a_public_key_is_refused_as_the_subject_key(tmp_path: Path) -> None:
+    from auditledger._chain.checkpoints import generate_keys
+    from auditledger._errors import ConfigurationError
+    from auditledger._gdpr.subject import load_subject_key
+
+    generate_keys(tmp_path)
+    assert len(load_subject_key(tmp_path / "signing.key")) >= 32
+    with pytest.raises(ConfigurationError, match="public key"):
+        load_subject_key(tmp_path / "signing.pub")
+    ssh = tmp_path / "id.pub"
+    ssh.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBcdefghijklmnopqrstuvwxyz0123 me@host\n")
+    with pytest.raises(ConfigurationError, match="public key"):
+        load_subject_key(ssh)

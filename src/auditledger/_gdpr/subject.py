@@ -33,6 +33,12 @@ def load_subject_key(path: str | os.PathLike[str] | None) -> bytes:
         raise ConfigurationError(f"cannot read the subject key ({exc.strerror})") from exc
     if len(key) < MIN_KEY_BYTES:
         raise ConfigurationError(f"the subject key must hold at least {MIN_KEY_BYTES} bytes")
+    if b"PUBLIC KEY-----" in key or key.lstrip().startswith((b"ssh-", b"ecdsa-sha2-")):
+        # A public key is no secret: anyone holding it could test user ids against hashes.
+        raise ConfigurationError(
+            "the subject key is a public key: give a secret file (such as signing.key, not"
+            " signing.pub)"
+        )
     return key
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from auditledger import AuditEvent, AuditStore
+from auditledger._chain.v2 import erased_salt, parse
 from auditledger._db.engine import make_engine
 from auditledger._db.urls import normalise_url, spool_fingerprint
 from auditledger._write.capture import capture_event
@@ -106,3 +110,36 @@ def add_rule(url: str, postgres_sql: str, sqlite_sql: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(postgres_sql if engine.dialect.name == "postgresql" else sqlite_sql))
     engine.dispose()
+
+
+def run_sql(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """One statement as the database's owner (``%s`` placeholders on both databases)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            return conn.execute(sql.replace("%s", "?"), args).fetchall()
+        finally:
+            conn.close()
+    with psycopg.connect(url, autocommit=True) as pg:
+        cur = pg.execute(sql, args)
+        return cur.fetchall() if cur.description else []
+
+
+def row_id(url: str, value: uuid.UUID) -> str:
+    """An id as the database stores it (SQLite: 32 hex digits)."""
+    return value.hex if url.startswith("sqlite") else str(value)
+
+
+def erase_by_hand(url: str, event_id: uuid.UUID, *columns: str) -> None:
+    """Null columns of a version 2 event and zero their salt slots, as erasure does (the
+    trigger lets the owner do it): only a covering gdpr.erasure event tells this from
+    tampering."""
+    key = row_id(url, event_id)
+    canonical, salt = run_sql(url, "SELECT canonical, pii_salt FROM audit_logs WHERE id = %s", key)[
+        0
+    ]
+    hashed = parse(bytes(canonical))
+    assert hashed is not None
+    zeroed = erased_salt(hashed, bytes(salt), frozenset(columns))
+    sets = ", ".join(f"{c} = NULL" for c in columns)
+    run_sql(url, f"UPDATE audit_logs SET {sets}, pii_salt = %s WHERE id = %s", zeroed, key)

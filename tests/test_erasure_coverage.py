@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from auditledger import AuditLogger, WorkspaceRef
 from auditledger._actions import LibraryAction
-from auditledger._chain.v2 import erased_salt, parse
 from auditledger._gdpr.erase import erase_subject
 from auditledger._read.verify.erasures import Coverer, check_coverage, coverer
 from auditledger._read.verify.report import VerifyProblem
 from auditledger._read.verify.run import verify_log
-from tests.helpers import stored
+from tests.helpers import erase_by_hand, row_id, run_sql, stored
 
 SUBJECT = "U0SUBJ3CT9"
 
@@ -39,41 +39,6 @@ def _write(url: str, spool: Path, *more: dict[str, Any]) -> None:
 
 def _erase(url: str, tmp: Path) -> None:
     erase_subject(url, SUBJECT, reason="Art. 17", actor="dpo@example.com", subject_key=b"k" * 40)
-
-
-def _query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    if url.startswith("sqlite"):
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            return conn.execute(sql.replace("%s", "?"), args).fetchall()
-        finally:
-            conn.close()
-    with psycopg.connect(url, autocommit=True) as pg:
-        cur = pg.execute(sql, args)
-        return cur.fetchall() if cur.description else []
-
-
-def _id(url: str, value: uuid.UUID) -> str:
-    """An id as the database stores it (SQLite: 32 hex digits)."""
-    return value.hex if url.startswith("sqlite") else str(value)
-
-
-def _forge_erasure(url: str, event_id: uuid.UUID, *columns: str) -> None:
-    """Null columns of an event and zero their salts, as erasure would (the trigger lets the
-    owner do it): only a covering gdpr.erasure event tells this from tampering."""
-    canonical, salt = _query(
-        url, "SELECT canonical, pii_salt FROM audit_logs WHERE id = %s", _id(url, event_id)
-    )[0]
-    hashed = parse(bytes(canonical))
-    assert hashed is not None
-    zeroed = erased_salt(hashed, bytes(salt), frozenset(columns))
-    sets = ", ".join(f"{c} = NULL" for c in columns)
-    _query(
-        url,
-        f"UPDATE audit_logs SET {sets}, pii_salt = %s WHERE id = %s",
-        zeroed,
-        _id(url, event_id),
-    )
 
 
 def _problems(url: str) -> list[VerifyProblem]:
@@ -107,7 +72,7 @@ def test_a_listed_event_erased_beyond_its_listed_columns(db_url: str, spool_dir:
     assert event.user_id is None
     assert event.details == {"note": "kept"}
     # The same event, listed by the erasure for its actor values only, loses its details too.
-    _forge_erasure(db_url, event.id, "details")
+    erase_by_hand(db_url, event.id, "details")
     problems = _problems(db_url)
     assert [(p.event_id, p.detail) for p in problems] == [
         (event.id, "values removed without a gdpr.erasure event covering them: details")
@@ -124,7 +89,7 @@ def test_an_erasure_event_of_another_chain_covers_nothing(db_url: str, spool_dir
             details={"events": [str(admin.id)], "erased": {str(admin.id): ["details"]}},
         )  # fmt: skip
         assert audit.flush(20)
-    _forge_erasure(db_url, admin.id, "details")
+    erase_by_hand(db_url, admin.id, "details")
     assert [p.event_id for p in _problems(db_url)] == [admin.id]
 
 
@@ -140,7 +105,7 @@ def test_an_old_erasure_event_covers_the_columns_erasure_may_touch(
             details={"events": [str(admin.id)], "reason": "before the per-column list"},
         )  # fmt: skip
         assert audit.flush(20)
-    _forge_erasure(db_url, admin.id, "ip_address", "details", "resource_id")
+    erase_by_hand(db_url, admin.id, "ip_address", "details", "resource_id")
     report = verify_log(db_url)
     assert report.ok, report.problems
     assert report.erased == 1
@@ -153,13 +118,13 @@ def test_a_forged_erasure_row_outside_the_chain_covers_nothing(
     admin = next(e for e in stored(db_url) if e.action == "admin_action")
     details = json.dumps({"events": [str(admin.id)], "erased": {str(admin.id): ["details"]}})
     forged = uuid.uuid4()
-    _query(
+    run_sql(
         db_url,
         "INSERT INTO audit_logs (id, workspace_id, action, details, created_at)"
         " SELECT %s, workspace_id, 'gdpr.erasure', %s, created_at FROM audit_logs WHERE id = %s",
-        _id(db_url, forged), details, _id(db_url, admin.id),
+        row_id(db_url, forged), details, row_id(db_url, admin.id),
     )  # fmt: skip
-    _forge_erasure(db_url, admin.id, "details")
+    erase_by_hand(db_url, admin.id, "details")
     assert {p.event_id for p in _problems(db_url)} == {forged, admin.id}
 
 
@@ -178,7 +143,20 @@ def test_a_value_nulled_with_its_salt_kept_is_not_an_erasure(db_url: str, spool_
             details={"events": [str(other.id)], "erased": {str(other.id): ["ip_address"]}},
         )  # fmt: skip
         assert audit.flush(20)
-    _query(db_url, "UPDATE audit_logs SET ip_address = NULL WHERE id = %s", _id(db_url, other.id))
+    nulled = "UPDATE audit_logs SET ip_address = NULL WHERE id = %s"
+    # The database refuses it (migration 0008); one whose trigger was dropped or bypassed
+    # does not, and verify must still tell.
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.InsufficientPrivilege)):
+        run_sql(db_url, nulled, row_id(db_url, other.id))
+    if db_url.startswith("sqlite"):
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("DROP TRIGGER audit_logs_erase_only")
+        conn.execute(nulled.replace("%s", "?"), (other.id.hex,))
+        conn.close()
+    else:
+        with psycopg.connect(db_url, autocommit=True) as pg:
+            pg.execute("SET session_replication_role = replica")
+            pg.execute(nulled, (other.id,))
     problems = _problems(db_url)
     assert [p.event_id for p in problems] == [other.id]
     assert "salts were not zeroed" in problems[0].detail

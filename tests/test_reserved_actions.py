@@ -7,11 +7,9 @@ with a reason and counted; the library's own records still go in as events.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from auditledger import AuditLogger, AuditReader, AuditStore, WorkspaceRef
@@ -19,7 +17,7 @@ from auditledger._actions import LibraryAction
 from auditledger._read.verify.run import verify_log
 from auditledger._write.capture import capture_event
 from auditledger._write.spool import decode_event, encode_event
-from tests.helpers import stored
+from tests.helpers import erase_by_hand, stored
 
 FORGED = ("gdpr.erasure", "retention.applied", "audit_log.viewed", "gdpr.subject_export", "gdpr")
 
@@ -68,7 +66,7 @@ def test_a_forged_erasure_event_covers_nothing(db_url: str, spool_dir: Path) -> 
             details={"events": [str(target.id)], "erased": {str(target.id): ["details"]}},
         )
         assert audit.flush(10)
-    _execute(db_url, "UPDATE audit_logs SET details = NULL WHERE action = 'message.sent'")
+    erase_by_hand(db_url, target.id, "details")
     report = verify_log(db_url)
     assert not report.ok
     assert all("without a gdpr.erasure event" in p.detail for p in report.problems)
@@ -83,18 +81,6 @@ def test_a_spooled_library_record_stays_one() -> None:
     plain = capture_event(1, "audit_log.viewed", "app", *[None] * 8)
     _, back = decode_event(encode_event(event_id, plain, lambda e: e))
     assert type(back[1]) is str
-
-
-def _execute(url: str, sql: str) -> None:
-    if url.startswith("sqlite"):
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            conn.execute(sql)
-        finally:
-            conn.close()
-        return
-    with psycopg.connect(url, autocommit=True) as pg:
-        pg.execute(sql)
 
 
 @pytest.mark.parametrize("action", ["gdpr.erasure", "audit_log.exported"])

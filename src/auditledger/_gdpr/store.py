@@ -1,7 +1,8 @@
 """Reading and changing stored rows for erasure, on PostgreSQL and SQLite.
 
 Only the statements differ between the two databases; what to erase is decided in
-``erase.py``. Every change here is one the triggers of migration 0004 allow.
+``erase.py``. Every change here is one the triggers allow (migration 0004, and 0008 for
+version 2 events: each value goes with its own salt slot).
 """
 
 from __future__ import annotations

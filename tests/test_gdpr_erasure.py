@@ -6,19 +6,23 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import insert
 
-from auditledger import AuditLogger, AuditReader, WorkspaceRef
+from auditledger import AuditLogger, AuditReader, AuditStore, WorkspaceRef
 from auditledger._chain.canonical import canonical as canonical_v1
 from auditledger._chain.canonical import chain_of
 from auditledger._chain.checkpoints import generate_keys
 from auditledger._chain.v2 import ERASABLE, commit
-from auditledger._gdpr.erase import ErasureError, erase_subject
+from auditledger._db.engine import make_engine
+from auditledger._db.schema import workspaces
+from auditledger._gdpr.erase import ErasureError, UnknownWorkspace, erase_subject
 from auditledger._gdpr.subject import subject_hash
 from auditledger._read.verify.run import verify_log
 from auditledger._sinks import postgres as sink_postgres
@@ -332,9 +336,83 @@ def test_cli_erase(db_url: str, spool_dir: Path, key: Path) -> None:
     assert "5 with personal values erased" in verified.stdout
 
 
+def _workspace_of(url: str, team_id: str) -> uuid.UUID:
+    with AuditStore(url) as store:
+        found = store.workspace_of_team(team_id)
+    assert found is not None
+    return found
+
+
+def test_cli_erase_names_the_workspace_as_every_command_does(
+    db_url: str, spool_dir: Path, key: Path, tmp_path: Path
+) -> None:
+    """--workspace takes a UUID, a unique prefix of it or a Slack team id, as `gdpr export`,
+    `retention` and `verify` do, and refuses what names none or several in their words."""
+    _write(db_url, spool_dir)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:  # two ids sharing the prefix "abcdef01": it names neither
+        for n in (1, 2):
+            ws = uuid.UUID(f"abcdef01-0000-4000-8000-00000000000{n}")
+            conn.execute(insert(workspaces).values(id=ws, team_id=f"T0AMB{n}", name="x"))
+    engine.dispose()
+    two = _workspace_of(db_url, "T0TWO")
+    base = ["--user", SUBJECT, "--reason", "r", "--actor", "dpo", "--database-url", db_url]
+    base += ["--subject-key", str(key)]
+    for named in ("T0TWO", str(two), two.hex[:8], str(two).upper()):
+        # Without a terminal and without --yes it stops after showing what it would do.
+        shown = cli("gdpr", "erase", *base, "--workspace", named)
+        assert shown.returncode == 2, shown.stderr
+        assert "1 event(s) in 1 chain(s) name the subject" in shown.stderr
+        assert "not confirmed" in shown.stderr
+    export = ["gdpr", "export", "--user", SUBJECT, "--out", str(tmp_path / "s.json")]
+    export += ["--subject-key", str(key), "--database-url", db_url]
+    for named, message in (
+        ("T0NOPE", "no workspace has the team id 'T0NOPE'"),
+        ("abcdef01", "2 workspace ids start with 'abcdef01': give more of it"),
+        ("0000dead", "no workspace id starts with '0000dead'"),
+    ):
+        refused = cli("gdpr", "erase", *base, "--workspace", named, "--yes")
+        assert refused.returncode == 2
+        assert refused.stderr == f"error: --workspace: {message}\n"
+        elsewhere = cli(*export, "--workspace", named)
+        assert elsewhere.returncode == 2
+        assert elsewhere.stderr == refused.stderr
+    done = cli("gdpr", "erase", *base, "--workspace", "T0TWO", "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["events"] == 1
+    assert verify_log(db_url).ok
+    assert any(e.user_id == SUBJECT for e in stored(db_url))  # the other workspaces keep theirs
+
+
+def test_erase_subject_takes_a_team_id_or_an_id_prefix(
+    db_url: str, spool_dir: Path, key: Path
+) -> None:
+    _write(db_url, spool_dir)
+    one = _workspace_of(db_url, "T0NE")
+    with pytest.raises(UnknownWorkspace, match="no workspace has the team id 'T0NOPE'"):
+        _erase(db_url, key, workspace_id="T0NOPE")
+    with pytest.raises(LookupError):  # as AuditReader.resolve_workspace raises it
+        _erase(db_url, key, workspace_id="T0NOPE")
+    with pytest.raises(ErasureError):  # and as every refused erasure is
+        _erase(db_url, key, workspace_id="not a workspace")
+    assert _erase(db_url, key, workspace_id="T0TWO").events == 1
+    assert _erase(db_url, key, workspace_id=one.hex[:6]).events == 3
+    assert verify_log(db_url).ok
+    assert {e.workspace_id for e in stored(db_url) if e.user_id == SUBJECT} == {None}
+
+
+def test_cli_erase_help_gives_every_exit_code() -> None:
+    shown = cli("gdpr", "erase", "--help", env={**os.environ, "COLUMNS": "300"})
+    assert shown.returncode == 0
+    help_text = shown.stdout
+    assert "Exit 0 when done (or nothing names USER), 1 when declined at the prompt." in help_text
+    assert "Exit 2 on an error, or when not confirmed: without a terminal, only --yes" in help_text
+    assert "its id, a unique prefix of it, or a Slack team id" in help_text
+
+
 _WRITER = """
 import sys
-from auditledger import AuditLogger, WorkspaceRef
+from auditledger import AuditLogger, AuditStore, WorkspaceRef
 
 url, spool, index, count, subject = sys.argv[1:6]
 with AuditLogger(url, spool_dir=spool, batch_size=25, flush_interval=0.01) as audit:

@@ -4,6 +4,7 @@ batches; verify starts each chain at its cut, and the triggers allow nothing els
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,6 +234,41 @@ def test_cli_retention(db_url: str, spool_dir: Path, keys: Path) -> None:
     verified = cli("verify", "--public-key", str(keys / "signing.pub"), *base)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "starts at position 51" in verified.stderr
+
+
+def test_cli_before_takes_every_form_its_help_names(db_url: str, spool_dir: Path) -> None:
+    """`--before 90d ago`, as --help spells it, is `--before 90d`: the parser `events --since`
+    uses. Anything else is one line and exit 2, never a traceback."""
+    _log(db_url, spool_dir, 3, tag="x")
+    base = ["retention", "apply", "--dry-run", "--json", "--database-url", db_url]
+    for before, back in (
+        ("90d ago", timedelta(days=90)),
+        ("90d", timedelta(days=90)),
+        ("12h ago", timedelta(hours=12)),
+        ("30 min ago", timedelta(minutes=30)),
+        ("2w  ago ", timedelta(weeks=2)),
+        ("2020-01-01", None),
+        ("2020-01-01T09:30Z", None),
+    ):
+        asked = datetime.now(UTC)
+        done = cli(*base, "--before", before)
+        assert done.returncode == 0, (before, done.stderr)
+        cut = datetime.fromisoformat(json.loads(done.stdout)["quarantine_before"])
+        if back is not None:
+            assert asked - back <= cut <= datetime.now(UTC) - back, before
+    for before in ("90 days ago", "ago", "90d ago ago", "yesterday", "99999999999999d ago"):
+        refused = cli(*base, "--before", before)
+        assert refused.returncode == 2, before
+        assert refused.stdout == ""
+        assert refused.stderr.startswith(f"error: --before: {before!r}"), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    shown = cli("retention", "apply", "--help", env={**os.environ, "COLUMNS": "300"})
+    assert "naive is UTC) or a span back from now: 90d or 90d ago" in shown.stdout
+    hours = [
+        cli("events", "--since", s, "--json", "--database-url", db_url) for s in ("1h", "1h ago")
+    ]
+    assert hours[0].returncode == 0, hours[0].stderr
+    assert hours[1].stdout == hours[0].stdout != ""
 
 
 def test_an_interrupted_apply_verifies_and_a_second_run_finishes(

@@ -24,6 +24,7 @@ from .._chain.v2 import erased_salt as zeroed_salt
 from .._chain.v2 import is_v2, parse
 from .._db.schema import audit_logs
 from .._errors import AuditLedgerError
+from .._read.store import AuditStore
 from .._read.subject import SubjectMatcher, matching_events, matching_quarantine
 from .._read.subject_match import check_subject_id
 from .append import append, record_rows
@@ -42,6 +43,11 @@ _PAYLOAD_KEYS = frozenset({"action", "workspace_id", "resource", "event", *COLUM
 
 class ErasureError(AuditLedgerError):
     """The erasure request cannot be carried out as given."""
+
+
+class UnknownWorkspace(ErasureError, LookupError):
+    """The workspace names none, or several: a LookupError too, as ``AuditReader`` raises
+    for the same text, with the same message."""
 
 
 @dataclass
@@ -157,10 +163,11 @@ def erase_subject(
     """Erase everything naming ``user_id`` (in one workspace, or all), record a
     ``gdpr.erasure`` event in each affected chain, and return what was done.
 
+    ``workspace_id``: its UUID, a unique prefix of it, or its Slack team id (as every other
+    command takes it); UnknownWorkspace when that names no workspace or several.
     Runs with the database owner's URL: the application's insert-only role cannot UPDATE.
     """
     check_subject_id(user_id)
-    workspace = _workspace(workspace_id)
     if not reason.strip():
         raise ErasureError("a reason is required (it is recorded in the gdpr.erasure event)")
     if not actor.strip():
@@ -169,7 +176,7 @@ def erase_subject(
         raise ErasureError("the actor may not name the subject: it is stored in clear")
     store = RowStore(database_url)
     try:
-        plan = plan_erasure(store, user_id, workspace)
+        plan = plan_erasure(store, user_id, resolve_workspace(store, workspace_id))
         return apply_erasure(store, plan, reason=reason, actor=actor, subject_key=subject_key)
     finally:
         store.close()
@@ -217,10 +224,12 @@ def _record(
     return append(store.url, record_rows(ACTION, actor, per_chain))
 
 
-def _workspace(value: uuid.UUID | str | None) -> uuid.UUID | None:
+def resolve_workspace(store: RowStore, value: uuid.UUID | str | None) -> uuid.UUID | None:
+    """The workspace ``value`` names: its UUID, a unique prefix of it, or its Slack team id,
+    resolved as ``events``, ``gdpr export``, ``retention`` and ``verify`` resolve it."""
     if value is None or isinstance(value, uuid.UUID):
         return value
     try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise ErasureError("the workspace id is not a UUID") from exc
+        return AuditStore(engine=store.engine).resolve_workspace(str(value))
+    except LookupError as exc:
+        raise UnknownWorkspace(exc.args[0]) from exc

@@ -15,7 +15,8 @@ from .._chain.canonical import micros
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_LIMIT = 1000
-_RELATIVE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
+# "7d" and "7d ago" are one span: the help of every time option shows both spellings.
+_RELATIVE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)(?:\s+ago)?\s*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -112,7 +113,8 @@ def aware(value: datetime) -> datetime:
 
 def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     """``2026-11-01``, ``2026-11-01T09:30``, ``...Z``/``+02:00``, or a span back from now:
-    ``90s``, ``15m``, ``2h``, ``7d``, ``1w``. Raises ValueError naming the value otherwise."""
+    ``90s``, ``15m``, ``2h``, ``7d``, ``1w``, each also with `` ago`` (``7d ago``).
+    Raises ValueError naming the value otherwise."""
     when = parse_when(value)
     if isinstance(when, timedelta):
         try:
@@ -127,7 +129,12 @@ def parse_when(value: str) -> datetime | timedelta:
     once and bind to the query's cursors. Raises ValueError naming the value otherwise."""
     match = _RELATIVE.match(value)
     if match:
-        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        except (OverflowError, ValueError) as exc:
+            # Beyond timedelta's range (about 2.7 million years) or int()'s digit limit: one
+            # clear refusal, not an OverflowError out of callers that expect ValueError.
+            raise ValueError(f"{value!r} reaches back before the year 1") from exc
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -136,7 +143,7 @@ def parse_when(value: str) -> datetime | timedelta:
     except ValueError as exc:
         raise ValueError(
             f"{value!r} is not a time: give an ISO 8601 date or time (2026-11-01,"
-            " 2026-11-01T09:30Z) or a span back from now (30m, 2h, 7d)"
+            " 2026-11-01T09:30Z) or a span back from now (30m, 2h, 7d, 7d ago)"
         ) from exc
 
 

@@ -39,7 +39,10 @@ ResourceId = Annotated[str | None, typer.Option(help="Only this resource id.")]
 Ip = Annotated[str | None, typer.Option(help="Only this address, or a CIDR network.")]
 Since = Annotated[
     str | None,
-    typer.Option(help="From this time on: 2026-11-01, 2026-11-01T09:30Z, or 2h, 7d ago."),
+    typer.Option(
+        help="From this time on: 2026-11-01, 2026-11-01T09:30Z (naive is UTC), or a span"
+        " back from now: 2h, 7d or 7d ago (units s, m or min, h, d, w)."
+    ),
 ]
 Until = Annotated[str | None, typer.Option(help="Before this time (same forms as --since).")]
 Text = Annotated[

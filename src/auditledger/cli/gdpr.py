@@ -43,7 +43,13 @@ def erase(
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the log)")],
     actor: Annotated[str, typer.Option("--actor", help="Who carries it out (recorded)")],
     workspace: Annotated[
-        str | None, typer.Option("--workspace", help="Only this workspace's events (UUID)")
+        str | None,
+        typer.Option(
+            "--workspace",
+            help="Only this workspace's events (quarantined calls are left): its id, a unique"
+            " prefix of it, or a Slack team id.",
+            show_default=False,
+        ),
     ] = None,
     subject_key: Annotated[
         Path | None,
@@ -58,10 +64,18 @@ def erase(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Erase USER's personal values; every chain keeps verifying (exit 0 done, 1 declined)."""
+    """Erase USER's personal values; every chain keeps verifying.
+
+    Exit 0 when done (or nothing names USER), 1 when declined at the prompt.
+    Exit 2 on an error, or when not confirmed: without a terminal, only --yes confirms."""
     from .._db.urls import missing_sqlite_file
-    from .._gdpr.erase import ErasureError, apply_erasure, plan_erasure
-    from .._gdpr.erase import _workspace as parse_workspace
+    from .._gdpr.erase import (
+        ErasureError,
+        UnknownWorkspace,
+        apply_erasure,
+        plan_erasure,
+        resolve_workspace,
+    )
     from .._gdpr.store import RowStore
     from .._gdpr.subject import load_subject_key
     from .._read.subject_match import SubjectMatcher
@@ -69,7 +83,6 @@ def erase(
     try:
         matcher = SubjectMatcher(user)
         key = load_subject_key(subject_key)
-        target = parse_workspace(workspace)
         if not reason.strip() or not actor.strip():
             raise ErasureError("--reason and --actor must not be empty")
         if matcher.names_text(actor):
@@ -86,7 +99,7 @@ def erase(
     except Exception as exc:
         raise _fail(describe_database_error(exc)) from exc
     try:
-        plan = plan_erasure(store, user, target)
+        plan = plan_erasure(store, user, resolve_workspace(store, workspace))
         summary = ", ".join(f"{n} {name}" for name, n in plan.values.items()) or "nothing"
         err_console.print(
             f"{len(plan.targets)} event(s) in {len(plan.chains)} chain(s) name the subject:"
@@ -106,6 +119,8 @@ def erase(
             if not typer.confirm("Erase these values? This cannot be undone"):
                 raise typer.Exit(1)
         result = apply_erasure(store, plan, reason=reason, actor=actor, subject_key=key)
+    except UnknownWorkspace as exc:  # worded as every other command's --workspace error
+        raise _fail(f"--workspace: {exc.args[0]}") from exc
     except AuditLedgerError as exc:
         raise _fail(str(exc)) from exc
     except typer.Exit:

@@ -116,7 +116,11 @@ def apply(
         str | None,
         typer.Option(
             "--before",
-            help="Delete events created before this time: ISO 8601 (naive is UTC) or 90d ago.",
+            help=(
+                "Delete events created before this time: ISO 8601 (2026-11-01,"
+                " 2026-11-01T09:30Z; naive is UTC) or a span back from now: 90d or 90d ago"
+                " (units s, m or min, h, d, w)."
+            ),
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go")] = False,

@@ -81,3 +81,22 @@ def test_a_public_key_is_refused_as_the_subject_key(tmp_path: Path) -> None:
     ssh.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBcdefghijklmnopqrstuvwxyz0123 me@host\n")
     with pytest.raises(ConfigurationError, match="public key"):
         load_subject_key(ssh)
+
+
+def test_cli_export_records_who_asked(
+    db_url: str, spool_dir: Path, tmp_path: Path, key: Path
+) -> None:
+    # Without --actor the record names the login name, as `auditledger export` does: the
+    # record of a subject access exists to say who asked.
+    import getpass
+
+    _write(db_url, spool_dir)
+    out = tmp_path / "subject.json"
+    done = cli(
+        "gdpr", "export", "--user", SUBJECT, "--out", str(out), "--subject-key", str(key),
+        "--database-url", db_url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (record,) = [e for e in stored(db_url) if e.action == "gdpr.subject_export"]
+    assert record.user_id == getpass.getuser()
+    assert record.details["events"] == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -150,7 +151,10 @@ def export(
     workspace: Annotated[
         str | None, typer.Option("--workspace", help="Only this workspace (id or team id)")
     ] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="Who asked (recorded)")] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option("--actor", help="Who asked (recorded; default: your login name)"),
+    ] = None,
     subject_key: SubjectKey = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -168,7 +172,8 @@ def export(
         missing = missing_sqlite_file(database_url)
         if missing is not None:
             raise _fail(missing)
-        with AuditReader(database_url, actor=actor) as reader:
+        # Who asked is what the record is for: the login name when not given, as `export`.
+        with AuditReader(database_url, actor=actor or getpass.getuser()) as reader:
             target = None if workspace is None else reader.resolve_workspace(workspace)
             data = reader.subject_export(user, target, subject_key=key)
     except typer.Exit:

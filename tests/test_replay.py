@@ -87,6 +87,23 @@ def test_batches_prepared_ahead_still_leave_out_what_is_stored(
     assert report.ok, report.problems
 
 
+def test_an_event_twice_in_one_replay_batch_is_stored_once(db_url: str, spool_dir: Path) -> None:
+    # Replay stores a batch without checking its ids first; the same id twice in one batch
+    # (a batch spooled twice) makes that attempt fail, and the checked retry stores it once.
+    ids = uuid7_batch([time.time_ns()] * 3)
+    spool_segment(
+        spool_dir, [(ids[0], "U0"), (ids[1], "U1"), (ids[0], "U0"), (ids[2], "U2")], url=db_url
+    )
+    with AuditLogger(db_url, spool_dir=spool_dir) as audit:
+        assert audit.flush(30)
+        stats = audit.stats()
+    assert sorted(e.id for e in stored(db_url)) == sorted(ids)
+    assert stats.quarantined == 0
+    assert list(spool_dir.glob("*.seg")) == []
+    report = verify_log(db_url)
+    assert report.ok, report.problems
+
+
 def test_a_segment_replayed_by_another_logger_stops_holding_batches_back(
     sqlite_url: str, spool_dir: Path
 ) -> None:

@@ -298,7 +298,10 @@ class SpoolKeeper:
         stored = 0
         while current is not None and prepared is not None:
             ahead = _ReadAhead(storer, batches)
-            storer.prepare_and_store(*current, replay=True, prepared=prepared, meanwhile=ahead.run)
+            # Optimistic, as the ingesters: a batch is not checked id by id first (a query of
+            # its 2,000 ids, before the COPY, while the server waits); an event stored already
+            # (a batch whose commit was not seen) makes the COPY fail, and then it is checked.
+            storer.prepare_and_store(*current, replay=False, prepared=prepared, meanwhile=ahead.run)
             stored += len(current[1])
             ahead.run()  # if the sink did not (SQLite; chains another writer waits for)
             if ahead.error is not None:

@@ -37,7 +37,7 @@ class EndEarlyWriter(LibpqWriter):
         if exc is not None:
             super().finish(exc)  # psycopg's path: the server cancels the COPY
             return
-        pg = self._pgconn
+        pg = self.connection.pgconn  # public in every psycopg with copy writers (3.1+)
         with selectors.DefaultSelector() as waiting:
             waiting.register(pg.socket, selectors.EVENT_READ | selectors.EVENT_WRITE)
             while pg.put_copy_end(None) == 0:

@@ -405,3 +405,52 @@ def test_a_hand_made_erasure_event_is_refused(cluster: Cluster) -> None:
             f"refused stream message (action {head}.* is written by auditledger only)"
         )
     assert stored == {"auth.login", "audit_log.viewed"}
+
+
+def test_partitions_given_up_stop_without_waiting_for_their_fetch(
+    nats_server: NatsServer, pg_url: str
+) -> None:
+    """An ingester hands partitions over (to one that joins, or at shutdown) at once: an idle
+    partition's fetch may wait a whole fetch_timeout, which a hand-over must not wait for."""
+    import asyncio
+    import time
+
+    from auditledger._nats._client import connect, nats
+    from auditledger._nats.ingester import Ingester, IngestOptions
+    from auditledger._nats.ownership import IngestSink
+    from auditledger._nats.partitions import STREAM, consumer_name
+
+    nats_server.setup(partitions=4)
+    sink = IngestSink(_conninfo(pg_url), connect_timeout=10.0)
+    ingester = Ingester(nats_server.url, sink, IngestOptions(fetch_timeout=120.0))
+
+    async def fetching(nc: Any) -> bool:
+        """Whether every partition's consumer has a fetch waiting on the server."""
+        if len(ingester.owned) < 4:
+            return False
+        js = nc.jetstream()
+        try:
+            infos = [await js.consumer_info(STREAM, consumer_name(p)) for p in range(4)]
+        except nats.js.errors.NotFoundError:  # a consumer not created yet
+            return False
+        return all(info.num_waiting >= 1 for info in infos)
+
+    async def seconds_to_stop() -> float:
+        nc = await connect(nats_server.url, timeout=5, name="test", pending_size=2**20)
+        stop = asyncio.Event()
+        running = asyncio.create_task(ingester.run(stop))
+        try:
+            deadline = time.monotonic() + 30
+            while not await fetching(nc):
+                assert time.monotonic() < deadline, "the ingester never waited in its fetches"
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            stop.set()
+            await asyncio.wait_for(running, 150)
+            return time.monotonic() - started
+        finally:
+            stop.set()
+            await nc.close()
+
+    # Each fetch waits up to 120 s on the empty stream; the stop used to wait for them.
+    assert asyncio.run(seconds_to_stop()) < 10

@@ -34,7 +34,9 @@ from .partitions import STREAM, consumer_name, count_from_subjects, subject
 log = logging.getLogger("auditledger")
 
 ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it (see above)
-_REBALANCE_EVERY = 1.0
+# How soon an ingester that joins gets its share: the others notice it, and it takes what
+# they give back, at their next rebalances (two cheap queries each).
+_REBALANCE_EVERY = 0.25
 _BUSY_WAIT = 0.02  # seconds a fetch waits for more messages while messages flow
 
 
@@ -222,13 +224,17 @@ class Ingester:
         """Fetch, store, acknowledge, until stopped; True when the connection was
         re-established meanwhile (the consumer is then recreated)."""
         fetching = asyncio.ensure_future(self._fetch(sub, busy=False))
+        # A partition given up (to an ingester that joined, or at shutdown) stops at once,
+        # not at the end of a fetch that may wait a whole fetch_timeout for nothing.
+        stopped = asyncio.ensure_future(stopping.wait())
         try:
             while not stopping.is_set():
-                msgs = await fetching
-                if self._generation != generation:
-                    return True  # not acknowledged: the recreated consumer delivers them again
+                await asyncio.wait((fetching, stopped), return_when=asyncio.FIRST_COMPLETED)
                 if stopping.is_set():
                     return False  # not acknowledged: the next owner gets them again
+                msgs = fetching.result()
+                if self._generation != generation:
+                    return True  # not acknowledged: the recreated consumer delivers them again
                 # The server sends the next messages while these are stored.
                 fetching = asyncio.ensure_future(self._fetch(sub, busy=bool(msgs)))
                 if not msgs:
@@ -239,6 +245,7 @@ class Ingester:
                     await msg.ack()
             return False
         finally:
+            stopped.cancel()
             fetching.cancel()
             with contextlib.suppress(BaseException):
                 await fetching

@@ -41,6 +41,22 @@ def test_an_event_survives_the_trip_exactly(workspace: object) -> None:
     assert decode(encode_row(row)) == row
 
 
+def test_an_event_is_written_in_the_documented_layout() -> None:
+    """Ids as their canonical text, the time as whole microseconds since 1970, a reference
+    as its four fields: what ingesters of every version read."""
+    event_id, workspace = uuid.uuid4(), uuid.uuid4()
+    for ws, wire_ws in (
+        (workspace, str(workspace)),
+        (None, None),
+        (WorkspaceRef("T1", "E1", "Acme", True), {"ref": ["T1", "E1", "Acme", True]}),
+    ):
+        row = (event_id, *_row(ws)[1:])
+        assert orjson.loads(encode_item(row)) == [
+            str(event_id), "U1", wire_ws, "203.0.113.7", "agent", "auth.login", "user", "U1",
+            '{"a": 1}', None, '"x"', 1_767_323_045_678_901, '[{"field": "details"}]',
+        ]  # fmt: skip
+
+
 def test_a_quarantine_row_survives_the_trip() -> None:
     q = (uuid.uuid4(), "no action", b'{"action": null}', datetime(2026, 1, 1, tzinfo=UTC))
     assert decode(encode_quarantine(q)) == q

@@ -168,7 +168,24 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu() -> float:
+    """CPU seconds used so far by every process named postgres on this machine (the local
+    server: its backends, WAL writer, checkpointer); 0 where /proc cannot tell."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name, rest = text.split(" (", 1)[1].rsplit(")", 1)
+        if name == "postgres":
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 CPU: dict[str, list[float]] = {}  # µs of CPU an event, by process, over the k=1 runs
+PG_DIRECT, PG_NATS = "direct: PostgreSQL", "NATS: PostgreSQL"
 
 
 def direct_run(url: str, pool: list[Event], n: int, spool: Path) -> float:
@@ -176,13 +193,14 @@ def direct_run(url: str, pool: list[Event], n: int, spool: Path) -> float:
     reset_table(url)
     audit = AuditLogger(url, spool_dir=spool, queue_size=n + 1)
     try:
-        cpu = cpu_self()
+        cpu, pg = cpu_self(), postgres_cpu()
         started = time.perf_counter()
         timed_calls(audit.log_audit_event, pool, n)
         if not audit.flush(600):
             raise RuntimeError("direct flush timed out")
         rate = n / (time.perf_counter() - started)
         CPU.setdefault("direct: the application process", []).append((cpu_self() - cpu) * 1e6 / n)
+        CPU.setdefault(PG_DIRECT, []).append((postgres_cpu() - pg) * 1e6 / n)
         return rate
     finally:
         audit.close(10)
@@ -197,17 +215,17 @@ def nats_run(
     procs = ingesters(nats, url, k)
     server = nats.pid()
     try:
-        cpu = (cpu_self(), sum(cpu_of(p.pid) for p in procs), cpu_of(server))
+        cpu = (cpu_self(), sum(cpu_of(p.pid) for p in procs), cpu_of(server), postgres_cpu())
         started = time.perf_counter()
         published, _ = publish(nats, pool, n, spool)
         wait_rows(url, n)
         total = time.perf_counter() - started
-        used = (cpu_self(), sum(cpu_of(p.pid) for p in procs), cpu_of(server))
+        used = (cpu_self(), sum(cpu_of(p.pid) for p in procs), cpu_of(server), postgres_cpu())
     finally:
         stop(procs)
     if k == 1:
         for name, before, after in zip(
-            ("NATS: the publishing process", "NATS: the ingester", "NATS: nats-server"),
+            ("NATS: the publishing process", "NATS: the ingester", "NATS: nats-server", PG_NATS),
             cpu,
             used,
             strict=True,
@@ -249,10 +267,17 @@ def bench_end_to_end(
     res["e2e"] = {k: statistics.median(v) for k, v in rates.items()}
     res["ratio"] = {k: statistics.median(v) for k, v in ratios.items()}
     out()
-    out("   CPU an event (median of the runs; PostgreSQL's own work not included, about the")
-    out("   same in both): what the load of other work cannot change much")
-    for name, values in CPU.items():
-        out(f"   {name:<34} {statistics.median(values):6.1f} µs")
+    out("   CPU an event (median of the runs; PostgreSQL: every server process of this")
+    out("   machine, 0 for a remote server): what the load of other work cannot change much")
+    used = {name: statistics.median(values) for name, values in CPU.items()}
+    for name, us in used.items():
+        out(f"   {name:<34} {us:6.1f} µs")
+    direct = sum(us for name, us in used.items() if name.startswith("direct"))
+    via_nats = sum(us for name, us in used.items() if name.startswith("NATS"))
+    res["cpu_model"] = direct / via_nats
+    out(f"   in all: direct {direct:.1f} µs, through NATS {via_nats:.1f} µs an event. Where every")
+    out(f"   process shares the same {os.cpu_count()} cores, throughput follows these sums: one")
+    out(f"   ingester can be expected at ~{direct / via_nats:.0%} of the direct writer here.")
 
 
 def bench_drain(
@@ -332,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     out(f"   one ingester end to end: {ratio[1]:.0%} of the direct writer (goal >= 80%: {verdict})")
     out(f"   2 and 4 ingesters: {ratio[2]:.0%} and {ratio[4]:.0%} of the direct writer")
     out("   drain: " + ", ".join(f"{k} -> {fmt_rate(v)}" for k, v in res["drain"].items()))
+    out(f"   one ingester draining (no publisher beside it) vs the direct writer: "
+        f"{res['drain'][1] / res['e2e']['direct']:.0%}")  # fmt: skip
+    out(f"   the CPU sums above put one ingester at ~{res['cpu_model']:.0%} on these shared cores")
     return 0
 
 

@@ -40,6 +40,7 @@ import psycopg
 from psycopg._copy_base import BinaryFormatter
 from psycopg.adapt import Dumper, Transformer
 from psycopg.pq import Format
+from psycopg.types.string import BytesBinaryDumper
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,8 +54,7 @@ from auditledger._ids import uuid7_batch  # noqa: E402
 from auditledger._sinks.postgres import (  # noqa: E402
     _COPY_TYPES,
     PostgresSink,
-    _RawJson,
-    _RawJsonbBinaryDumper,
+    register_copy_dumpers,
 )
 from auditledger._write.capture import capture_event  # noqa: E402
 from auditledger._write.prepare import Limits, Preparer  # noqa: E402
@@ -95,6 +95,7 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     info = psycopg.types.TypeInfo.fetch(conn, "jsonb")
     assert info is not None
     conn.adapters.register_dumper(_Raw, type("D", (_RawDumper,), {"oid": info.oid}))
+    conn.adapters.register_dumper(bytes, BytesBinaryDumper)  # as the writer's COPY (bytea)
     return conn
 
 
@@ -321,7 +322,7 @@ def _format_seconds(
     oids = [registry.get_oid(name) for name in _COPY_TYPES]
     info = psycopg.types.TypeInfo.fetch(conn, "jsonb")
     assert info is not None
-    tx.adapters.register_dumper(_RawJson, type("J", (_RawJsonbBinaryDumper,), {"oid": info.oid}))
+    register_copy_dumpers(tx.adapters, info.oid)
     tx.set_dumper_types(oids, Format.BINARY)
     formatter = BinaryFormatter(tx)
     sink = io.BytesIO()

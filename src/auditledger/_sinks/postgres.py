@@ -22,8 +22,9 @@ from .base import ErrorKind, Sink, SinkError
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg.adapt import Dumper
+    from psycopg.adapt import AdaptersMap, Dumper
     from psycopg.pq import Format
+    from psycopg.types.string import BytesBinaryDumper
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("postgres", "psycopg") from exc
 
@@ -84,6 +85,16 @@ class _RawJsonbBinaryDumper(Dumper):
         return b"\x01" + obj.encode()  # type: ignore[no-any-return]
 
 
+def register_copy_dumpers(adapters: AdaptersMap, jsonb_oid: int) -> None:
+    """The dumpers of the writer's COPY: JSON text as jsonb (above), and bytes as bytea in C.
+    (psycopg.dbapi20 maps bytea to its ``Binary`` wrapper's dumper, written in Python: with
+    three bytea columns a row, formatting took 3.6 µs a row instead of 1.6.)"""
+    adapters.register_dumper(
+        _RawJson, type("RawJsonbDumper", (_RawJsonbBinaryDumper,), {"oid": jsonb_oid})
+    )
+    adapters.register_dumper(bytes, BytesBinaryDumper)
+
+
 class PostgresSink(Sink):
     def __init__(self, conninfo: str, *, connect_timeout: float) -> None:
         super().__init__()
@@ -113,8 +124,7 @@ class PostgresSink(Sink):
     def _set_up(self, conn: psycopg.Connection[Any]) -> None:
         jsonb = psycopg.types.TypeInfo.fetch(conn, "jsonb")
         assert jsonb is not None
-        dumper = type("RawJsonbDumper", (_RawJsonbBinaryDumper,), {"oid": jsonb.oid})
-        conn.adapters.register_dumper(_RawJson, dumper)
+        register_copy_dumpers(conn.adapters, jsonb.oid)
         # Chains need READ COMMITTED (see _HEADS_OF_SQL) whatever the server's default; the
         # timeouts end a wait on a stuck writer's chain lock, and free the locks of a writer
         # that hangs inside a transaction, before the client-side deadline gives up.

@@ -168,18 +168,35 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+POSTMASTER: list[int] = []  # the bench's server's postmaster, once found (see main)
+
+
+def find_postmaster(url: str) -> None:
+    """The local server's postmaster: the parent of a backend of ours (nothing when the
+    server runs elsewhere, or /proc cannot tell)."""
+    backend = sql_one(url, "SELECT pg_backend_pid(), 0")[0]
+    try:
+        parent = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return
+    POSTMASTER[:] = [parent]
+
+
 def postgres_cpu() -> float:
-    """CPU seconds used so far by every process named postgres on this machine (the local
-    server: its backends, WAL writer, checkpointer); 0 where /proc cannot tell."""
+    """CPU seconds used so far by the bench's PostgreSQL server: its postmaster and every
+    process it started (backends, WAL writer, checkpointer); 0 when it is not local. A
+    backend that ends inside a measured window takes its CPU with it: the bench's end only
+    after the figures are read."""
+    if not POSTMASTER:
+        return 0.0
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
+            head, rest = stat.read_text().rsplit(")", 1)
         except OSError:
             continue  # ended meanwhile
-        name, rest = text.split(" (", 1)[1].rsplit(")", 1)
-        if name == "postgres":
-            fields = rest.split()
+        pid, fields = int(head.split(" (", 1)[0]), rest.split()
+        if POSTMASTER[0] in (pid, int(fields[1])):  # the postmaster, or started by it
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
@@ -336,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             db.setup()
             url = db.clone("nats")
+            find_postmaster(url)
             pool = make_pool(db.workspace_ids)
             nats.setup(partitions=PARTITIONS, max_bytes=4 * 1024**3)
             out(f"nats-server (JetStream, file store, 1 replica), {PARTITIONS} partitions")

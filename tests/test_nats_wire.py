@@ -44,9 +44,15 @@ def test_an_event_survives_the_trip_exactly(workspace: object) -> None:
 def test_an_event_is_written_in_the_documented_layout() -> None:
     """Ids as their canonical text, the time as whole microseconds since 1970, a reference
     as its four fields: what ingesters of every version read."""
+
+    class OtherUUID(uuid.UUID):  # a driver's own UUID type (asyncpg has one)
+        def __str__(self) -> str:
+            return "not the canonical text"
+
     event_id, workspace = uuid.uuid4(), uuid.uuid4()
     for ws, wire_ws in (
         (workspace, str(workspace)),
+        (OtherUUID(int=workspace.int), str(workspace)),
         (None, None),
         (WorkspaceRef("T1", "E1", "Acme", True), {"ref": ["T1", "E1", "Acme", True]}),
     ):

@@ -37,6 +37,7 @@ ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it 
 # How soon an ingester that joins gets its share: the others notice it, and it takes what
 # they give back, at their next rebalances (two cheap queries each).
 _REBALANCE_EVERY = 0.25
+_NO_STREAM_EVERY = 1.0  # how often to look again for a stream not set up yet
 _BUSY_WAIT = 0.02  # seconds a fetch waits for more messages while messages flow
 
 
@@ -110,7 +111,7 @@ class Ingester:
                 pass
             self._report("stream", "auditledger ingest: no stream yet (`auditledger nats setup`)")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _REBALANCE_EVERY)
+                await asyncio.wait_for(stop.wait(), _NO_STREAM_EVERY)
             if stop.is_set():
                 raise asyncio.CancelledError
 

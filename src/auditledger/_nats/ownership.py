@@ -91,7 +91,7 @@ class IngestSink(PostgresSink):
             conn = self._connection()
             members = conn.execute(_MEMBERS_SQL, (MEMBER_CLASS,)).fetchone()
             share = math.ceil(partitions / max(1, members[0] if members else 1))
-            if len(mine) > share:
+            if len(mine) >= share:  # nothing to take: spare the query of every lock
                 return set(), set(sorted(mine)[share:])
             held = {r[0] for r in conn.execute(_HELD_SQL, (PARTITION_CLASS,))}
             # Start the search at a point of our own so that ingesters starting together do not

@@ -110,11 +110,15 @@ def encode_quarantine(row: QuarantineRow) -> bytes:
 
 def _wire_value(value: object) -> object:
     """What orjson hands back to ``encode_item`` from a row: ``created_at`` (as whole
-    microseconds) and a ``WorkspaceRef``. Ids it writes itself, as ``str(id)`` would."""
+    microseconds), a ``WorkspaceRef``, and an id of a subclass of ``uuid.UUID`` (a caller's
+    workspace id may be one, asyncpg's for instance; its ``__str__`` may differ). Plain ids
+    orjson writes itself, as ``str(id)`` would."""
     if isinstance(value, datetime):
         return _micros(value)
     if isinstance(value, WorkspaceRef):
         return {"ref": [value.team_id, value.enterprise_id, value.name, value.is_active]}
+    if isinstance(value, uuid.UUID):
+        return str(uuid.UUID(int=value.int))
     raise TypeError(type(value).__name__)
 
 

@@ -454,3 +454,32 @@ def test_partitions_given_up_stop_without_waiting_for_their_fetch(
 
     # Each fetch waits up to 120 s on the empty stream; the stop used to wait for them.
     assert asyncio.run(seconds_to_stop()) < 10
+
+
+def test_json_of_a_hand_made_message_is_stored_in_the_form_verify_rebuilds(
+    cluster: Cluster,
+) -> None:
+    """Publishers send JSON values in one spelling (sorted keys, no spaces, no escapes that
+    are not needed), the one the canonical form commits to and `verify` rebuilds from jsonb.
+    A hand-made message may spell the same value otherwise: it is stored in that spelling,
+    never committed in another (which `verify` would report as tampering)."""
+    from auditledger._nats.partitions import partition_of, subject
+    from auditledger._nats.publisher import message_id
+    from auditledger._nats.wire import encode_batch, encode_item
+
+    rows = _prepared(3, 1)
+    spelt = ['{"b": 1, "a": "\\u00e9"}', '[1.0, {"z": null, "y": [true]}]', '"caf\\u00e9"']
+    rows = [(*row[:8], text, *row[9:]) for row, text in zip(rows, spelt, strict=True)]
+    body = encode_batch([encode_item(r) for r in rows], [])
+    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
+    cluster.nats.run(_publish_raw, [(target, body, message_id([r[0] for r in rows]))])
+    cluster.ingester()
+    cluster.wait_stored(3)
+    cluster.check(3)  # verify exits 0: every value is committed in the form it rebuilds
+    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+        stored = {r[0]: r[1] for r in conn.execute("SELECT id, details FROM audit_logs")}
+    assert [stored[r[0]] for r in rows] == [
+        {"a": "é", "b": 1},
+        [1.0, {"y": [True], "z": None}],
+        "café",
+    ]

@@ -4,6 +4,7 @@ take them, and replays under the same ids. Each test runs its own nats-server.""
 from __future__ import annotations
 
 import importlib
+import random
 import subprocess
 import sys
 import uuid
@@ -15,7 +16,7 @@ import pytest
 
 from auditledger import AuditLogger, ConfigurationError, MissingExtraError, WorkspaceRef
 from auditledger._nats.publisher import message_id
-from auditledger._nats.wire import decode_message
+from auditledger._nats.wire import ENCODING_HEADER, ZSTD, decode_stream_message
 from auditledger.metrics import AuditLedgerCollector
 from tests.helpers import cli
 from tests.nats_server import NatsServer, nats_server
@@ -39,7 +40,8 @@ def stream_events(server: NatsServer) -> list[tuple[Any, Any]]:
     msgs = server.run(_peek, server.backlog())
     out = []
     for m in msgs:
-        rows, kept, bad = decode_message(m.data, m.headers["Nats-Msg-Id"])
+        assert m.headers[ENCODING_HEADER] == ZSTD  # publishers compress every message
+        rows, kept, bad = decode_stream_message(m.data, m.headers)
         assert (kept, bad) == ([], 0)
         out += [(m, r) for r in rows]
     return out
@@ -114,8 +116,11 @@ def test_a_full_stream_sends_events_to_the_spool(nats_server: NatsServer, tmp_pa
     nats_server.setup(max_bytes=1024**2)  # discard-new: the server refuses, never deletes
     audit = AuditLogger(nats_url=nats_server.url, spool_dir=tmp_path / "spool", batch_size=500)
     try:
+        rng = random.Random(4)
         for i in range(4000):
-            audit.log_audit_event("auth.login", user_id=f"U{i}", details={"pad": "x" * 400})
+            # ~470 bytes a message cannot compress away: 4000 of them overfill the 1 MiB.
+            pad = [rng.getrandbits(63) for _ in range(60)]
+            audit.log_audit_event("auth.login", user_id=f"U{i}", details={"pad": pad})
         assert not audit.flush(3)
         full = audit.stats()
         assert full.spooled > 0

@@ -9,14 +9,19 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+import zstandard
 
 from auditledger import WorkspaceRef
 from auditledger._nats.partitions import partition_of, workspace_key
 from auditledger._nats.publisher import MAX_BYTES, MAX_EVENTS, message_id, messages
 from auditledger._nats.wire import (
+    ENCODING_HEADER,
+    ZSTD,
     WireError,
+    compress,
     decode,
     decode_message,
+    decode_stream_message,
     encode_batch,
     encode_item,
     encode_quarantine,
@@ -28,8 +33,8 @@ from auditledger._nats.wire import (
 def _row(workspace: object) -> tuple[object, ...]:
     return (
         uuid.uuid4(), "U1", workspace, "203.0.113.7", "agent", "auth.login", "user", "U1",
-        '{"a": 1}', None, '"x"', datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
-        '[{"field": "details"}]',
+        '{"a":1}', None, '"x"', datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        '[{"field":"details"}]',
     )  # fmt: skip
 
 
@@ -59,7 +64,7 @@ def test_an_event_is_written_in_the_documented_layout() -> None:
         row = (event_id, *_row(ws)[1:])
         assert orjson.loads(encode_item(row)) == [
             str(event_id), "U1", wire_ws, "203.0.113.7", "agent", "auth.login", "user", "U1",
-            '{"a": 1}', None, '"x"', 1_767_323_045_678_901, '[{"field": "details"}]',
+            '{"a":1}', None, '"x"', 1_767_323_045_678_901, '[{"field":"details"}]',
         ]  # fmt: skip
 
 
@@ -112,6 +117,62 @@ def test_a_batch_message_carries_many_events_exactly() -> None:
     q = (uuid.uuid4(), "no action", b'{"action": null}', datetime(2026, 1, 1, tzinfo=UTC))
     body = encode_batch([encode_item(r) for r in rows], [encode_item(q)])
     assert decode_message(body, "some-id") == (rows, [q], 0)
+
+
+def test_json_in_another_spelling_is_read_in_the_publishers_spelling() -> None:
+    """The canonical form commits to the JSON text publishers send (sorted keys, compact,
+    escapes only where needed), the text `verify` rebuilds from jsonb: a hand-made message
+    spelling the same value otherwise is read in that spelling."""
+    row = _row(uuid.uuid4())
+    spelt = (*row[:8], '{ "b" : 1, "a" : "\\u00e9" }', "[1.0,  true]", *row[10:12], "[ ]")
+    rows, kept, bad = decode_message(encode_batch([encode_item(spelt)], []), "m1")
+    assert (kept, bad) == ([], 0)
+    assert rows[0][8:13] == ('{"a":"é","b":1}', "[1.0,true]", '"x"', row[11], "[]")
+
+
+def test_a_compressed_message_is_read_and_an_uncompressed_one_still_is() -> None:
+    rows = _rows(50, uuid.uuid4())
+    body = encode_batch([encode_item(r) for r in rows], [])
+    packed = compress(body)
+    assert len(packed) < len(body) // 3  # events of a partition repeat most of their bytes
+    headers = {"Nats-Msg-Id": "m1", ENCODING_HEADER: ZSTD}
+    assert decode_stream_message(packed, headers) == (rows, [], 0)
+    assert decode_stream_message(body, {"Nats-Msg-Id": "m1"}) == (rows, [], 0)  # older publishers
+
+
+def _bodies() -> dict[str, tuple[bytes, str, str]]:
+    """(data, content encoding, reason) of bodies an ingester must refuse."""
+    big = bytes(8 * 1024 * 1024)
+    return {
+        # A frame declaring 8 MiB: refused before anything is allocated.
+        "declared too big": (zstandard.compress(big, 1), ZSTD, "beyond 1 MiB"),
+        # The same without the size in its header: decompression stops at the bound.
+        "undeclared too big": (
+            zstandard.ZstdCompressor(level=1, write_content_size=False).compress(big),
+            ZSTD,
+            "cannot be decompressed",
+        ),
+        "not zstd": (b'{"v": 2}', ZSTD, "cannot be decompressed"),
+        "a broken frame": (b"\x28\xb5\x2f\xfd garbage", ZSTD, "cannot be decompressed"),
+        "another encoding": (
+            zstandard.compress(b'{"v": 2}', 1),
+            "gzip",
+            "unknown content encoding",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["declared too big", "undeclared too big", "not zstd", "a broken frame", "another encoding"],
+)
+def test_a_body_that_cannot_be_decompressed_is_one_quarantine_row(case: str) -> None:
+    data, encoding, reason = _bodies()[case]
+    rows, kept, bad = decode_stream_message(data, {"Nats-Msg-Id": "m9", ENCODING_HEADER: encoding})
+    assert (rows, len(kept), bad) == ([], 1, 1)
+    assert kept[0][1].startswith("unreadable stream message")
+    assert reason in kept[0][1]
+    assert b"m9" in kept[0][2]  # its digest, never its body
 
 
 def test_version_one_messages_are_still_read() -> None:

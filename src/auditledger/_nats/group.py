@@ -21,7 +21,7 @@ from .._db.rows import QuarantineRow, Row
 from .._sinks.base import ErrorKind, SinkError
 from .._write.prepare import Limits, Preparer
 from .ownership import IngestSink
-from .wire import decode_message, digest_row
+from .wire import decode_stream_message, digest_row
 
 _MAX_BACKOFF = 5.0
 
@@ -212,8 +212,7 @@ def _decoded(msgs: list[Any]) -> tuple[list[Row], list[QuarantineRow]]:
     rows: list[Row] = []
     quarantined: list[QuarantineRow] = []
     for msg in msgs:
-        headers = msg.headers
-        found, kept, _ = decode_message(msg.data, headers.get("Nats-Msg-Id") if headers else None)
+        found, kept, _ = decode_stream_message(msg.data, msg.headers)
         rows += found
         quarantined += kept
     return rows, quarantined

@@ -12,8 +12,10 @@ spools it, to publish it again later under the same ids.
 ids: the same batch published again (a replay of the spool) makes the same messages, which
 the server drops inside its duplicate window; the ingesters drop any other repeat by event id.
 
-Every message is published with nats-py's ``JetStream.publish``, each with the batch's
-deadline as its timeout (not ``publish_async``, whose futures are never resolved when the
+Bodies travel compressed (one zstd frame each, header ``Content-Encoding: zstd``, see
+``wire``): nats-server's work an event follows the bytes it stores and delivers. Every message
+is published with nats-py's ``JetStream.publish``, each with the batch's deadline as its
+timeout (not ``publish_async``, whose futures are never resolved when the
 server answers with an error), all of a batch at once.
 """
 
@@ -31,7 +33,7 @@ from .._events import WorkspaceRef
 from .._sinks.base import ErrorKind, Sink, SinkError
 from ._client import Client, LoopThread, connect, nats
 from .partitions import STREAM, count_from_subjects, partition_of, subject
-from .wire import encode_batch, encode_item
+from .wire import ENCODING_HEADER, ZSTD, compress, encode_batch, encode_item
 
 _PENDING_BYTES = 4 * 1024 * 1024
 MAX_EVENTS = 500  # events in one stream message
@@ -208,7 +210,13 @@ class NatsSink(Sink):
         js = nc.jetstream()
         remaining = max(0.1, deadline - loop.time())
         sends = [
-            js.publish(name, body, timeout=remaining, stream=STREAM, headers={"Nats-Msg-Id": mid})
+            js.publish(
+                name,
+                compress(body),
+                timeout=remaining,
+                stream=STREAM,
+                headers={"Nats-Msg-Id": mid, ENCODING_HEADER: ZSTD},
+            )
             for name, mid, body, _ in batch
         ]
         self._batch = asyncio.ensure_future(_all(sends))

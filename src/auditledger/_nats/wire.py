@@ -11,6 +11,12 @@ Version 2 is ``{"v": 2, "rows": [row, ...], "quarantine": [row, ...]}``, each ro
 version-1 layout. Rows are encoded one by one (``encode_item``) so that the publisher can cut
 messages at a size without encoding twice, and decoded one by one so that one bad event in a
 message is quarantined alone while the good ones around it are stored.
+
+On the stream a body may be compressed: one zstd frame, said by the header
+``Content-Encoding: zstd`` (``compress`` and ``stream_body``). Events of one partition repeat
+most of their bytes (keys, user agents, workspace ids), and nats-server's work grows with the
+bytes it stores and delivers. A body never decompresses to more than ``MAX_BODY``, what the
+server would take uncompressed, so a hand-made message cannot make an ingester allocate more.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+
+from .._errors import MissingExtraError
+
+try:
+    import zstandard
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError("nats", "zstandard") from exc
 
 from .._db.rows import (
     ROW_ACTION,
@@ -43,6 +56,10 @@ from .._db.rows import (
 from .._events import WorkspaceRef
 
 VERSION = 2
+ENCODING_HEADER = "Content-Encoding"
+ZSTD = "zstd"
+MAX_BODY = 1024 * 1024  # nats-server's default max_payload: the most a body could be plain
+_LEVEL = 1  # the fastest level: 5% of the bytes on the bench's events, 0.5 µs an event
 _V1 = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROW_LENGTH = ROW_SANITISED + 1
@@ -50,8 +67,8 @@ _JSON = (ROW_DETAILS, ROW_PREVIOUS, ROW_NEW, ROW_SANITISED)  # JSON text, stored
 _TEXT_INDEXES = (ROW_USER, ROW_IP, ROW_UA, ROW_ACTION, ROW_RESOURCE, ROW_RESOURCE_ID, *_JSON)
 # Checked for every event an ingester reads: the fields taken out in one call each.
 _texts = operator.itemgetter(*_TEXT_INDEXES)
-_json_texts = operator.itemgetter(*_JSON)
 _TEXT_TYPES = frozenset({str, type(None)})
+_loads, _dumps, _SORT_KEYS = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
 
 
 class WireError(ValueError):
@@ -137,6 +154,43 @@ def encode_item(row: Row | QuarantineRow) -> bytes:
 def encode_batch(rows: list[bytes], quarantined: list[bytes]) -> bytes:
     """A version-2 message from rows and quarantine rows encoded by ``encode_item``."""
     return b'{"v":2,"rows":[%s],"quarantine":[%s]}' % (b",".join(rows), b",".join(quarantined))
+
+
+def compress(body: bytes) -> bytes:
+    """A message body as one zstd frame (its size written in the frame's header)."""
+    return zstandard.compress(body, _LEVEL)
+
+
+def stream_body(data: bytes, encoding: str | None) -> bytes:
+    """The plain body of a stream message whose ``Content-Encoding`` header is ``encoding``;
+    raises WireError (the message is then quarantined as unreadable)."""
+    if encoding is None:
+        return data
+    if encoding != ZSTD:
+        raise WireError("an unknown content encoding")
+    try:
+        # A frame may declare any size, and the decompressor trusts it over max_output_size:
+        # the declared size is checked first; an undeclared one is bounded by max_output_size.
+        declared = zstandard.frame_content_size(data)
+        if declared > MAX_BODY:
+            raise WireError("a body that would decompress beyond 1 MiB")
+        body: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_BODY)
+    except zstandard.ZstdError as exc:
+        raise WireError("a compressed body that cannot be decompressed") from exc
+    return body
+
+
+def decode_stream_message(
+    data: bytes, headers: dict[str, str] | None
+) -> tuple[list[Row], list[QuarantineRow], int]:
+    """``decode_message`` for a message as fetched: its id and content encoding from its
+    headers. Never raises."""
+    msg_id = headers.get("Nats-Msg-Id") if headers else None
+    try:
+        body = stream_body(data, headers.get(ENCODING_HEADER) if headers else None)
+    except WireError as exc:
+        return [], [poison_row(data, msg_id, str(exc))], 1
+    return decode_message(body, msg_id)
 
 
 def decode(data: bytes) -> Row | QuarantineRow:
@@ -239,10 +293,17 @@ def _decode_row(fields: object, workspaces: dict[str, uuid.UUID] | None = None) 
     if action.startswith(_DIRECT_ONLY):
         raise RefusedAction(f"action {action.split('.', 1)[0]}.* is written by auditledger only")
     try:
-        for text in _json_texts(fields):
+        for index in _JSON:
+            text = fields[index]
             if text is not None:
-                _loads(text)
-    except orjson.JSONDecodeError as exc:
+                # In the one spelling the canonical form commits to and `verify` rebuilds
+                # from jsonb (sorted keys, no spaces): what publishers send. A hand-made
+                # message may spell the same value otherwise; stored as sent, it would
+                # verify as tampered.
+                spelt = _dumps(_loads(text), option=_SORT_KEYS)
+                if spelt != text.encode():
+                    fields[index] = spelt.decode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError) as exc:
         raise WireError("a JSON field that is not JSON") from exc
     fields[ROW_ID] = _uuid(fields[ROW_ID])
     ws = fields[ROW_WORKSPACE]
@@ -265,9 +326,6 @@ def _decode_quarantine(fields: object) -> QuarantineRow:
         raise WireError("a quarantine row with a field of the wrong type")
     _require_json(payload)
     return (_uuid(event_id), reason, payload.encode(), _from_micros(created))
-
-
-_loads = orjson.loads
 
 
 def _require_json(text: str) -> None:

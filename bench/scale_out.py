@@ -51,6 +51,7 @@ from run import (  # noqa: E402
 )
 
 from auditledger import AuditLogger  # noqa: E402
+from auditledger._read.verify.source import _PG_EXTENTS  # noqa: E402
 from tests.nats_server import NatsServer  # noqa: E402
 
 Results = dict[str, Any]
@@ -101,21 +102,15 @@ def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         p.wait(30)
 
 
-# Rows stored, from the chain index alone: each chain's newest position, added up (the
-# table starts empty each run, and a chain's positions are 1..n with no gaps). count(*) cost
-# the server ~2-6 ms of CPU a poll on these tables, every 20 ms: a tenth of a core taken
-# from the ingesters' runs only (the direct runs wait in flush()).
-_STORED_SQL = """
-WITH RECURSIVE chains(id) AS (
-    (SELECT chain_id FROM audit_logs WHERE chain_id IS NOT NULL ORDER BY chain_id LIMIT 1)
-  UNION ALL
-    SELECT (SELECT a.chain_id FROM audit_logs a WHERE a.chain_id > chains.id
-            ORDER BY a.chain_id LIMIT 1)
-    FROM chains WHERE chains.id IS NOT NULL
-)
-SELECT coalesce(sum((SELECT max(chain_seq) FROM audit_logs WHERE chain_id = chains.id)), 0), 0
-FROM chains WHERE id IS NOT NULL
-"""
+# Rows stored, from the chain index alone: each chain's extent (verify's query; the table
+# starts empty each run, so a chain's positions are 1..n). count(*) cost the server ~2-6 ms
+# of CPU a poll on these tables, every 20 ms: a tenth of a core taken from the ingesters'
+# runs only (the direct runs wait in flush()).
+def _stored(conn: psycopg.Connection[Any]) -> int:
+    return sum(
+        (last - first + 1) if chain is not None else (unchained or 0)
+        for chain, first, last, unchained in conn.execute(_PG_EXTENTS)
+    )
 
 
 def wait_rows(url: str, n: int, timeout: float = 600, *, first: bool = False) -> float:
@@ -124,8 +119,7 @@ def wait_rows(url: str, n: int, timeout: float = 600, *, first: bool = False) ->
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
-            row = conn.execute(_STORED_SQL).fetchone()
-            stored = int(row[0]) if row else 0
+            stored = _stored(conn)
             if stored >= n or (first and stored > 0):
                 return time.perf_counter() - started
             if time.perf_counter() - started > timeout:

@@ -38,7 +38,7 @@ ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it 
 # they give back, at their next rebalances (two cheap queries each).
 _REBALANCE_EVERY = 0.25
 _NO_STREAM_EVERY = 1.0  # how often to look again for a stream not set up yet
-_BUSY_WAIT = 0.02  # seconds a fetch waits for more messages while messages flow
+_BUSY_WAIT = 0.02  # seconds a fetch of messages said to be waiting may take at most
 
 
 @dataclass
@@ -224,7 +224,7 @@ class Ingester:
     async def _pull(self, sub: Any, session: int, stopping: asyncio.Event, generation: int) -> bool:
         """Fetch, store, acknowledge, until stopped; True when the connection was
         re-established meanwhile (the consumer is then recreated)."""
-        fetching = asyncio.ensure_future(self._fetch(sub, busy=False))
+        fetching = asyncio.ensure_future(self._fetch(sub, waiting=0))
         # A partition given up (to an ingester that joined, or at shutdown) stops at once,
         # not at the end of a fetch that may wait a whole fetch_timeout for nothing.
         stopped = asyncio.ensure_future(stopping.wait())
@@ -237,7 +237,7 @@ class Ingester:
                 if self._generation != generation:
                     return True  # not acknowledged: the recreated consumer delivers them again
                 # The server sends the next messages while these are stored.
-                fetching = asyncio.ensure_future(self._fetch(sub, busy=bool(msgs)))
+                fetching = asyncio.ensure_future(self._fetch(sub, waiting=_waiting(msgs)))
                 if not msgs:
                     continue
                 if not await self._group.store(msgs, session):
@@ -251,14 +251,17 @@ class Ingester:
             with contextlib.suppress(BaseException):
                 await fetching
 
-    async def _fetch(self, sub: Any, *, busy: bool) -> list[Any]:
+    async def _fetch(self, sub: Any, *, waiting: int) -> list[Any]:
         """The next messages. nats-py's fetch of n messages returns once n arrived or at its
-        timeout, so waiting long for many would hold back the first: idle, wait long for one;
-        while messages flow, take what is there, waiting briefly for more."""
+        timeout, so waiting long for many would hold back the first. So: with messages
+        waiting (a backlog), ask for those, which come at once; else wait long for one.
+        (Asking for many whenever the last fetch found any cost, while publishers trickle,
+        a pull request that expired empty for every message: twice the server's work.)"""
         options = self._options
         try:
-            if busy:
-                msgs: list[Any] = await sub.fetch(options.fetch_messages, timeout=_BUSY_WAIT)
+            if waiting:
+                count = min(waiting, options.fetch_messages)
+                msgs: list[Any] = await sub.fetch(count, timeout=_BUSY_WAIT)
             else:
                 msgs = await sub.fetch(1, timeout=options.fetch_timeout)
         except TimeoutError:
@@ -280,3 +283,14 @@ class Ingester:
         if now >= self._reported.get(key, 0.0):
             self._reported[key] = now + 60.0
             log.warning(message)
+
+
+def _waiting(msgs: list[Any]) -> int:
+    """Messages of the partition not delivered yet, as the server counted when it sent the
+    last of ``msgs`` (JetStream's metadata); 0 for none or when the metadata is unreadable."""
+    if not msgs:
+        return 0
+    try:
+        return max(0, int(msgs[-1].metadata.num_pending))
+    except Exception:  # noqa: BLE001 - not a JetStream delivery: as if nothing waits
+        return 0

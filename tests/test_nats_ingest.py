@@ -369,6 +369,30 @@ def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
     assert kept[rows[40][0]].startswith("refused by the database")
 
 
+def test_json_values_that_are_json_only_together_are_not_stored(cluster: Cluster) -> None:
+    """An ingester checks the JSON values of a message in one parse (joined as an array).
+    Pieces that are not JSON alone but make JSON together (``[1``, ``2]``, ``3,4``) pass that
+    check; the database refuses each, so the event is quarantined, not stored, and the
+    events around it are."""
+    from auditledger._nats.partitions import partition_of, subject
+    from auditledger._nats.publisher import message_id
+    from auditledger._nats.wire import encode_batch, encode_item
+
+    rows = _prepared(6, 1)
+    rows[2] = (*rows[2][:8], "[1", "2]", "3,4", *rows[2][11:])
+    body = encode_batch([encode_item(r) for r in rows], [])
+    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
+    cluster.nats.run(_publish_raw, [(target, body, message_id([r[0] for r in rows]))])
+    cluster.ingester()
+    wait_until(lambda: counts(cluster.db_url)[2] == 1, 60, "the quarantine row")
+    cluster.wait_stored(5)
+    cluster.check(5, quarantined=1)
+    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+        kept = conn.execute("SELECT id, reason FROM audit_quarantine").fetchall()
+    assert [k[0] for k in kept] == [rows[2][0]]
+    assert kept[0][1].startswith("refused by the database")
+
+
 def test_a_hand_made_erasure_event_is_refused(cluster: Cluster) -> None:
     """The publisher quarantines an application's gdpr.* and retention.* actions; a message
     made by hand skips the publisher, so the ingester refuses them too: a forged gdpr.erasure

@@ -15,8 +15,9 @@ import orjson
 import pytest
 
 from auditledger import AuditLogger, ConfigurationError, MissingExtraError, WorkspaceRef
+from auditledger._nats.decode import decode_stream_message
 from auditledger._nats.publisher import message_id
-from auditledger._nats.wire import ENCODING_HEADER, ZSTD, decode_stream_message
+from auditledger._nats.wire import ENCODING_HEADER, ZSTD
 from auditledger.metrics import AuditLedgerCollector
 from tests.helpers import cli
 from tests.nats_server import NatsServer, nats_server

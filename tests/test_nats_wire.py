@@ -12,6 +12,7 @@ import pytest
 import zstandard
 
 from auditledger import WorkspaceRef
+from auditledger._nats.decode import decode, decode_message, decode_stream_message, poison_row
 from auditledger._nats.partitions import partition_of, workspace_key
 from auditledger._nats.publisher import MAX_BYTES, MAX_EVENTS, message_id, messages
 from auditledger._nats.wire import (
@@ -19,14 +20,10 @@ from auditledger._nats.wire import (
     ZSTD,
     WireError,
     compress,
-    decode,
-    decode_message,
-    decode_stream_message,
     encode_batch,
     encode_item,
     encode_quarantine,
     encode_row,
-    poison_row,
 )
 
 
@@ -201,6 +198,66 @@ def test_a_bad_event_in_a_batch_costs_that_event_only() -> None:
     # The other has no id of its own: one derived from the message's id and its place.
     assert decode_message(body, "batch-id")[1][1][0] == kept[1][0]
     assert decode_message(body, "another-id")[1][1][0] != kept[1][0]
+
+
+_AN_ID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _AN_ID,
+        _AN_ID.upper(),
+        _AN_ID.replace("-", ""),
+        "{" + _AN_ID + "}",
+        "urn:uuid:" + _AN_ID,
+        "0f1e-2d3c4b5a6978-8796a5b4c3d2e1f0",  # dashes anywhere, as uuid.UUID allows
+        "0x" + _AN_ID.replace("-", "")[2:],
+        " " + _AN_ID.replace("-", "")[1:],
+        "0f1e2d3c_4b5a6978_8796a5b4c3d2e1f",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1",
+        "+" + _AN_ID.replace("-", "")[1:],
+        "",
+    ],
+)
+def test_an_id_is_read_exactly_as_uuid_would_read_it(text: str) -> None:
+    """Ingesters parse ids on a short road of their own; it accepts and refuses what
+    ``uuid.UUID`` does, and the id it makes is the same (and prints canonically)."""
+    row = list(orjson.loads(encode_item(_row(uuid.uuid4()))))
+    row[0] = text
+    rows, kept, bad = decode_message(encode_batch([orjson.dumps(row)], []), "m1")
+    try:
+        expected = uuid.UUID(text)
+    except ValueError:
+        assert (rows, bad) == ([], 1)
+        assert kept[0][1] == "unreadable stream message (an id that is not a UUID)"
+        return
+    assert (kept, bad) == ([], 0)
+    assert rows[0][0] == expected
+    assert str(rows[0][0]) == str(expected)
+    assert hash(rows[0][0]) == hash(expected)
+    assert rows[0][0].bytes == expected.bytes
+
+
+def test_json_in_other_spellings_among_many_events_costs_nothing_but_a_respelling() -> None:
+    """The JSON values of a message are checked together; when one is spelt otherwise (or is
+    not JSON), each event is checked on its own: the respelt ones stored, the bad one
+    quarantined alone."""
+    rows = _rows(6, uuid.uuid4())
+    items = [encode_item(r) for r in rows]
+    spaced = list(orjson.loads(items[2]))
+    spaced[8] = '{"b": 2, "a": 1}'
+    broken = list(orjson.loads(items[4]))
+    broken[9] = '{"b": '
+    items[2], items[4] = orjson.dumps(spaced), orjson.dumps(broken)
+    decoded, kept, bad = decode_message(encode_batch(items, []), "m1")
+    assert bad == 1
+    assert [k[0] for k in kept] == [rows[4][0]]
+    assert kept[0][1] == "unreadable stream message (a JSON field that is not JSON)"
+    assert [r[0] for r in decoded] == [r[0] for i, r in enumerate(rows) if i != 4]
+    assert decoded[2][8] == '{"a":1,"b":2}'
+    assert [r for i, r in enumerate(decoded) if i != 2] == [rows[i] for i in (0, 1, 3, 5)]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ costs nothing (the allocator hands the same buffer to the next call), but a batc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,5 +16,7 @@ import orjson
 _dumps = orjson.dumps
 
 
-def dumps_kept(value: Any, option: int | None = None) -> bytes:
-    return memoryview(_dumps(value, option=option)).tobytes()
+def dumps_kept(
+    value: Any, default: Callable[[Any], Any] | None = None, option: int | None = None
+) -> bytes:
+    return memoryview(_dumps(value, default, option)).tobytes()

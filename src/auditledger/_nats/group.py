@@ -20,8 +20,8 @@ from .._chain.canonical import Sealed, seal
 from .._db.rows import QuarantineRow, Row
 from .._sinks.base import ErrorKind, SinkError
 from .._write.prepare import Limits, Preparer
+from .decode import decode_stream_message, digest_row
 from .ownership import IngestSink
-from .wire import decode_stream_message, digest_row
 
 _MAX_BACKOFF = 5.0
 

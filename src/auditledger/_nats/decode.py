@@ -147,8 +147,7 @@ def _decode_items(
 ) -> tuple[list[Row], list[QuarantineRow], int]:
     rows: list[Row] = []
     read: list[tuple[int, Any]] = []  # (place in the message, fields) of each row in rows
-    quarantined: list[QuarantineRow] = []
-    bad = 0
+    bad_rows: list[tuple[int, QuarantineRow]] = []
     workspaces: dict[str, uuid.UUID] = {}  # a message names few workspaces: parse each once
     texts: list[str] = []
     for index, fields in enumerate(rows_in):
@@ -156,15 +155,14 @@ def _decode_items(
             rows.append(_decode_row(fields, workspaces, texts))
             read.append((index, fields))
         except RefusedAction as exc:
-            quarantined.append(_poison_item(fields, msg_id, index, str(exc), refused=True))
-            bad += 1
+            bad_rows.append((index, _poison_item(fields, msg_id, index, str(exc), refused=True)))
         except WireError as exc:
-            quarantined.append(_poison_item(fields, msg_id, index, str(exc)))
-            bad += 1
+            bad_rows.append((index, _poison_item(fields, msg_id, index, str(exc))))
     if texts and not _spelt_as_published(texts):
-        rows, kept = _respelt(rows, read, msg_id)
-        quarantined += kept
-        bad += len(kept)
+        rows, respelt_bad = _respelt(rows, read, msg_id)
+        bad_rows = sorted(bad_rows + respelt_bad, key=lambda pair: pair[0])  # message order
+    quarantined = [q for _, q in bad_rows]
+    bad = len(bad_rows)
     for index, fields in enumerate(kept_in, start=len(rows_in)):
         try:
             quarantined.append(_decode_quarantine(fields))
@@ -178,32 +176,36 @@ def _spelt_as_published(texts: list[str]) -> bool:
     """Whether every text is JSON in the one spelling the canonical form commits to and
     `verify` rebuilds from jsonb (sorted keys, no spaces): what publishers send.
 
-    One parse and one print for all of them: joined as a JSON array, the texts are all in
-    that spelling exactly when the array parses to as many values and prints back to the
-    same bytes. (Were a text not JSON on its own, the array would not parse to as many
-    values in the same spelling unless its neighbours were not JSON either, as in
-    ``[1`` and ``2]``; PostgreSQL refuses those, and the row is quarantined when stored.)
+    One parse and one print for all of them: joined as the items of a JSON array, the texts
+    are all in that spelling when the array parses to as many values and prints back to the
+    texts joined by commas, byte for byte. The texts are parsed joined by a newline and a
+    comma: JSON allows no raw newline inside a string, so no string can begin in one text and
+    end in another (the `"x` ... `y"` a hand-made message could wrap around a text spelt
+    otherwise). Texts that are JSON only together (``[1`` and ``2]``) can still pass, each
+    made of well-spelt pieces; PostgreSQL refuses every one of them, so their rows are
+    quarantined when stored.
     """
-    joined = "[" + ",".join(texts) + "]"
     try:
-        values = _loads(joined)
-        return len(values) == len(texts) and _dumps(values, option=_SORT_KEYS) == joined.encode()
+        values = _loads("[" + "\n,".join(texts) + "]")
+        if len(values) != len(texts):
+            return False
+        return _dumps(values, option=_SORT_KEYS) == ("[" + ",".join(texts) + "]").encode()
     except _JSON_ERRORS:
         return False
 
 
 def _respelt(
     rows: list[Row], read: list[tuple[int, Any]], msg_id: str | None
-) -> tuple[list[Row], list[QuarantineRow]]:
+) -> tuple[list[Row], list[tuple[int, QuarantineRow]]]:
     """The rows with each JSON value in the publishers' spelling; a row with a value that is
-    not JSON, quarantined."""
+    not JSON, quarantined (with its place in the message)."""
     kept: list[Row] = []
-    quarantined: list[QuarantineRow] = []
+    quarantined: list[tuple[int, QuarantineRow]] = []
     for row, (index, fields) in zip(rows, read, strict=True):
         try:
             kept.append(_spelt(row))
         except WireError as exc:
-            quarantined.append(_poison_item(fields, msg_id, index, str(exc)))
+            quarantined.append((index, _poison_item(fields, msg_id, index, str(exc))))
     return kept, quarantined
 
 
@@ -236,7 +238,7 @@ def _poison_item(
         data = repr(fields).encode()
     own = fields[ROW_ID] if isinstance(fields, list) and fields else None
     try:
-        event_id = str(own if isinstance(own, uuid.UUID) else uuid.UUID(own))
+        event_id = str(uuid.UUID(own))
     except (TypeError, ValueError, AttributeError):
         event_id = None
     return poison_row(data, event_id or f"{msg_id}#{index}", reason, refused=refused)
@@ -267,21 +269,19 @@ def _decode_row(fields: object, workspaces: dict[str, uuid.UUID], texts: list[st
         raise WireError("an event without an action")
     if action.startswith(DIRECT_ONLY):
         raise RefusedAction(f"action {action.split('.', 1)[0]}.* is written by auditledger only")
-    if texts is not None:
-        for text in (details, prev, new, sanitised):
-            if text is not None:
-                texts.append(text)
     if type(ws) is str:
         workspace: uuid.UUID | WorkspaceRef | None = workspaces.get(ws)
         if workspace is None:
             workspace = workspaces[ws] = _uuid(ws)
     else:
         workspace = _workspace(ws)
-    if type(created) is not int:
-        raise WireError("created_at is not a whole number")
-    at = EPOCH + timedelta(0, 0, created)
-    return (_uuid(eid), user, workspace, ip, ua, action, resource, rid, details, prev, new, at,
-            sanitised)  # fmt: skip
+    row = (_uuid(eid), user, workspace, ip, ua, action, resource, rid, details, prev, new,
+           _time(created), sanitised)  # fmt: skip
+    if texts is not None:  # only a row read whole: a bad row's texts take no part
+        for text in (details, prev, new, sanitised):
+            if text is not None:
+                texts.append(text)
+    return row
 
 
 def _decode_quarantine(fields: object) -> QuarantineRow:
@@ -294,9 +294,17 @@ def _decode_quarantine(fields: object) -> QuarantineRow:
         orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise WireError("a JSON field that is not JSON") from exc
-    if type(created) is not int:
+    return (_uuid(event_id), reason, payload.encode(), _time(created))
+
+
+def _time(micros: object) -> datetime:
+    """``created_at`` from whole microseconds since 1970 (UTC)."""
+    if type(micros) is not int:
         raise WireError("created_at is not a whole number")
-    return (_uuid(event_id), reason, payload.encode(), EPOCH + timedelta(0, 0, created))
+    try:
+        return EPOCH + timedelta(0, 0, micros)
+    except OverflowError as exc:  # beyond the years 1-9999 a datetime can hold
+        raise WireError("created_at out of range") from exc
 
 
 def _uuid(value: object) -> uuid.UUID:
@@ -306,13 +314,11 @@ def _uuid(value: object) -> uuid.UUID:
         raise WireError("an id that is not text")
     digits = value.replace("-", "")
     try:
-        if len(digits) == 32:
-            number = int(digits, 16)
-            if number >= 0:
-                parsed: uuid.UUID = _new(uuid.UUID)
-                _set(parsed, "int", number)
-                _set(parsed, "is_safe", _UNKNOWN)
-                return parsed
+        if len(digits) == 32:  # no sign is left: int() cannot go below 0 or past 2**128
+            parsed: uuid.UUID = _new(uuid.UUID)
+            _set(parsed, "int", int(digits, 16))
+            _set(parsed, "is_safe", _UNKNOWN)
+            return parsed
         return uuid.UUID(value)
     except ValueError as exc:
         raise WireError("an id that is not a UUID") from exc

@@ -332,6 +332,26 @@ def test_a_batch_partly_stored_before_its_ingester_died_is_completed(cluster: Cl
     cluster.check(600)
 
 
+def _ingest_hand_made(
+    cluster: Cluster, items: list[bytes], ids: list[Any], stored: int, quarantined: int
+) -> dict[Any, str]:
+    """Publishes one message of these encoded events to T0's partition, as a hand-made one
+    would be; once an ingester has stored and quarantined what is expected, checks the
+    database (counts, verify) and returns each quarantine row's reason by id."""
+    from auditledger._nats.partitions import partition_of, subject
+    from auditledger._nats.publisher import message_id
+    from auditledger._nats.wire import encode_batch
+
+    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
+    cluster.nats.run(_publish_raw, [(target, encode_batch(items, []), message_id(ids))])
+    cluster.ingester()
+    wait_until(lambda: counts(cluster.db_url)[2] == quarantined, 60, "the quarantine rows")
+    cluster.wait_stored(stored)
+    cluster.check(stored, quarantined=quarantined)
+    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+        return dict(conn.execute("SELECT id, reason FROM audit_quarantine").fetchall())
+
+
 def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
     """Two events of a message cannot be read and the database refuses a third: all three are
     quarantined (under their own ids), the others are stored."""
@@ -339,9 +359,7 @@ def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
 
     import orjson
 
-    from auditledger._nats.partitions import partition_of, subject
-    from auditledger._nats.publisher import message_id
-    from auditledger._nats.wire import encode_batch, encode_item
+    from auditledger._nats.wire import encode_item
 
     rows = _prepared(50, 1)
     # Another has a JSON column that is not JSON (the canonical form could not parse it).
@@ -352,18 +370,8 @@ def test_a_poison_event_inside_a_batch_of_good_ones(cluster: Cluster) -> None:
     poison = orjson.dumps([str(poison_id), "U1", None, None, None, 42, *[None] * 7])
     items = [encode_item(r) for r in rows]
     items.insert(20, poison)
-    body = encode_batch(items, [])
-    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
     ids = [r[0] for r in rows[:20]] + [poison_id] + [r[0] for r in rows[20:]]
-    cluster.nats.run(_publish_raw, [(target, body, message_id(ids))])
-    cluster.ingester()
-    wait_until(lambda: counts(cluster.db_url)[2] == 3, 60, "the quarantine rows")
-    cluster.wait_stored(48)
-    cluster.check(48, quarantined=3)
-    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
-        kept: dict[Any, str] = dict(
-            conn.execute("SELECT id, reason FROM audit_quarantine").fetchall()
-        )
+    kept = _ingest_hand_made(cluster, items, ids, stored=48, quarantined=3)
     assert kept[poison_id].startswith("unreadable stream message")
     assert kept[rows[30][0]].startswith("unreadable stream message")
     assert kept[rows[40][0]].startswith("refused by the database")
@@ -374,23 +382,14 @@ def test_json_values_that_are_json_only_together_are_not_stored(cluster: Cluster
     Pieces that are not JSON alone but make JSON together (``[1``, ``2]``, ``3,4``) pass that
     check; the database refuses each, so the event is quarantined, not stored, and the
     events around it are."""
-    from auditledger._nats.partitions import partition_of, subject
-    from auditledger._nats.publisher import message_id
-    from auditledger._nats.wire import encode_batch, encode_item
+    from auditledger._nats.wire import encode_item
 
     rows = _prepared(6, 1)
     rows[2] = (*rows[2][:8], "[1", "2]", "3,4", *rows[2][11:])
-    body = encode_batch([encode_item(r) for r in rows], [])
-    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
-    cluster.nats.run(_publish_raw, [(target, body, message_id([r[0] for r in rows]))])
-    cluster.ingester()
-    wait_until(lambda: counts(cluster.db_url)[2] == 1, 60, "the quarantine row")
-    cluster.wait_stored(5)
-    cluster.check(5, quarantined=1)
-    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
-        kept = conn.execute("SELECT id, reason FROM audit_quarantine").fetchall()
-    assert [k[0] for k in kept] == [rows[2][0]]
-    assert kept[0][1].startswith("refused by the database")
+    items = [encode_item(r) for r in rows]
+    kept = _ingest_hand_made(cluster, items, [r[0] for r in rows], stored=5, quarantined=1)
+    assert list(kept) == [rows[2][0]]
+    assert kept[rows[2][0]].startswith("refused by the database")
 
 
 def test_a_hand_made_erasure_event_is_refused(cluster: Cluster) -> None:
@@ -398,9 +397,7 @@ def test_a_hand_made_erasure_event_is_refused(cluster: Cluster) -> None:
     made by hand skips the publisher, so the ingester refuses them too: a forged gdpr.erasure
     event would let verify accept removed values. audit_log.* (records of reads, which a
     viewer may publish through a NATS logger) is stored."""
-    from auditledger._nats.partitions import partition_of, subject
-    from auditledger._nats.publisher import message_id
-    from auditledger._nats.wire import encode_batch, encode_item
+    from auditledger._nats.wire import encode_item
 
     rows = _prepared(6, 1)
     forged = {
@@ -411,17 +408,9 @@ def test_a_hand_made_erasure_event_is_refused(cluster: Cluster) -> None:
     for index, action in forged.items():
         rows[index] = (*rows[index][:5], action, *rows[index][6:])
     rows[4] = (*rows[4][:5], "audit_log.viewed", *rows[4][6:])
-    body = encode_batch([encode_item(r) for r in rows], [])
-    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
-    cluster.nats.run(_publish_raw, [(target, body, message_id([r[0] for r in rows]))])
-    cluster.ingester()
-    wait_until(lambda: counts(cluster.db_url)[2] == 3, 60, "the quarantine rows")
-    cluster.wait_stored(3)
-    cluster.check(3, quarantined=3)
+    items = [encode_item(r) for r in rows]
+    kept = _ingest_hand_made(cluster, items, [r[0] for r in rows], stored=3, quarantined=3)
     with psycopg.connect(_conninfo(cluster.db_url)) as conn:
-        kept: dict[Any, str] = dict(
-            conn.execute("SELECT id, reason FROM audit_quarantine").fetchall()
-        )
         stored = {r[0] for r in conn.execute("SELECT action FROM audit_logs").fetchall()}
     for index, action in forged.items():
         head = action.split(".")[0]

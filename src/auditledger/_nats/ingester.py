@@ -255,8 +255,8 @@ class Ingester:
         """The next messages. nats-py's fetch of n messages returns once n arrived or at its
         timeout, so waiting long for many would hold back the first. So: with messages
         waiting (a backlog), ask for those, which come at once; else wait long for one.
-        (Asking for many whenever the last fetch found any cost, while publishers trickle,
-        a pull request that expired empty for every message: twice the server's work.)"""
+        (Asking for 16 whenever the last fetch found any left, while publishers trickle, a
+        request that expired empty after most batches, and a backlog of 3 waited 20 ms.)"""
         options = self._options
         try:
             if waiting:

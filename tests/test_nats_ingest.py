@@ -7,6 +7,7 @@ processes, and ends with the same check: rows = distinct ids = events logged, an
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -55,17 +56,21 @@ class Cluster:
         self.public_key = keys / "signing.pub"
         self.signing_key = keys / "signing.key"
 
-    def ingester(self, db_url: str | None = None) -> subprocess.Popen[bytes]:
+    def ingester(
+        self, db_url: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "auditledger.cli", "ingest", "--nats-url", self.nats.url,
              "--database-url", db_url or self.db_url, "--signing-key", str(self.signing_key),
              "--batch-size", "200"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         self.ingesters.append(proc)
         return proc
 
-    def publishers(self, count: int, each: int) -> list[subprocess.Popen[bytes]]:
+    def publishers(
+        self, count: int, each: int, env: dict[str, str] | None = None
+    ) -> list[subprocess.Popen[bytes]]:
         return [
             subprocess.Popen(
                 [
@@ -79,6 +84,7 @@ class Cluster:
                     f"pub{n}",
                 ],
                 cwd=ROOT,
+                env=env,
             )
             for n in range(count)
         ]
@@ -496,3 +502,68 @@ def test_json_of_a_hand_made_message_is_stored_in_the_form_verify_rebuilds(
         [1.0, {"y": [True], "z": None}],
         "café",
     ]
+
+
+def _with_key(key: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "AUDITLEDGER_NATS_KEY"}
+    return env if key is None else {**env, "AUDITLEDGER_NATS_KEY": key}
+
+
+async def _publish_signed(nc: Any, subject: str, body: bytes, msg_id: str, key: str) -> None:
+    from auditledger._nats.auth import parse_keys
+    from auditledger._nats.publisher import _headers_for
+    from auditledger._nats.wire import compress
+
+    data = compress(body)
+    headers = _headers_for(parse_keys(key)[0], subject, msg_id, data)
+    await nc.jetstream().publish(subject, data, headers=headers)
+
+
+def test_with_a_publisher_key_only_signed_messages_are_stored(cluster: Cluster) -> None:
+    """Publishers and ingesters share a key: what the publishers sent is stored and verifies.
+    Two well-formed messages of events are refused, one unsigned and one signed with a key
+    the ingester does not hold: a digest each, never their events."""
+    from auditledger._nats.auth import new_key
+    from auditledger._nats.partitions import partition_of, subject
+    from auditledger._nats.publisher import message_id
+    from auditledger._nats.wire import encode_batch, encode_item
+
+    key = new_key()
+    target = subject(8, partition_of(WorkspaceRef("T0"), 8))
+    forged, other = _prepared(10, 1), _prepared(10, 1)
+    cluster.nats.run(
+        _publish_raw,
+        [
+            (
+                target,
+                encode_batch([encode_item(r) for r in forged], []),
+                message_id([r[0] for r in forged]),
+            )
+        ],
+    )
+    body = encode_batch([encode_item(r) for r in other], [])
+    cluster.nats.run(_publish_signed, target, body, message_id([r[0] for r in other]), new_key())
+    cluster.ingester(env=_with_key(key))
+    _wait_all(cluster.publishers(2, 300, env=_with_key(key)))
+    wait_until(lambda: counts(cluster.db_url)[2] == 2, 60, "the quarantine rows")
+    cluster.wait_stored(600)
+    cluster.check(600, quarantined=2)
+    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+        reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM audit_quarantine"))
+        stored = {r[0] for r in conn.execute("SELECT id FROM audit_logs")}
+    assert reasons == [
+        "refused stream message (not signed with a publisher key)",
+        "refused stream message (signed with a key this ingester does not hold)",
+    ]
+    assert not stored & {r[0] for r in forged + other}
+
+
+def test_an_ingester_without_a_key_stores_what_signed_publishers_send(cluster: Cluster) -> None:
+    """The order of a rolling upgrade: publishers get the key first; ingesters without one
+    still check and store every well-formed message."""
+    from auditledger._nats.auth import new_key
+
+    cluster.ingester(env=_with_key(None))
+    _wait_all(cluster.publishers(1, 300, env=_with_key(new_key())))
+    cluster.wait_stored(300)
+    cluster.check(300)

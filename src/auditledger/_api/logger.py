@@ -64,6 +64,9 @@ class AuditLogger(AuditHelpers):
     - ``nats_url`` (default ``AUDITLEDGER_NATS_URL`` when no ``database_url`` is given):
       publish to NATS JetStream instead of writing to a database; ``auditledger ingest``
       stores the events. "Written" then means acknowledged by the stream.
+    - ``nats_key`` (default ``AUDITLEDGER_NATS_KEY``): sign every stream message with this
+      publisher key (``auditledger nats new-key``); ingesters given the same key store only
+      signed messages, and skip re-checking their JSON.
     - ``ip_address``: ``"full"`` (default) or ``"truncated"``: only the network is stored
       (IPv4 /24, IPv6 /48), enough to tell a country or an ISP, not a household.
     - ``user_agent``: ``"full"`` (default) or ``"none"``: user agents are not stored.
@@ -88,14 +91,17 @@ class AuditLogger(AuditHelpers):
         signing_key: str | os.PathLike[str] | None = None,
         checkpoint_interval: float = 300.0,
         nats_url: str | None = None,
+        nats_key: str | None = None,
         ip_address: str = "full",
         user_agent: str = "full",
     ) -> None:
         nats = resolve_nats_url(nats_url, database_url)
         if nats is not None:
-            factory, fingerprint = publisher_factory(nats, write_timeout, signing_key)
+            factory, fingerprint = publisher_factory(nats, write_timeout, signing_key, nats_key)
             self.database_backend = "nats"
         else:
+            if nats_key is not None:
+                raise ConfigurationError("nats_key applies only with nats_url")
             url = normalise_url(resolve_url(database_url))
             # Raises MissingExtraError at once without psycopg.
             factory = _with_checkpoints(

@@ -2,11 +2,12 @@
 rows and quarantine rows.
 
 Nothing here trusts a message: it may be hand-made. Every field is checked for its type,
-every id parsed, every JSON value checked to be JSON in the publishers' spelling, and what
-fails becomes a quarantine row with a reason (never an exception into the ingester, never a
-silent drop). This runs for every event an ingester stores, so the common case (a message
-as publishers write it) takes the short road: ids parsed without ``uuid.UUID``'s generality,
-and the JSON values of a whole message checked in one parse (``_spelt_as_published``).
+every id parsed, every JSON value checked to be JSON in the publishers' spelling (unless the
+message is signed with a publisher key, see ``auth``), and what fails becomes a quarantine
+row with a reason (never an exception into the ingester, never a silent drop). This runs
+for every event an ingester stores, so the common case (a message as publishers write it)
+takes the short road: ids parsed without ``uuid.UUID``'s generality, and the JSON values of
+a whole message checked in one parse (``_spelt_as_published``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +38,7 @@ from .._db.rows import (
     Row,
 )
 from .._events import WorkspaceRef
+from .auth import MAC_HEADER, refusal
 from .wire import (
     DIRECT_ONLY,
     ENCODING_HEADER,
@@ -84,16 +87,26 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def decode_stream_message(
-    data: bytes, headers: dict[str, str] | None
+    data: bytes,
+    headers: dict[str, str] | None,
+    subject: str = "",
+    keys: Mapping[str, bytes] | None = None,
 ) -> tuple[list[Row], list[QuarantineRow], int]:
     """``decode_message`` for a message as fetched: its id and content encoding from its
-    headers. Never raises."""
+    headers. With ``keys`` (see ``auth``), a message not signed with one of them is refused;
+    a signed one is trusted for its JSON spelling. Never raises."""
     msg_id = headers.get("Nats-Msg-Id") if headers else None
+    encoding = headers.get(ENCODING_HEADER) if headers else None
+    if keys:
+        mac = headers.get(MAC_HEADER) if headers else None
+        reason = refusal(keys, mac, subject, msg_id, encoding, data)
+        if reason is not None:
+            return [], [poison_row(data, msg_id, reason, refused=True)], 1
     try:
-        body = stream_body(data, headers.get(ENCODING_HEADER) if headers else None)
+        body = stream_body(data, encoding)
     except WireError as exc:
         return [], [poison_row(data, msg_id, str(exc))], 1
-    return decode_message(body, msg_id)
+    return decode_message(body, msg_id, trusted=bool(keys))
 
 
 def decode(data: bytes) -> Row | QuarantineRow:
@@ -116,12 +129,16 @@ def _decode_v1(body: object) -> Row | QuarantineRow:
     raise WireError("neither an event nor a quarantine row")
 
 
-def decode_message(data: bytes, msg_id: str | None) -> tuple[list[Row], list[QuarantineRow], int]:
+def decode_message(
+    data: bytes, msg_id: str | None, *, trusted: bool = False
+) -> tuple[list[Row], list[QuarantineRow], int]:
     """Every event of a message of either version: (rows, quarantine rows, unreadable).
 
     Never raises. What cannot be read becomes a quarantine row (``poison_row``), counted in
     the third value: a message that is not ours at all is one row; in a version-2 message,
-    each bad event is one, and the events around it are kept.
+    each bad event is one, and the events around it are kept. ``trusted``: signed by a
+    publisher (``auth``), so its JSON values are in the publishers' spelling, as the direct
+    writer's are, and are not checked again; every other check still runs.
     """
     try:
         body = orjson.loads(data)
@@ -130,7 +147,7 @@ def decode_message(data: bytes, msg_id: str | None) -> tuple[list[Row], list[Qua
     if isinstance(body, dict) and body.get("v") == VERSION:
         rows_in, kept_in = body.get("rows"), body.get("quarantine")
         if isinstance(rows_in, list) and isinstance(kept_in, list) and (rows_in or kept_in):
-            return _decode_items(rows_in, kept_in, msg_id)
+            return _decode_items(rows_in, kept_in, msg_id, trusted)
         return [], [poison_row(data, msg_id, "a version-2 message without events")], 1
     try:
         item = _decode_v1(body)
@@ -143,13 +160,14 @@ def decode_message(data: bytes, msg_id: str | None) -> tuple[list[Row], list[Qua
 
 
 def _decode_items(
-    rows_in: list[Any], kept_in: list[Any], msg_id: str | None
+    rows_in: list[Any], kept_in: list[Any], msg_id: str | None, trusted: bool
 ) -> tuple[list[Row], list[QuarantineRow], int]:
     rows: list[Row] = []
     read: list[tuple[int, Any]] = []  # (place in the message, fields) of each row in rows
     bad_rows: list[tuple[int, QuarantineRow]] = []
     workspaces: dict[str, uuid.UUID] = {}  # a message names few workspaces: parse each once
-    texts: list[str] = []
+    # Signed by a publisher: spelt as published. (None would mean "checked by the caller".)
+    texts: list[str] | None = None if trusted else []
     for index, fields in enumerate(rows_in):
         try:
             rows.append(_decode_row(fields, workspaces, texts))
@@ -246,8 +264,8 @@ def _poison_item(
 
 def _decode_row(fields: object, workspaces: dict[str, uuid.UUID], texts: list[str] | None) -> Row:
     """One event's fields as a row, its JSON values as sent (appended to ``texts``, to be
-    checked for the whole message at once; ``None``: the caller checks them). Raises
-    WireError."""
+    checked for the whole message at once; ``None``: the caller checks them, or the message
+    is signed). Raises WireError."""
     if type(fields) is not list or len(fields) != _ROW_LENGTH:
         raise WireError("an event with the wrong number of fields")
     # In AUDIT_LOG_COLUMNS order (``ROW_*``), which the wire keeps.

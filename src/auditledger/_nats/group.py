@@ -12,7 +12,7 @@ partition is kept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,11 +54,13 @@ class GroupStore:
     _waiting: list[_Waiting] = field(default_factory=list)
     _storing: bool = False
     _preparer: Preparer = field(default_factory=lambda: Preparer(Limits()))
+    # Publisher keys (``auth``): when any, only messages signed with one of them are stored.
+    keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     async def store(self, msgs: list[Any], session: int) -> bool:
         """True once the messages are committed; False when they must not be acknowledged
         (the session, and so the partition, was lost, or the ingester is stopping)."""
-        rows, quarantined = _decoded(msgs)
+        rows, quarantined = _decoded(msgs, self.keys)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(rows, quarantined, done))
         if not self._storing:
@@ -206,13 +208,13 @@ class GroupStore:
             return
 
 
-def _decoded(msgs: list[Any]) -> tuple[list[Row], list[QuarantineRow]]:
+def _decoded(msgs: list[Any], keys: Mapping[str, bytes]) -> tuple[list[Row], list[QuarantineRow]]:
     """Every event of the messages, in stream order; what cannot be read, as quarantine rows
     (one bad event of a batch costs that event only)."""
     rows: list[Row] = []
     quarantined: list[QuarantineRow] = []
     for msg in msgs:
-        found, kept, _ = decode_stream_message(msg.data, msg.headers)
+        found, kept, _ = decode_stream_message(msg.data, msg.headers, msg.subject, keys)
         rows += found
         quarantined += kept
     return rows, quarantined

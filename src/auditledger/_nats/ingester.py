@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._sinks.base import SinkError
@@ -46,6 +46,8 @@ class IngestOptions:
     batch_size: int = 1000  # events per transaction, about (whole messages are kept together)
     fetch_timeout: float = 1.0
     fetch_messages: int = 16  # stream messages per fetch, each up to 500 events
+    # Publisher keys by key id (``auth.key_ring``): when any, unsigned messages are refused.
+    keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 class Ingester:
@@ -54,13 +56,16 @@ class Ingester:
         self._sink = sink
         self._options = options
         self._db = asyncio.Lock()  # one session: one statement at a time
-        self._group = GroupStore(sink, self._db, self._report, max_events=options.batch_size * 5)
+        self._group = GroupStore(
+            sink, self._db, self._report, max_events=options.batch_size * 5, keys=options.keys
+        )
         self._generation = 0  # connections re-established so far
         self._tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._session = -1
         self._count = 0
         self.owned: set[int] = set()
         self.stats = self._group.stats
+        self.keyed = bool(options.keys)  # stores signed messages only
         self._reported: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:

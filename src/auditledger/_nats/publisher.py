@@ -16,7 +16,8 @@ Bodies travel compressed (one zstd frame each, header ``Content-Encoding: zstd``
 ``wire``): nats-server's work an event follows the bytes it stores and delivers. Every message
 is published with nats-py's ``JetStream.publish``, each with the batch's deadline as its
 timeout (not ``publish_async``, whose futures are never resolved when the
-server answers with an error), all of a batch at once.
+server answers with an error), all of a batch at once. With a publisher key, each message
+is signed (``auth``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .._db.rows import ROW_ID, ROW_WORKSPACE, QuarantineRow, Row
 from .._events import WorkspaceRef
 from .._sinks.base import ErrorKind, Sink, SinkError
 from ._client import Client, LoopThread, connect, nats
+from .auth import MAC_HEADER, NatsKey, sign
 from .partitions import STREAM, count_from_subjects, partition_of, subject
 from .wire import ENCODING_HEADER, ZSTD, compress, encode_batch, encode_item
 
@@ -103,10 +105,11 @@ def _refused(exc: BaseException) -> SinkError:
 
 
 class NatsSink(Sink):
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(self, url: str, *, timeout: float, key: NatsKey | None = None) -> None:
         super().__init__()
         self._url = url
         self._timeout = timeout
+        self._key = key  # signs every message (see ``auth``)
         self._runner: LoopThread | None = None
         self._nc: Client | None = None
         self._count: int | None = None
@@ -209,16 +212,12 @@ class NatsSink(Sink):
         batch = messages(rows, quarantined, count)
         js = nc.jetstream()
         remaining = max(0.1, deadline - loop.time())
-        sends = [
-            js.publish(
-                name,
-                compress(body),
-                timeout=remaining,
-                stream=STREAM,
-                headers={"Nats-Msg-Id": mid, ENCODING_HEADER: ZSTD},
-            )
-            for name, mid, body, _ in batch
-        ]
+        key = self._key
+        sends = []
+        for name, mid, body, _ in batch:
+            data = compress(body)
+            headers = _headers_for(key, name, mid, data)
+            sends.append(js.publish(name, data, timeout=remaining, stream=STREAM, headers=headers))
         self._batch = asyncio.ensure_future(_all(sends))
         try:
             await self._batch
@@ -226,6 +225,13 @@ class NatsSink(Sink):
             raise SinkError(ErrorKind.TRANSIENT, "nats-timeout") from exc
         finally:
             self._batch = None
+
+
+def _headers_for(key: NatsKey | None, name: str, mid: str, data: bytes) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": mid, ENCODING_HEADER: ZSTD}
+    if key is not None:
+        headers[MAC_HEADER] = sign(key, name, mid, ZSTD, data)
+    return headers
 
 
 async def _all(sends: list[Any]) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
 from .._sinks.base import Sink
+from .auth import publisher_key
 
 ENV_NATS_URL = "AUDITLEDGER_NATS_URL"
 
@@ -42,16 +43,18 @@ def check_nats_url(url: str) -> str:
 
 
 def publisher_factory(
-    url: str, write_timeout: float, signing_key: object
+    url: str, write_timeout: float, signing_key: object, nats_key: str | None = None
 ) -> tuple[Callable[[], Sink], str]:
     """For ``AuditLogger(nats_url=...)``: a function making the publishing sink, and the
-    server's fingerprint. Raises MissingExtraError at once without nats-py."""
+    server's fingerprint. ``nats_key`` (default ``AUDITLEDGER_NATS_KEY``) signs every
+    message. Raises MissingExtraError at once without nats-py."""
     fingerprint = check_nats_url(url)
     if signing_key is not None:
         raise ConfigurationError("signing_key belongs on the ingesters when nats_url is set")
+    key = publisher_key(nats_key)
     from .publisher import NatsSink
 
     def factory() -> Sink:
-        return NatsSink(url, timeout=write_timeout)
+        return NatsSink(url, timeout=write_timeout, key=key)
 
     return factory, fingerprint

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 ENV_DATABASE_URL = "AUDITLEDGER_DATABASE_URL"  # _db.urls
 ENV_SIGNING_KEY = "AUDITLEDGER_SIGNING_KEY"  # _chain.checkpoints
 ENV_NATS_URL = "AUDITLEDGER_NATS_URL"  # _nats.settings
+ENV_NATS_KEY = "AUDITLEDGER_NATS_KEY"  # _nats.auth
 
 # Every command: the cli module that registers it, and its one-line help (the first line of
 # its docstring; a test checks they agree). In the order `auditledger --help` lists them.

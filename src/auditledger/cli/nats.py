@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .._errors import AuditLedgerError
-from ._app import ENV_DATABASE_URL, ENV_NATS_URL, app, console, err_console, fail
+from ._app import ENV_DATABASE_URL, ENV_NATS_KEY, ENV_NATS_URL, app, console, err_console, fail
 
 if TYPE_CHECKING:  # nats-py is imported only when a command needs it
     from .._nats.ingester import Ingester
@@ -78,6 +78,14 @@ async def _setup(url: str, settings: StreamSettings) -> SetupResult:
         await nc.close()
 
 
+@nats_app.command("new-key")
+def new_key() -> None:
+    """Print a fresh publisher key: give it to publishers and ingesters as AUDITLEDGER_NATS_KEY."""
+    from .._nats.auth import new_key as make
+
+    console.print(make(), soft_wrap=True)
+
+
 @app.command("ingest")
 def ingest(
     nats_url: NatsUrl,
@@ -90,28 +98,47 @@ def ingest(
         typer.Option(envvar="AUDITLEDGER_SIGNING_KEY", help="Sign checkpoints (Ed25519 key)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Events per fetch and transaction.")] = 1000,
+    nats_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nats-key",
+            envvar=ENV_NATS_KEY,
+            show_envvar=True,
+            show_default=False,
+            help="Publisher key (repeatable; the variable: keys separated by spaces). "
+            "Store only messages signed with one.",
+        ),
+    ] = None,
 ) -> None:
     """Store the stream's events in PostgreSQL; run as many as wanted, anywhere."""
     import asyncio
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     try:
-        ingester = _make_ingester(_checked(nats_url), database_url, signing_key, batch_size)
+        ingester = _make_ingester(
+            _checked(nats_url), database_url, signing_key, batch_size, nats_key or []
+        )
     except AuditLedgerError as exc:
         raise fail(str(exc)) from exc
-    err_console.print("ingesting from the stream into PostgreSQL; SIGTERM or Ctrl-C stops")
+    signed = "signed messages only" if ingester.keyed else "every well-formed message"
+    err_console.print(
+        f"ingesting from the stream into PostgreSQL ({signed}); SIGTERM or Ctrl-C stops"
+    )
     asyncio.run(_run(ingester))
     stats = ingester.stats
     err_console.print(f"stopped: {stats.stored} events stored, {stats.quarantined} quarantined")
 
 
 def _make_ingester(
-    nats_url: str, database_url: str, signing_key: Path | None, batch_size: int
+    nats_url: str, database_url: str, signing_key: Path | None, batch_size: int, keys: list[str]
 ) -> Ingester:
     from .._db.urls import is_postgres, libpq_conninfo, normalise_url
     from .._errors import ConfigurationError
+    from .._nats.auth import key_ring, parse_keys
     from .._nats.ingester import Ingester, IngestOptions
     from .._nats.ownership import IngestSink
+
+    ring = key_ring(parse_keys(" ".join(keys)))
 
     if batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
@@ -125,7 +152,7 @@ def _make_ingester(
         from .._chain.checkpoints import CheckpointSchedule, Signer
 
         sink.checkpoint_schedule = CheckpointSchedule(Signer.from_file(signing_key), 300.0)
-    return Ingester(nats_url, sink, IngestOptions(batch_size=batch_size))
+    return Ingester(nats_url, sink, IngestOptions(batch_size=batch_size, keys=ring))
 
 
 async def _run(ingester: Ingester) -> None:

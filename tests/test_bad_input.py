@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from auditledger import AuditLogger, AuditStore, WorkspaceRef
+from auditledger import AuditLogger, AuditStore, WorkspaceRef, verify_log
 from auditledger._db.engine import make_engine
 from tests.helpers import add_rule, stored
 
@@ -306,3 +306,21 @@ def test_a_refused_quarantine_row_is_counted_not_recursed_on(db_url: str, spool_
         assert audit.flush(30) is True
         stats = audit.stats()
     assert (stats.written, stats.quarantined, stats.dropped) == (1, 1, {"refused": 1})
+
+
+@dataclass
+class Unsorted:
+    zeta: str
+    alpha: int
+
+
+def test_a_dataclass_is_stored_in_the_spelling_verify_rebuilds(
+    db_url: str, spool_dir: Path
+) -> None:
+    """orjson writes a dataclass's fields in declaration order; the canonical form commits to
+    sorted keys (verify rebuilds them from the stored JSON). Stored unsorted, the event
+    verified as modified."""
+    event = log_one(db_url, spool_dir, details={"change": Unsorted("U1", 5)})
+    assert event.details == {"change": {"alpha": 5, "zeta": "U1"}}
+    report = verify_log(db_url)
+    assert report.ok, report.problems

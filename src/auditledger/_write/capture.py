@@ -35,7 +35,10 @@ TEXT_FIELDS = {
 _dumps = orjson.dumps
 # Sorted keys cost ~10 ns here and make the bytes the writer hashes match the form a verifier
 # rebuilds from jsonb (see _chain.py), so verifying needs no second parse in the common case.
-_SORT_KEYS = orjson.OPT_SORT_KEYS
+# orjson sorts the keys of dicts but writes a dataclass's fields in declaration order: the
+# canonical form commits to sorted keys (verify rebuilds them from jsonb), so dataclasses go
+# through the sanitising walk, which sorts them.
+_SORT_KEYS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class SanitisedJson:

@@ -5,6 +5,7 @@ checked when given and never shown."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -155,3 +156,42 @@ def test_workspace_references_travel_signed_too() -> None:
         [],
         0,
     )
+
+
+@pytest.mark.parametrize("forged", ["é", "\udcff", "ab\x00", ":", "x" * 200])
+def test_any_forged_signature_is_refused_never_raised(forged: str) -> None:
+    """A hand-made header naming a key the ingester holds (key ids are not secret) with any
+    text after it: refused. An exception would give the partition back, and the next owner
+    would meet the same message."""
+    data, headers = _signed(_rows(2))
+    headers[MAC_HEADER] = f"{parse_keys(KEY)[0].key_id}:{forged}"
+    rows, kept, bad = decode_stream_message(data, headers, SUBJECT, key_ring(parse_keys(KEY)))
+    assert (rows, bad) == ([], 1)
+    assert kept[0][1] == "refused stream message (a signature that does not match)"
+
+
+def test_the_signed_parts_cannot_be_shifted_into_each_other() -> None:
+    key, body = parse_keys(KEY)[0], b"body"
+    assert sign(key, "a", "b\nc", ZSTD, body) != sign(key, "a\nb", "c", ZSTD, body)
+    data, headers = _signed(_rows(2))
+    headers[ENCODING_HEADER] = ""  # an empty header is not an absent one
+    ring = key_ring(parse_keys(KEY))
+    del headers[ENCODING_HEADER]
+    assert decode_stream_message(data, headers, SUBJECT, ring)[2] == 1
+
+
+@dataclass
+class _Change:
+    user: str
+    amount: int
+
+
+def test_a_dataclass_in_details_travels_in_the_spelling_verify_rebuilds() -> None:
+    """orjson writes a dataclass's fields in declaration order; the canonical form commits to
+    sorted keys. A signed message is not respelt by the ingester, so the publisher must
+    already send the sorted form (the direct writer stores the same text)."""
+    from auditledger._write.capture import SanitisedJson, capture_json
+
+    captured = capture_json({"change": _Change("U1", 5)}, "details")
+    assert isinstance(captured, SanitisedJson)
+    assert (captured.data, captured.notes) == ('{"change":{"amount":5,"user":"U1"}}', [])

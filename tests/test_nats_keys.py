@@ -117,8 +117,9 @@ def test_keys_are_checked_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> No
     assert publisher_key(KEY) == key  # an argument wins
     monkeypatch.delenv(ENV_NATS_KEY)
     assert publisher_key(None) is None
-    with pytest.raises(ConfigurationError, match="empty"):
-        publisher_key(" ")
+    for argument in (" ", f"{KEY} {OTHER}"):
+        with pytest.raises(ConfigurationError, match="one key"):
+            publisher_key(argument)
 
 
 def test_the_logger_refuses_a_key_it_cannot_use(tmp_path: object) -> None:

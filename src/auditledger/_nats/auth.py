@@ -65,8 +65,8 @@ def publisher_key(argument: str | None) -> NatsKey | None:
     key, so that publishers and ingesters can share one value while keys rotate)."""
     text = argument if argument is not None else os.environ.get(ENV_NATS_KEY, "")
     keys = parse_keys(text)
-    if argument is not None and not keys:
-        raise ConfigurationError("nats_key is empty")
+    if argument is not None and len(keys) != 1:
+        raise ConfigurationError("nats_key must be one key (the variable may hold several)")
     return keys[0] if keys else None
 
 

@@ -57,14 +57,15 @@ class Cluster:
         self.signing_key = keys / "signing.key"
 
     def ingester(
-        self, db_url: str | None = None, env: dict[str, str] | None = None
+        self, db_url: str | None = None, env: dict[str, str] | None = None, log: Path | None = None
     ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "auditledger.cli", "ingest", "--nats-url", self.nats.url,
-             "--database-url", db_url or self.db_url, "--signing-key", str(self.signing_key),
-             "--batch-size", "200"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
+        with open(log or os.devnull, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "auditledger.cli", "ingest", "--nats-url", self.nats.url,
+                 "--database-url", db_url or self.db_url, "--signing-key", str(self.signing_key),
+                 "--batch-size", "200"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env,
+            )  # fmt: skip
         self.ingesters.append(proc)
         return proc
 
@@ -543,11 +544,16 @@ def test_with_a_publisher_key_only_signed_messages_are_stored(cluster: Cluster) 
     )
     body = encode_batch([encode_item(r) for r in other], [])
     cluster.nats.run(_publish_signed, target, body, message_id([r[0] for r in other]), new_key())
-    cluster.ingester(env=_with_key(key))
+    log = cluster.tmp / "ingest.log"
+    cluster.ingester(env=_with_key(key), log=log)
     _wait_all(cluster.publishers(2, 300, env=_with_key(key)))
     wait_until(lambda: counts(cluster.db_url)[2] == 2, 60, "the quarantine rows")
     cluster.wait_stored(600)
     cluster.check(600, quarantined=2)
+    cluster.stop()
+    said = log.read_text()
+    assert "refused stream messages (see quarantine)" in said  # an operator is told
+    assert key not in said
     with psycopg.connect(_conninfo(cluster.db_url)) as conn:
         reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM audit_quarantine"))
         stored = {r[0] for r in conn.execute("SELECT id FROM audit_logs")}

@@ -51,6 +51,7 @@ from .wire import (
     WireError,
 )
 
+REFUSED = "refused stream message"  # a quarantine reason's start: not stored on purpose
 _ROW_LENGTH = ROW_SANITISED + 1
 _JSON = (ROW_DETAILS, ROW_PREVIOUS, ROW_NEW, ROW_SANITISED)  # JSON text, stored as jsonb
 _TEXT = (str, type(None))
@@ -370,8 +371,8 @@ def poison_row(
     if event_id is None:
         digest = hashlib.sha256((msg_id or "").encode() + b"\0" + data).digest()
         event_id = uuid.UUID(bytes=digest[:16], version=4)
-    what = "refused" if refused else "unreadable"
-    return digest_row(data, event_id, msg_id, f"{what} stream message ({reason})")
+    what = REFUSED if refused else "unreadable stream message"
+    return digest_row(data, event_id, msg_id, f"{what} ({reason})")
 
 
 def digest_row(data: bytes, event_id: uuid.UUID, msg_id: str | None, reason: str) -> QuarantineRow:

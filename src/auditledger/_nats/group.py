@@ -20,7 +20,7 @@ from .._chain.canonical import Sealed, seal
 from .._db.rows import QuarantineRow, Row
 from .._sinks.base import ErrorKind, SinkError
 from .._write.prepare import Limits, Preparer
-from .decode import decode_stream_message, digest_row
+from .decode import REFUSED, decode_stream_message, digest_row
 from .ownership import IngestSink
 
 _MAX_BACKOFF = 5.0
@@ -61,6 +61,10 @@ class GroupStore:
         """True once the messages are committed; False when they must not be acknowledged
         (the session, and so the partition, was lost, or the ingester is stopping)."""
         rows, quarantined = _decoded(msgs, self.keys)
+        if any(q[1].startswith(REFUSED) for q in quarantined):
+            # A publisher without the key, or someone publishing by hand: worth a look, and
+            # easy to miss among stored events. The reasons are in audit_quarantine.
+            self.report("refused", "auditledger ingest: refused stream messages (see quarantine)")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(rows, quarantined, done))
         if not self._storing:

@@ -29,9 +29,9 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))  # run.py: the main benchmark's helpers
+sys.path.insert(0, str(ROOT / "bench"))  # common.py: what the benchmarks share
 
-from run import (  # noqa: E402
+from common import (  # noqa: E402
     DEFAULT_SERVER,
     ENV_URL,
     Databases,

@@ -401,7 +401,7 @@ def main() -> int:
     import shutil
     import tempfile
 
-    import run  # bench/run.py: the databases and the usual event pool
+    import common  # bench/common.py: the databases and the usual event pool
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -409,13 +409,13 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=None)
     args = parser.parse_args()
     n = args.events or (20_000 if args.quick else 50_000)
-    db = run.Databases(os.environ.get(run.ENV_URL, run.DEFAULT_SERVER))
+    db = common.Databases(os.environ.get(common.ENV_URL, common.DEFAULT_SERVER))
     tmp = Path(tempfile.mkdtemp(prefix="auditledger-stages-"))
     try:
         db.setup()
         url = db.clone("stages")
         shapes: dict[str, Sequence[Event]] = {
-            "bench": run.make_pool(db.workspace_ids),
+            "bench": common.make_pool(db.workspace_ids),
             "settings": settings_pool(db.workspace_ids),
         }
         print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {n:,} events")

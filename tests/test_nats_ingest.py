@@ -553,6 +553,8 @@ def test_with_a_publisher_key_only_signed_messages_are_stored(cluster: Cluster) 
     cluster.stop()
     said = log.read_text()
     assert "refused stream messages (see quarantine)" in said  # an operator is told
+    # Its start-up line says what it stores, on one line even in a file (log collectors).
+    assert "PostgreSQL (signed messages only); SIGTERM or Ctrl-C stops\n" in said
     assert key not in said
     with psycopg.connect(_conninfo(cluster.db_url)) as conn:
         reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM audit_quarantine"))

@@ -121,12 +121,16 @@ def ingest(
     except AuditLedgerError as exc:
         raise fail(str(exc)) from exc
     signed = "signed messages only" if ingester.keyed else "every well-formed message"
+    # One line each, however narrow the terminal: log collectors read the stream by lines.
     err_console.print(
-        f"ingesting from the stream into PostgreSQL ({signed}); SIGTERM or Ctrl-C stops"
+        f"ingesting from the stream into PostgreSQL ({signed}); SIGTERM or Ctrl-C stops",
+        soft_wrap=True,
     )
     asyncio.run(_run(ingester))
     stats = ingester.stats
-    err_console.print(f"stopped: {stats.stored} events stored, {stats.quarantined} quarantined")
+    err_console.print(
+        f"stopped: {stats.stored} events stored, {stats.quarantined} quarantined", soft_wrap=True
+    )
 
 
 def _make_ingester(

@@ -167,7 +167,7 @@ def _decode_items(
     read: list[tuple[int, Any]] = []  # (place in the message, fields) of each row in rows
     bad_rows: list[tuple[int, QuarantineRow]] = []
     workspaces: dict[str, uuid.UUID] = {}  # a message names few workspaces: parse each once
-    # Signed by a publisher: spelt as published. (None would mean "checked by the caller".)
+    # The JSON texts to check in one parse; none to collect when a publisher signed them.
     texts: list[str] | None = None if trusted else []
     for index, fields in enumerate(rows_in):
         try:

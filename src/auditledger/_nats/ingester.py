@@ -65,8 +65,12 @@ class Ingester:
         self._count = 0
         self.owned: set[int] = set()
         self.stats = self._group.stats
-        self.keyed = bool(options.keys)  # stores signed messages only
         self._reported: dict[str, float] = {}
+
+    @property
+    def keyed(self) -> bool:
+        """Whether it stores signed messages only (it holds publisher keys)."""
+        return bool(self._options.keys)
 
     async def run(self, stop: asyncio.Event) -> None:
         # The first connection retries until the server answers: a stop must not wait for it.

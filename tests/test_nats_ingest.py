@@ -575,3 +575,96 @@ def test_an_ingester_without_a_key_stores_what_signed_publishers_send(cluster: C
     _wait_all(cluster.publishers(1, 300, env=_with_key(new_key())))
     cluster.wait_stored(300)
     cluster.check(300)
+
+
+def _run_ingester_until(ingester: Any, done: Any, timeout: float = 60) -> None:
+    """Runs an in-process ingester until ``done()`` (checked between its batches) holds."""
+    import asyncio
+    import time
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(ingester.run(stop))
+        deadline = time.monotonic() + timeout
+        try:
+            while not done():
+                assert not running.done(), "the ingester stopped"
+                assert time.monotonic() < deadline, "the ingester did not store everything"
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 30)
+
+    asyncio.run(main())
+
+
+def test_batches_in_flight_keep_each_chain_in_stream_order(cluster: Cluster) -> None:
+    """A partition hands its next batches to the store before the first has committed: many
+    small messages and tiny groups put several of them in flight at once, and every chain
+    still holds its workspace's events in the order they were logged."""
+    from auditledger._nats.ingester import Ingester, IngestOptions
+    from auditledger._nats.ownership import IngestSink
+
+    count = 1500
+    # Batches of 7 events: hundreds of stream messages, a few events each.
+    with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s", batch_size=7) as audit:
+        for i in range(count):
+            audit.log_audit_event(
+                "auth.login", user_id=str(i), workspace_id=WorkspaceRef(f"T{i % 3}")
+            )
+        assert audit.flush(60)
+    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+    # Groups of about 5 events, 2 messages a fetch: one group each few messages.
+    ingester = Ingester(cluster.nats.url, sink, IngestOptions(batch_size=1, fetch_messages=2))
+    _run_ingester_until(ingester, lambda: ingester.stats.stored >= count)
+    assert ingester.stats.transactions > 100
+    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+        chains: dict[Any, list[int]] = {}
+        for chain, user in conn.execute(
+            "SELECT chain_id, user_id FROM audit_logs ORDER BY chain_id, chain_seq"
+        ):
+            chains.setdefault(chain, []).append(int(user))
+    assert sorted(len(v) for v in chains.values()) == [500, 500, 500]
+    for logged in chains.values():
+        assert logged == sorted(logged)
+    cluster.check(count)
+
+
+def test_a_failed_group_fails_the_batches_waiting_behind_it(cluster: Cluster) -> None:
+    """Batches waiting behind a group that fails may come from the same partitions: stored,
+    they would be chained before it once it is delivered again. They are refused too (not
+    acknowledged, so delivered again, in order)."""
+    import asyncio
+
+    from auditledger._nats.group import GroupStore
+    from auditledger._nats.ownership import IngestSink
+    from auditledger._nats.partitions import STREAM
+
+    with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s", batch_size=5) as audit:
+        for i in range(20):
+            audit.log_audit_event("auth.login", user_id=str(i), workspace_id=WorkspaceRef("T0"))
+        assert audit.flush(60)
+
+    async def fetched(nc: Any) -> list[Any]:
+        sub = await nc.jetstream().pull_subscribe("audit.v1.>", "test", stream=STREAM)
+        return list(await sub.fetch(4, timeout=5))
+
+    msgs = cluster.nats.run(fetched)
+    assert len(msgs) == 4
+    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+    reports: list[str] = []
+
+    async def submitted() -> list[bool]:
+        store = GroupStore(sink, asyncio.Lock(), lambda _k, m: reports.append(m))
+        session = await asyncio.to_thread(sink.connect)
+        # The first batch's session is gone (as after a reconnection): its group fails.
+        outcomes = [store.submit(msgs[:1], session - 1)]
+        outcomes += [store.submit([m], session) for m in msgs[1:]]
+        return list(await asyncio.gather(*outcomes))
+
+    try:
+        assert asyncio.run(submitted()) == [False, False, False, False]
+    finally:
+        sink.close()
+    assert counts(cluster.db_url) == (0, 0, 0)
+    assert any("session-lost" in m for m in reports)

@@ -3,10 +3,15 @@
 An ingester owns many partitions (32 between a few processes) and has one database session.
 Each partition's fetch returns what is there, often a few events when publishers trickle;
 a transaction each would cost far more than the events. So a partition hands its batch here
-and waits; whichever partition finds no transaction running stores every batch waiting at
-that moment in one transaction, then tells each partition whether to acknowledge. A batch's
-events stay in stream order, and a partition has one batch in flight at a time, so order per
-partition is kept.
+(``submit``, decoded at once) and is told later whether to acknowledge it; one task stores
+every batch waiting, a group at a time, each group in one transaction.
+
+A partition may hand in its next batch before the one before it has committed: the next
+group is then decoded, resolved and sealed while PostgreSQL works on this one, instead of
+after the commit while PostgreSQL waits (a backlog drained about a third slower that way).
+Order per partition is kept: batches are stored in the order they were handed in, and when
+a group fails, every batch waiting behind it fails too, so no partition's later batch is
+stored before an earlier one that will be delivered again.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ _MAX_BACKOFF = 5.0
 class _Waiting:
     rows: list[Row]
     quarantined: list[QuarantineRow]
+    session: int
     done: asyncio.Future[bool]
     # The rows resolved (from the sink's committed caches) and sealed while the group before
     # was stored: see ``_seal_ahead``. One assignment, so the event loop sees all or nothing.
@@ -52,40 +58,52 @@ class GroupStore:
     stats: GroupStats = field(default_factory=GroupStats)
     closing: bool = False
     _waiting: list[_Waiting] = field(default_factory=list)
-    _storing: bool = False
+    _storer: asyncio.Future[None] | None = None
     _preparer: Preparer = field(default_factory=lambda: Preparer(Limits()))
     # Publisher keys (``auth``): when any, only messages signed with one of them are stored.
     keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
-    async def store(self, msgs: list[Any], session: int) -> bool:
-        """True once the messages are committed; False when they must not be acknowledged
-        (the session, and so the partition, was lost, or the ingester is stopping)."""
+    def submit(self, msgs: list[Any], session: int) -> asyncio.Future[bool]:
+        """Decodes the messages and queues them to be stored. The future is True once they are
+        committed; False when they must not be acknowledged (the session, and so the
+        partition, was lost, a group before them failed, or the ingester is stopping)."""
         rows, quarantined = _decoded(msgs, self.keys)
         if any(q[1].startswith(REFUSED) for q in quarantined):
             # A publisher without the key, or someone publishing by hand: worth a look, and
             # easy to miss among stored events. The reasons are in audit_quarantine.
             self.report("refused", "auditledger ingest: refused stream messages (see quarantine)")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(rows, quarantined, done))
-        if not self._storing:
-            self._storing = True
-            try:
-                while self._waiting:
-                    await self._store_group(self._take(), session)
-            finally:
-                self._storing = False
-        return await done
+        self._waiting.append(_Waiting(rows, quarantined, session, done))
+        if self._storer is None or self._storer.done():
+            self._storer = asyncio.ensure_future(self._store_waiting())
+        return done
+
+    async def _store_waiting(self) -> None:
+        while self._waiting:
+            group = self._take()
+            ok = await self._store_group(group)
+            if not ok:
+                # Batches behind a failed one may come from its partitions: stored now, they
+                # would be chained before the failed batch, which is delivered again.
+                for item in self._waiting:
+                    if not item.done.done():
+                        item.done.set_result(False)
+                self._waiting.clear()
 
     def _take(self) -> list[_Waiting]:
+        """The next group: batches in the order handed in, of one session, up to about
+        ``max_events``."""
         group: list[_Waiting] = []
         size = 0
         while self._waiting and (not group or size < self.max_events):
+            if group and self._waiting[0].session != group[0].session:
+                break
             item = self._waiting.pop(0)
             group.append(item)
             size += len(item.rows) + len(item.quarantined)
         return group
 
-    async def _store_group(self, group: list[_Waiting], session: int) -> None:
+    async def _store_group(self, group: list[_Waiting]) -> bool:
         quarantined = [q for item in group for q in item.quarantined]
         ready = [item.ready for item in group]
         sealed: list[Sealed] | None = None
@@ -96,12 +114,13 @@ class GroupStore:
             rows = [r for item in group for r in item.rows]
         ok = False
         try:
-            ok = await self._with_retries(rows, quarantined, session, sealed)
+            ok = await self._with_retries(rows, quarantined, group[0].session, sealed)
         except Exception as exc:  # noqa: BLE001 - not acknowledged: delivered again later
             self.report("internal", f"auditledger ingest: store error ({type(exc).__name__})")
         for item in group:
             if not item.done.done():
                 item.done.set_result(ok)
+        return ok
 
     async def _with_retries(
         self,

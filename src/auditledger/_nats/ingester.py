@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it 
 _REBALANCE_EVERY = 0.25
 _NO_STREAM_EVERY = 1.0  # how often to look again for a stream not set up yet
 _BUSY_WAIT = 0.02  # seconds a fetch of messages said to be waiting may take at most
+_IN_FLIGHT = 2  # a partition's batches handed in and not yet committed, at most
 
 
 @dataclass
@@ -224,41 +226,74 @@ class Ingester:
                 deliver_policy=nats.js.api.DeliverPolicy.ALL,
                 ack_wait=ACK_WAIT,
                 max_deliver=-1,  # never strand an audit event
-                # A fetch in flight while the batch before it is stored: two fetches' worth.
-                max_ack_pending=self._options.fetch_messages * 2,
+                # A fetch in flight while the batches before it are stored.
+                max_ack_pending=self._options.fetch_messages * (_IN_FLIGHT + 1),
             ),
         )
         return await js.pull_subscribe_bind(durable=name, stream=STREAM)
 
     async def _pull(self, sub: Any, session: int, stopping: asyncio.Event, generation: int) -> bool:
         """Fetch, store, acknowledge, until stopped; True when the connection was
-        re-established meanwhile (the consumer is then recreated)."""
+        re-established meanwhile (the consumer is then recreated).
+
+        Up to ``_IN_FLIGHT`` batches are handed to the group store before the first of them
+        has committed (see ``group``), and one fetch runs meanwhile; batches are acknowledged
+        in the order fetched, each once committed."""
         fetching = asyncio.ensure_future(self._fetch(sub, waiting=0))
         # A partition given up (to an ingester that joined, or at shutdown) stops at once,
         # not at the end of a fetch that may wait a whole fetch_timeout for nothing.
         stopped = asyncio.ensure_future(stopping.wait())
+        storing: deque[tuple[list[Any], asyncio.Future[bool]]] = deque()
         try:
             while not stopping.is_set():
-                await asyncio.wait((fetching, stopped), return_when=asyncio.FIRST_COMPLETED)
+                waits: set[asyncio.Future[Any]] = {stopped}
+                if storing:
+                    waits.add(storing[0][1])
+                if len(storing) < _IN_FLIGHT:
+                    waits.add(fetching)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if not await self._acknowledge(storing):
+                    return False  # not stored: the next owner gets them again
                 if stopping.is_set():
-                    return False  # not acknowledged: the next owner gets them again
+                    break
+                if len(storing) >= _IN_FLIGHT or not fetching.done():
+                    continue
                 msgs = fetching.result()
                 if self._generation != generation:
-                    return True  # not acknowledged: the recreated consumer delivers them again
+                    # These not acknowledged: the recreated consumer delivers them again.
+                    await self._finish(storing)
+                    return True
                 # The server sends the next messages while these are stored.
                 fetching = asyncio.ensure_future(self._fetch(sub, waiting=_waiting(msgs)))
-                if not msgs:
-                    continue
-                if not await self._group.store(msgs, session):
-                    return False
-                for msg in msgs:
-                    await msg.ack()
+                if msgs:
+                    storing.append((msgs, self._group.submit(msgs, session)))
+            await self._finish(storing)
             return False
         finally:
             stopped.cancel()
             fetching.cancel()
             with contextlib.suppress(BaseException):
                 await fetching
+
+    @classmethod
+    async def _finish(cls, storing: deque[tuple[list[Any], asyncio.Future[bool]]]) -> None:
+        """What was handed in is stored (or fails) and acknowledged: whoever reads the
+        partition next does not get it again."""
+        if storing:
+            await asyncio.wait([done for _, done in storing])
+            await cls._acknowledge(storing)
+
+    @staticmethod
+    async def _acknowledge(storing: deque[tuple[list[Any], asyncio.Future[bool]]]) -> bool:
+        """Acknowledges the batches at the front that have committed, in order; False when
+        one of them was not stored (nothing after it is acknowledged)."""
+        while storing and storing[0][1].done():
+            msgs, done = storing.popleft()
+            if not done.result():
+                return False
+            for msg in msgs:
+                await msg.ack()
+        return True
 
     async def _fetch(self, sub: Any, *, waiting: int) -> list[Any]:
         """The next messages. nats-py's fetch of n messages returns once n arrived or at its

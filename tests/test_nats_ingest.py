@@ -668,3 +668,44 @@ def test_a_failed_group_fails_the_batches_waiting_behind_it(cluster: Cluster) ->
         sink.close()
     assert counts(cluster.db_url) == (0, 0, 0)
     assert any("session-lost" in m for m in reports)
+
+
+def test_batches_handed_in_are_never_left_waiting_when_the_store_task_ends(
+    cluster: Cluster,
+) -> None:
+    """The task that stores the groups can end early (cancelled at shutdown, or by a bug):
+    every batch handed in is then told "not stored", so no partition waits for ever."""
+    import asyncio
+
+    from auditledger._nats.group import GroupStore
+    from auditledger._nats.ownership import IngestSink
+    from auditledger._nats.partitions import STREAM
+
+    with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s", batch_size=5) as audit:
+        for i in range(10):
+            audit.log_audit_event("auth.login", user_id=str(i), workspace_id=WorkspaceRef("T0"))
+        assert audit.flush(60)
+
+    async def fetched(nc: Any) -> list[Any]:
+        sub = await nc.jetstream().pull_subscribe("audit.v1.>", "test", stream=STREAM)
+        return list(await sub.fetch(2, timeout=5))
+
+    msgs = cluster.nats.run(fetched)
+    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+
+    async def outcomes() -> list[bool]:
+        db = asyncio.Lock()
+        store = GroupStore(sink, db, lambda _k, _m: None)
+        session = await asyncio.to_thread(sink.connect)
+        async with db:  # the session busy elsewhere: the store task waits for it
+            handed = [store.submit([m], session) for m in msgs]
+            await asyncio.sleep(0)
+            assert store._storer is not None
+            store._storer.cancel()
+            return list(await asyncio.wait_for(asyncio.gather(*handed), 10))
+
+    try:
+        assert asyncio.run(outcomes()) == [False, False]
+    finally:
+        sink.close()
+    assert counts(cluster.db_url) == (0, 0, 0)

@@ -79,16 +79,23 @@ class GroupStore:
         return done
 
     async def _store_waiting(self) -> None:
-        while self._waiting:
-            group = self._take()
-            ok = await self._store_group(group)
-            if not ok:
-                # Batches behind a failed one may come from its partitions: stored now, they
-                # would be chained before the failed batch, which is delivered again.
-                for item in self._waiting:
-                    if not item.done.done():
-                        item.done.set_result(False)
-                self._waiting.clear()
+        group: list[_Waiting] = []
+        try:
+            while self._waiting:
+                group = self._take()
+                if not await self._store_group(group):
+                    # Batches behind a failed one may come from its partitions: stored now,
+                    # they would be chained before the failed batch, delivered again.
+                    self._fail_waiting()
+        finally:
+            # Whatever ends this task (a bug, a cancellation at shutdown), no partition may
+            # wait for ever on a batch it handed in.
+            _fail(group)
+            self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        _fail(self._waiting)
+        self._waiting.clear()
 
     def _take(self) -> list[_Waiting]:
         """The next group: batches in the order handed in, of one session, up to about
@@ -229,6 +236,13 @@ class GroupStore:
                         item.ready = (resolved, seal(resolved))
         except Exception:  # noqa: BLE001 - an optimisation: the sink seals them itself
             return
+
+
+def _fail(items: list[_Waiting]) -> None:
+    """Not stored: not to be acknowledged (a batch already told keeps its outcome)."""
+    for item in items:
+        if not item.done.done():
+            item.done.set_result(False)
 
 
 def _decoded(msgs: list[Any], keys: Mapping[str, bytes]) -> tuple[list[Row], list[QuarantineRow]]:

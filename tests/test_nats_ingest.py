@@ -630,6 +630,26 @@ def test_batches_in_flight_keep_each_chain_in_stream_order(cluster: Cluster) -> 
     cluster.check(count)
 
 
+def _fetched_messages(cluster: Cluster, messages: int) -> list[Any]:
+    """Stream messages of one workspace's events (5 a message), fetched as an ingester
+    would, not acknowledged."""
+    from auditledger._nats.partitions import STREAM
+
+    logger = AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s", batch_size=5)
+    with logger as audit:
+        for i in range(5 * messages):
+            audit.log_audit_event("auth.login", user_id=str(i), workspace_id=WorkspaceRef("T0"))
+        assert audit.flush(60)
+
+    async def fetched(nc: Any) -> list[Any]:
+        sub = await nc.jetstream().pull_subscribe("audit.v1.>", "test", stream=STREAM)
+        return list(await sub.fetch(messages, timeout=5))
+
+    msgs: list[Any] = cluster.nats.run(fetched)
+    assert len(msgs) == messages
+    return msgs
+
+
 def test_a_failed_group_fails_the_batches_waiting_behind_it(cluster: Cluster) -> None:
     """Batches waiting behind a group that fails may come from the same partitions: stored,
     they would be chained before it once it is delivered again. They are refused too (not
@@ -638,19 +658,8 @@ def test_a_failed_group_fails_the_batches_waiting_behind_it(cluster: Cluster) ->
 
     from auditledger._nats.group import GroupStore
     from auditledger._nats.ownership import IngestSink
-    from auditledger._nats.partitions import STREAM
 
-    with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s", batch_size=5) as audit:
-        for i in range(20):
-            audit.log_audit_event("auth.login", user_id=str(i), workspace_id=WorkspaceRef("T0"))
-        assert audit.flush(60)
-
-    async def fetched(nc: Any) -> list[Any]:
-        sub = await nc.jetstream().pull_subscribe("audit.v1.>", "test", stream=STREAM)
-        return list(await sub.fetch(4, timeout=5))
-
-    msgs = cluster.nats.run(fetched)
-    assert len(msgs) == 4
+    msgs = _fetched_messages(cluster, 4)
     sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
     reports: list[str] = []
 
@@ -679,18 +688,8 @@ def test_batches_handed_in_are_never_left_waiting_when_the_store_task_ends(
 
     from auditledger._nats.group import GroupStore
     from auditledger._nats.ownership import IngestSink
-    from auditledger._nats.partitions import STREAM
 
-    with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s", batch_size=5) as audit:
-        for i in range(10):
-            audit.log_audit_event("auth.login", user_id=str(i), workspace_id=WorkspaceRef("T0"))
-        assert audit.flush(60)
-
-    async def fetched(nc: Any) -> list[Any]:
-        sub = await nc.jetstream().pull_subscribe("audit.v1.>", "test", stream=STREAM)
-        return list(await sub.fetch(2, timeout=5))
-
-    msgs = cluster.nats.run(fetched)
+    msgs = _fetched_messages(cluster, 2)
     sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
 
     async def outcomes() -> list[bool]:

@@ -679,11 +679,13 @@ def test_a_failed_group_fails_the_batches_waiting_behind_it(cluster: Cluster) ->
     assert any("session-lost" in m for m in reports)
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["waiting-for-the-session", "not-begun"])
 def test_batches_handed_in_are_never_left_waiting_when_the_store_task_ends(
-    cluster: Cluster,
+    cluster: Cluster, started: bool
 ) -> None:
     """The task that stores the groups can end early (cancelled at shutdown, or by a bug):
-    every batch handed in is then told "not stored", so no partition waits for ever."""
+    every batch handed in is then told "not stored", so no partition waits for ever. Also
+    when it is cancelled before it ever ran (its own clean-up never runs then)."""
     import asyncio
 
     from auditledger._nats.group import GroupStore
@@ -698,7 +700,8 @@ def test_batches_handed_in_are_never_left_waiting_when_the_store_task_ends(
         session = await asyncio.to_thread(sink.connect)
         async with db:  # the session busy elsewhere: the store task waits for it
             handed = [store.submit([m], session) for m in msgs]
-            await asyncio.sleep(0)
+            if started:
+                await asyncio.sleep(0)
             assert store._storer is not None
             store._storer.cancel()
             return list(await asyncio.wait_for(asyncio.gather(*handed), 10))
@@ -708,3 +711,52 @@ def test_batches_handed_in_are_never_left_waiting_when_the_store_task_ends(
     finally:
         sink.close()
     assert counts(cluster.db_url) == (0, 0, 0)
+
+
+def test_batches_in_flight_keep_stream_order_through_a_lost_session(
+    cluster: Cluster, pg_url: str
+) -> None:
+    """The database connection cut while batches are in flight: the groups being stored
+    fail, and with them every batch waiting behind them, so when the partitions are taken
+    again each chain still holds its workspace's events in the order they were logged."""
+    import time
+
+    from auditledger._nats.ingester import Ingester, IngestOptions
+    from auditledger._nats.ownership import IngestSink
+
+    count = 1500
+    with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s", batch_size=7) as audit:
+        for i in range(count):
+            audit.log_audit_event(
+                "auth.login", user_id=str(i), workspace_id=WorkspaceRef(f"T{i % 3}")
+            )
+        assert audit.flush(60)
+    url = make_url(pg_url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        sink = IngestSink(_conninfo(via(proxy, pg_url)), connect_timeout=10.0)
+        ingester = Ingester(cluster.nats.url, sink, IngestOptions(batch_size=1, fetch_messages=2))
+        cut: list[float] = []
+
+        def done() -> bool:
+            stored = counts(pg_url)[0]
+            if not cut and stored >= 300:
+                proxy.refuse()  # mid-stream: groups in flight fail with the session
+                cut.append(time.monotonic())
+            elif len(cut) == 1 and time.monotonic() - cut[0] > 1.0:
+                assert counts(pg_url)[0] < count
+                proxy.restore()
+                cut.append(time.monotonic())
+            return stored >= count
+
+        _run_ingester_until(ingester, done)
+    assert len(cut) == 2
+    with psycopg.connect(_conninfo(pg_url)) as conn:
+        chains: dict[Any, list[int]] = {}
+        for chain, user in conn.execute(
+            "SELECT chain_id, user_id FROM audit_logs ORDER BY chain_id, chain_seq"
+        ):
+            chains.setdefault(chain, []).append(int(user))
+    assert sorted(len(v) for v in chains.values()) == [500, 500, 500]
+    for logged in chains.values():
+        assert logged == sorted(logged)
+    cluster.check(count)

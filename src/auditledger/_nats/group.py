@@ -76,7 +76,22 @@ class GroupStore:
         self._waiting.append(_Waiting(rows, quarantined, session, done))
         if self._storer is None or self._storer.done():
             self._storer = asyncio.ensure_future(self._store_waiting())
+            self._storer.add_done_callback(self._storer_ended)
         return done
+
+    def _storer_ended(self, task: asyncio.Future[None]) -> None:
+        """Cancelled before it began (its ``finally`` never ran) or ended by a bug: what it
+        left waiting is told "not stored", and a bug is reported, not lost. (Not when a
+        newer task already stores what waits: batches handed in after this one ended.)"""
+        if task.cancelled():
+            ended_early = True
+        elif (exc := task.exception()) is not None:
+            self.report("internal", f"auditledger ingest: store error ({type(exc).__name__})")
+            ended_early = True
+        else:
+            ended_early = False
+        if ended_early and task is self._storer:
+            self._fail_waiting()
 
     async def _store_waiting(self) -> None:
         group: list[_Waiting] = []
@@ -229,7 +244,13 @@ class GroupStore:
         waiting behind it. Only reads the sink's committed caches; a group that needs the
         database, or any failure, is left for the sink to do as usual."""
         try:
+            # The next group only: this runs inside the transaction, its chain locks held,
+            # and a backlog can queue two fetches of every partition behind it.
+            size = 0
             for item in list(self._waiting):
+                if size >= self.max_events:
+                    break
+                size += len(item.rows) + len(item.quarantined)
                 if item.ready is None and item.rows:
                     resolved = self.sink.resolve_from_cache(item.rows)
                     if resolved is not None:

@@ -274,6 +274,12 @@ class Ingester:
             fetching.cancel()
             with contextlib.suppress(BaseException):
                 await fetching
+            # Left by an exception: nothing more is acknowledged, but no batch of this
+            # partition may be committed once its lock is given back (the caller's next
+            # step), so wait for them to end (each does: stored, or failed).
+            if storing:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait([done for _, done in storing])
 
     @classmethod
     async def _finish(cls, storing: deque[tuple[list[Any], asyncio.Future[bool]]]) -> None:

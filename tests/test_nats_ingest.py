@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,129 +18,20 @@ from sqlalchemy.engine import make_url
 
 from auditledger import AuditLogger, WorkspaceRef
 from tests.helpers import cli, via
+from tests.nats_cluster import Cluster, cluster, conninfo, counts, keys, owners, shares, wait_all
 from tests.nats_server import NatsServer, nats_server, wait_until
 from tests.tcp_proxy import TcpProxy
 
-__all__ = ["nats_server"]
+__all__ = ["cluster", "keys", "nats_server"]
 pytestmark = pytest.mark.postgres
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def counts(url: str) -> tuple[int, int, int]:
-    """(rows, distinct ids, quarantined)."""
-    with psycopg.connect(_conninfo(url)) as conn:
-        row = conn.execute(
-            "SELECT count(*), count(DISTINCT id), (SELECT count(*) FROM audit_quarantine)"
-            " FROM audit_logs"
-        ).fetchone()
-    assert row is not None
-    return row[0], row[1], row[2]
-
-
-class Cluster:
-    """Publishers and ingesters around one nats-server and one database."""
-
-    def __init__(self, nats: NatsServer, db_url: str, tmp: Path, keys: Path) -> None:
-        self.nats = nats
-        self.db_url = db_url
-        self.tmp = tmp
-        self.ingesters: list[subprocess.Popen[bytes]] = []
-        self.public_key = keys / "signing.pub"
-        self.signing_key = keys / "signing.key"
-
-    def ingester(
-        self, db_url: str | None = None, env: dict[str, str] | None = None, log: Path | None = None
-    ) -> subprocess.Popen[bytes]:
-        with open(log or os.devnull, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "auditledger.cli", "ingest", "--nats-url", self.nats.url,
-                 "--database-url", db_url or self.db_url, "--signing-key", str(self.signing_key),
-                 "--batch-size", "200"],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env,
-            )  # fmt: skip
-        self.ingesters.append(proc)
-        return proc
-
-    def publishers(
-        self, count: int, each: int, env: dict[str, str] | None = None
-    ) -> list[subprocess.Popen[bytes]]:
-        return [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.nats_children",
-                    "publish",
-                    self.nats.url,
-                    str(self.tmp / f"spool{n}"),
-                    str(each),
-                    f"pub{n}",
-                ],
-                cwd=ROOT,
-                env=env,
-            )
-            for n in range(count)
-        ]
-
-    def wait_stored(self, expected: int, timeout: float = 60) -> None:
-        wait_until(lambda: counts(self.db_url)[1] >= expected, timeout, f"{expected} rows")
-
-    def check(self, logged: int, quarantined: int = 0) -> None:
-        rows, distinct, kept = counts(self.db_url)
-        assert (rows, distinct, kept) == (logged, logged, quarantined)
-        # Repeats of stored events (a batch replayed after the server's restart) may still be
-        # on their way through an ingester, which drops them: the stream empties, nothing waits
-        # for the ack wait (30 s) to pass.
-        wait_until(lambda: self.nats.backlog() == 0, 20, "the stream to empty")
-        report = cli("verify", "--public-key", str(self.public_key), "--database-url", self.db_url)
-        assert report.returncode == 0, report.stdout + report.stderr
-
-    def stop(self) -> None:
-        for proc in self.ingesters:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.ingesters:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ingesters' signing key pair (checkpoints are what verify checks against)."""
-    from auditledger._chain.checkpoints import generate_keys
-
-    folder = tmp_path_factory.mktemp("keys")
-    generate_keys(folder)
-    return folder
-
-
-@pytest.fixture
-def cluster(nats_server: NatsServer, pg_url: str, tmp_path: Path, keys: Path) -> Iterator[Cluster]:
-    nats_server.setup(partitions=8)
-    c = Cluster(nats_server, pg_url, tmp_path, keys)
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-def _wait_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    assert [p.wait(120) for p in procs] == [0] * len(procs)
 
 
 def test_publishers_and_ingesters_store_every_event_once(cluster: Cluster) -> None:
     cluster.ingester()
     cluster.ingester()
     # Owners spread: each of the two takes its share of the 8 partitions.
-    wait_until(lambda: _shares(cluster.db_url) == [4, 4], 30, "the partitions to spread")
-    _wait_all(cluster.publishers(3, 1000))
+    wait_until(lambda: shares(cluster.db_url) == [4, 4], 30, "the partitions to spread")
+    wait_all(cluster.publishers(3, 1000))
     cluster.wait_stored(3000)
     cluster.check(3000)
     status = cli("status", "--nats-url", cluster.nats.url, "--database-url", cluster.db_url)
@@ -159,8 +47,8 @@ def test_an_ingester_killed_mid_stream_loses_and_doubles_nothing(cluster: Cluste
     victim.send_signal(signal.SIGKILL)  # between a commit and its ack, or anywhere else
     victim.wait()
     # Its session died with it, and with the session its locks: taken over within seconds.
-    wait_until(lambda: _shares(cluster.db_url) == [8], 10, "the survivor to take over")
-    _wait_all(publishers)
+    wait_until(lambda: shares(cluster.db_url) == [8], 10, "the survivor to take over")
+    wait_all(publishers)
     cluster.wait_stored(3000)  # the survivor takes over the victim's partitions
     cluster.check(3000)
 
@@ -171,7 +59,7 @@ def test_the_nats_server_killed_mid_burst_and_restarted(cluster: Cluster) -> Non
     wait_until(lambda: cluster.nats.backlog() + counts(cluster.db_url)[0] > 300, 60, "a burst")
     cluster.nats.kill()  # publishers spool what the server has not acknowledged
     cluster.nats.start()  # on the same store
-    _wait_all(publishers)  # they replay their spools and flush
+    wait_all(publishers)  # they replay their spools and flush
     cluster.wait_stored(3000)
     cluster.check(3000)
 
@@ -179,35 +67,14 @@ def test_the_nats_server_killed_mid_burst_and_restarted(cluster: Cluster) -> Non
 def test_postgresql_away_the_stream_absorbs_then_drains(cluster: Cluster, pg_url: str) -> None:
     with TcpProxy(make_url(pg_url).host or "127.0.0.1", make_url(pg_url).port or 5432) as proxy:
         cluster.ingester(via(proxy, pg_url))
-        wait_until(lambda: _owners(pg_url) == 8, 30, "the ingester to own every partition")
+        wait_until(lambda: owners(pg_url) == 8, 30, "the ingester to own every partition")
         proxy.refuse()
-        _wait_all(cluster.publishers(2, 1000))
+        wait_all(cluster.publishers(2, 1000))
         assert cluster.nats.backlog() > 0  # held by the stream, not by the publishers
         assert counts(pg_url)[0] < 2000
         proxy.restore()
         cluster.wait_stored(2000)
     cluster.check(2000)
-
-
-def _shares(pg_url: str) -> list[int]:
-    """How many partitions each ingester owns, smallest first."""
-    with psycopg.connect(_conninfo(pg_url)) as conn:
-        rows = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-            " AND classid = x'61756970'::int::oid AND granted"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " GROUP BY pid ORDER BY 1"
-        ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def _owners(pg_url: str) -> int:
-    with psycopg.connect(_conninfo(pg_url)) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-            " AND classid = x'61756970'::int::oid AND granted"
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 async def _publish_raw(nc: Any, bodies: list[tuple[str, bytes, str | None]]) -> None:
@@ -225,11 +92,11 @@ def test_a_poison_message_is_quarantined_not_retried_forever(cluster: Cluster) -
         ],
     )
     cluster.ingester()
-    _wait_all(cluster.publishers(1, 500))
+    wait_all(cluster.publishers(1, 500))
     wait_until(lambda: counts(cluster.db_url)[2] == 2, 60, "the quarantine rows")
     cluster.wait_stored(500)
     cluster.check(500, quarantined=2)
-    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+    with psycopg.connect(conninfo(cluster.db_url)) as conn:
         reasons = [r[0] for r in conn.execute("SELECT reason FROM audit_quarantine")]
     assert all(r.startswith("unreadable stream message") for r in reasons)
 
@@ -273,7 +140,7 @@ def test_direct_writers_and_ingesters_share_chains_without_forking(
                 "auth.logout", user_id=f"d{i}", workspace_id=WorkspaceRef(f"T{i % 5}")
             )
         assert direct.flush(60)
-    _wait_all(publishers)
+    wait_all(publishers)
     cluster.wait_stored(3000)
     cluster.check(3000)
 
@@ -323,7 +190,7 @@ def test_a_batch_partly_stored_before_its_ingester_died_is_completed(cluster: Cl
     from auditledger._sinks.postgres import PostgresSink
 
     rows = _prepared(600, 2)
-    direct = PostgresSink(_conninfo(cluster.db_url), connect_timeout=5)
+    direct = PostgresSink(conninfo(cluster.db_url), connect_timeout=5)
     try:
         direct.write(rows[100:400], [], replay=False)
     finally:
@@ -355,7 +222,7 @@ def _ingest_hand_made(
     wait_until(lambda: counts(cluster.db_url)[2] == quarantined, 60, "the quarantine rows")
     cluster.wait_stored(stored)
     cluster.check(stored, quarantined=quarantined)
-    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+    with psycopg.connect(conninfo(cluster.db_url)) as conn:
         return dict(conn.execute("SELECT id, reason FROM audit_quarantine").fetchall())
 
 
@@ -417,7 +284,7 @@ def test_a_hand_made_erasure_event_is_refused(cluster: Cluster) -> None:
     rows[4] = (*rows[4][:5], "audit_log.viewed", *rows[4][6:])
     items = [encode_item(r) for r in rows]
     kept = _ingest_hand_made(cluster, items, [r[0] for r in rows], stored=3, quarantined=3)
-    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+    with psycopg.connect(conninfo(cluster.db_url)) as conn:
         stored = {r[0] for r in conn.execute("SELECT action FROM audit_logs").fetchall()}
     for index, action in forged.items():
         head = action.split(".")[0]
@@ -441,7 +308,7 @@ def test_partitions_given_up_stop_without_waiting_for_their_fetch(
     from auditledger._nats.partitions import STREAM, consumer_name
 
     nats_server.setup(partitions=4)
-    sink = IngestSink(_conninfo(pg_url), connect_timeout=10.0)
+    sink = IngestSink(conninfo(pg_url), connect_timeout=10.0)
     ingester = Ingester(nats_server.url, sink, IngestOptions(fetch_timeout=120.0))
 
     async def fetching(nc: Any) -> bool:
@@ -496,7 +363,7 @@ def test_json_of_a_hand_made_message_is_stored_in_the_form_verify_rebuilds(
     cluster.ingester()
     cluster.wait_stored(3)
     cluster.check(3)  # verify exits 0: every value is committed in the form it rebuilds
-    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+    with psycopg.connect(conninfo(cluster.db_url)) as conn:
         stored = {r[0]: r[1] for r in conn.execute("SELECT id, details FROM audit_logs")}
     assert [stored[r[0]] for r in rows] == [
         {"a": "é", "b": 1},
@@ -546,7 +413,7 @@ def test_with_a_publisher_key_only_signed_messages_are_stored(cluster: Cluster) 
     cluster.nats.run(_publish_signed, target, body, message_id([r[0] for r in other]), new_key())
     log = cluster.tmp / "ingest.log"
     cluster.ingester(env=_with_key(key), log=log)
-    _wait_all(cluster.publishers(2, 300, env=_with_key(key)))
+    wait_all(cluster.publishers(2, 300, env=_with_key(key)))
     wait_until(lambda: counts(cluster.db_url)[2] == 2, 60, "the quarantine rows")
     cluster.wait_stored(600)
     cluster.check(600, quarantined=2)
@@ -556,7 +423,7 @@ def test_with_a_publisher_key_only_signed_messages_are_stored(cluster: Cluster) 
     # Its start-up line says what it stores, on one line even in a file (log collectors).
     assert "PostgreSQL (signed messages only); SIGTERM or Ctrl-C stops\n" in said
     assert key not in said
-    with psycopg.connect(_conninfo(cluster.db_url)) as conn:
+    with psycopg.connect(conninfo(cluster.db_url)) as conn:
         reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM audit_quarantine"))
         stored = {r[0] for r in conn.execute("SELECT id FROM audit_logs")}
     assert reasons == [
@@ -572,7 +439,7 @@ def test_an_ingester_without_a_key_stores_what_signed_publishers_send(cluster: C
     from auditledger._nats.auth import new_key
 
     cluster.ingester(env=_with_key(None))
-    _wait_all(cluster.publishers(1, 300, env=_with_key(new_key())))
+    wait_all(cluster.publishers(1, 300, env=_with_key(new_key())))
     cluster.wait_stored(300)
     cluster.check(300)
 
@@ -611,7 +478,7 @@ def _publish_in_small_batches(cluster: Cluster, count: int) -> None:
 
 def _assert_chains_in_logged_order(url: str, count: int) -> None:
     """Each of the 3 chains holds a third of the events, in the order they were logged."""
-    with psycopg.connect(_conninfo(url)) as conn:
+    with psycopg.connect(conninfo(url)) as conn:
         chains: dict[Any, list[int]] = {}
         for chain, user in conn.execute(
             "SELECT chain_id, user_id FROM audit_logs ORDER BY chain_id, chain_seq"
@@ -631,7 +498,7 @@ def test_batches_in_flight_keep_each_chain_in_stream_order(cluster: Cluster) -> 
 
     count = 1500
     _publish_in_small_batches(cluster, count)
-    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+    sink = IngestSink(conninfo(cluster.db_url), connect_timeout=10.0)
     # Groups of about 5 events, 2 messages a fetch: one group each few messages.
     ingester = Ingester(cluster.nats.url, sink, IngestOptions(batch_size=1, fetch_messages=2))
     _run_ingester_until(ingester, lambda: ingester.stats.stored >= count)
@@ -682,7 +549,7 @@ def test_a_consumer_gone_while_connected_is_created_again(cluster: Cluster) -> N
         return False
 
     publish(0)
-    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+    sink = IngestSink(conninfo(cluster.db_url), connect_timeout=10.0)
     options = IngestOptions(fetch_timeout=0.2, consumer_check=0.5)
     ingester = Ingester(cluster.nats.url, sink, options)
     _run_ingester_until(ingester, done, timeout=30)
@@ -720,7 +587,7 @@ def test_a_failed_group_fails_the_batches_waiting_behind_it(cluster: Cluster) ->
     from auditledger._nats.ownership import IngestSink
 
     msgs = _fetched_messages(cluster, 4)
-    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+    sink = IngestSink(conninfo(cluster.db_url), connect_timeout=10.0)
     reports: list[str] = []
 
     async def submitted() -> list[bool]:
@@ -752,7 +619,7 @@ def test_batches_handed_in_are_never_left_waiting_when_the_store_task_ends(
     from auditledger._nats.ownership import IngestSink
 
     msgs = _fetched_messages(cluster, 2)
-    sink = IngestSink(_conninfo(cluster.db_url), connect_timeout=10.0)
+    sink = IngestSink(conninfo(cluster.db_url), connect_timeout=10.0)
 
     async def outcomes() -> list[bool]:
         db = asyncio.Lock()
@@ -788,7 +655,7 @@ def test_batches_in_flight_keep_stream_order_through_a_lost_session(
     _publish_in_small_batches(cluster, count)
     url = make_url(pg_url)
     with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        sink = IngestSink(_conninfo(via(proxy, pg_url)), connect_timeout=10.0)
+        sink = IngestSink(conninfo(via(proxy, pg_url)), connect_timeout=10.0)
         ingester = Ingester(cluster.nats.url, sink, IngestOptions(batch_size=1, fetch_messages=2))
         cut: list[float] = []
 

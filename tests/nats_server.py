@@ -25,15 +25,17 @@ def _free_port() -> int:
 
 
 class NatsServer:
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, *, jetstream: bool = True) -> None:
         self.store = store
+        self.jetstream = jetstream
         self.port = _free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        js = ["-js"] if self.jetstream else []
         self._proc = subprocess.Popen(
-            [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            [NATS_SERVER, *js, "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .._errors import MissingExtraError
+from .urls import server_urls
 
 try:
     import nats
@@ -37,23 +38,25 @@ async def connect(
     pending_size: int,
     give_up: float | None = None,
     reconnected: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    failed: Callable[[Exception], Coroutine[Any, Any, None]] | None = None,
 ) -> Client:
     """A connection that keeps reconnecting (never gives up while the process lives).
 
     nats-py also retries the first connection for ever; ``give_up`` bounds that (TimeoutError)
     for commands that should say the server is unreachable instead of waiting.
-    ``reconnected`` is called each time the connection is re-established.
+    ``reconnected`` is called each time the connection is re-established; ``failed`` with
+    each error (an attempt refused, the connection lost), to report without the URL.
     """
     extra: dict[str, Any] = {} if reconnected is None else {"reconnected_cb": reconnected}
     connecting = nats.connect(
-        url,
+        server_urls(url),
         name=name,
         connect_timeout=max(1, int(timeout)),
         allow_reconnect=True,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         pending_size=pending_size,
-        error_cb=_quiet,
+        error_cb=failed or _quiet,
         **extra,
     )
     if give_up is None:

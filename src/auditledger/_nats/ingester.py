@@ -27,18 +27,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._sinks.base import SinkError
-from ._client import Client, connect, nats
+from ._client import Client, connect
+from .consumers import consumer_gone, read_partition_count, subscribe
 from .group import GroupStore
 from .ownership import IngestSink
-from .partitions import STREAM, consumer_name, count_from_subjects, subject
 
 log = logging.getLogger("auditledger")
 
-ACK_WAIT = 30.0  # far above a batch's commit; a new owner does not wait for it (see above)
 # How soon an ingester that joins gets its share: the others notice it, and it takes what
 # they give back, at their next rebalances (two cheap queries each).
 _REBALANCE_EVERY = 0.25
 _NO_STREAM_EVERY = 1.0  # how often to look again for a stream not set up yet
+_COUNT_EVERY = 5.0  # how often to look whether the partition count changed (nats setup)
 _BUSY_WAIT = 0.02  # seconds a fetch of messages said to be waiting may take at most
 _IN_FLIGHT = 2  # a partition's batches handed in and not yet committed, at most
 
@@ -68,6 +68,8 @@ class Ingester:
         self._tasks: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._session = -1
         self._count = 0
+        self._look_again = False  # read the partition count at the next rebalance
+        self._tables = False  # whether the session's database has the audit tables
         self.owned: set[int] = set()
         self.stats = self._group.stats
         self._reported: dict[str, float] = {}
@@ -86,6 +88,7 @@ class Ingester:
                 name="auditledger-ingest",
                 pending_size=2**22,
                 reconnected=self._reconnected,
+                failed=self._connection_failed,
             )
         )
         stopped = asyncio.create_task(stop.wait())
@@ -99,7 +102,11 @@ class Ingester:
         nc = connecting.result()
         try:
             self._count = await self._partition_count(nc, stop)
+            looked = time.monotonic()
             while not stop.is_set():
+                if self._look_again or time.monotonic() - looked >= _COUNT_EVERY:
+                    self._look_again, looked = False, time.monotonic()
+                    await self._follow_partition_count(nc)
                 await self._rebalance(nc)
                 await self._tick()
                 with contextlib.suppress(TimeoutError):
@@ -114,23 +121,37 @@ class Ingester:
             await nc.close()
 
     async def _partition_count(self, nc: Client, stop: asyncio.Event) -> int:
-        js = nc.jetstream()
+        """The stream's partition count, once there is a stream; 0 when stopped first."""
         while True:
-            try:
-                info = await js.stream_info(STREAM)
-                count = count_from_subjects(info.config.subjects)
-                if count:
-                    return count
-            except nats.js.errors.NotFoundError:
-                pass
-            self._report("stream", "auditledger ingest: no stream yet (`auditledger nats setup`)")
+            count = await read_partition_count(nc, self._report)
+            if count:
+                return count
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _NO_STREAM_EVERY)
             if stop.is_set():
-                raise asyncio.CancelledError
+                return 0
+
+    async def _follow_partition_count(self, nc: Client) -> None:
+        """After ``nats setup --partitions`` (on an empty stream) the subjects are new: every
+        partition is given up and the new ones are shared out at the next rebalances."""
+        count = await read_partition_count(nc, self._report)
+        if not count or count == self._count:
+            return
+        log.warning(
+            "auditledger ingest: the stream now has %d partitions (was %d)", count, self._count
+        )
+        await self._stop_all()
+        with contextlib.suppress(SinkError):
+            await self._in_db(self._sink.release, set(self.owned))
+        self.owned.clear()
+        self._count = count
 
     async def _reconnected(self) -> None:
         self._generation += 1
+
+    async def _connection_failed(self, exc: Exception) -> None:
+        """Without this a mistyped URL, or the server away, looks like an idle stream."""
+        self._report("nats", f"auditledger ingest: NATS server unreachable ({type(exc).__name__})")
 
     async def _in_db(self, fn: Any, *args: Any) -> Any:
         async with self._db:
@@ -146,6 +167,14 @@ class Ingester:
                 await self._stop_all()
                 self.owned.clear()
                 self._session = session
+                self._tables = False
+            if not self._tables:
+                # Else every message would fail to store, over and over, saying only 42P01.
+                self._tables = await self._in_db(self._sink.has_tables)
+                if not self._tables:
+                    self._report("db", "auditledger ingest: the audit tables are missing: run"
+                                 " `auditledger db upgrade`")  # fmt: skip
+                    return
             take, give = await self._in_db(self._sink.rebalance, self._count, set(self._tasks))
             await self._stop_some(sorted(give))
             if give:
@@ -189,11 +218,14 @@ class Ingester:
         while not stopping.is_set():
             generation = self._generation
             try:
-                sub = await self._subscribe(nc, partition)
+                # Unacknowledged at most: a fetch in flight while the batches before it store.
+                pending = self._options.fetch_messages * (_IN_FLIGHT + 1)
+                sub = await subscribe(nc, self._count, partition, pending)
             except Exception as exc:  # noqa: BLE001 - retried by the next rebalance
                 self._report(
                     "consumer", f"auditledger ingest: consumer set-up failed ({type(exc).__name__})"
                 )
+                self._look_again = True  # the stream may have new partitions
                 await self._give_back(partition)
                 return
             try:
@@ -214,30 +246,6 @@ class Ingester:
                     # later rebalance takes the partition again, with a fresh consumer.
                     await self._give_back(partition)
                 return
-
-    async def _subscribe(self, nc: Client, partition: int) -> Any:
-        js = nc.jetstream()
-        name = consumer_name(partition)
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_consumer(STREAM, name)
-        await js.add_consumer(
-            STREAM,
-            nats.js.api.ConsumerConfig(
-                durable_name=name,
-                filter_subject=subject(self._count, partition),
-                ack_policy=nats.js.api.AckPolicy.EXPLICIT,
-                deliver_policy=nats.js.api.DeliverPolicy.ALL,
-                ack_wait=ACK_WAIT,
-                max_deliver=-1,  # never strand an audit event
-                # Its state is disposable: every owner starts a fresh consumer, and what is
-                # stored is known from the database, not from the consumer. Kept on disk, its
-                # state cost nats-server 1-1.3 µs an event (half of its work) while draining.
-                mem_storage=True,
-                # A fetch in flight while the batches before it are stored.
-                max_ack_pending=self._options.fetch_messages * (_IN_FLIGHT + 1),
-            ),
-        )
-        return await js.pull_subscribe_bind(durable=name, stream=STREAM)
 
     async def _pull(self, sub: Any, session: int, stopping: asyncio.Event, generation: int) -> bool:
         """Fetch, store, acknowledge, until stopped; True when the connection was
@@ -271,7 +279,7 @@ class Ingester:
                     heard = time.monotonic()
                 elif time.monotonic() - heard >= self._options.consumer_check:
                     heard = time.monotonic()
-                    if await self._consumer_gone(sub):
+                    if await consumer_gone(sub, self._report):
                         await self._finish(storing)
                         return True
                 if self._generation != generation:
@@ -336,19 +344,6 @@ class Ingester:
             await asyncio.sleep(self._options.fetch_timeout)
             return []
         return msgs
-
-    async def _consumer_gone(self, sub: Any) -> bool:
-        """Whether the partition's consumer no longer exists while the connection stayed up:
-        deleted by hand, or lost with the memory of every server that held it (its state
-        lives there, see ``_subscribe``). The caller then creates it again."""
-        try:
-            await sub.consumer_info()
-        except nats.js.errors.NotFoundError:
-            self._report("consumer-gone", "auditledger ingest: a consumer was gone; recreated")
-            return True
-        except Exception:  # noqa: BLE001 - the server away or slow: the fetches say so
-            return False
-        return False
 
     async def _give_back(self, partition: int) -> None:
         self._tasks.pop(partition, None)

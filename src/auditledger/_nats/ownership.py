@@ -62,6 +62,12 @@ class IngestSink(PostgresSink):
             self._connection()
         return self.session
 
+    def has_tables(self) -> bool:
+        """Whether the database holds the audit tables (``auditledger db upgrade`` ran)."""
+        with self._mapped_errors():
+            row = self._connection().execute("SELECT to_regclass('audit_logs')").fetchone()
+        return row is not None and row[0] is not None
+
     def alive(self, session: int) -> bool:
         conn = self._conn
         return conn is not None and not conn.closed and self.session == session

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from .._errors import ConfigurationError
 from .._sinks.base import Sink
 from .auth import publisher_key
+from .urls import server_urls
 
 ENV_NATS_URL = "AUDITLEDGER_NATS_URL"
 
@@ -30,16 +31,25 @@ def resolve_nats_url(nats_url: str | None, database_url: str | None) -> str | No
 
 
 def check_nats_url(url: str) -> str:
-    """A fingerprint of the server (for the default spool folder), or ConfigurationError.
-    Messages never echo the URL: it may hold a token."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or 4222
-    except ValueError as exc:
-        raise ConfigurationError("the NATS URL could not be parsed") from exc
-    if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise ConfigurationError("the NATS URL must look like nats://host:4222")
-    return hashlib.sha256(f"nats:{parts.hostname}:{port}".encode()).hexdigest()[:16]
+    """A fingerprint of the server, or of a cluster's servers (for the default spool folder),
+    or ConfigurationError. ``url`` may list a cluster's servers separated by commas
+    (``nats://a:4222,nats://b:4222``): the client connects to any and fails over to the
+    others. Messages never echo the URL: it may hold a token."""
+    places = []
+    for one in server_urls(url):
+        try:
+            parts = urlsplit(one)
+            port = parts.port or 4222
+        except ValueError as exc:
+            raise ConfigurationError("the NATS URL could not be parsed") from exc
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ConfigurationError(
+                "the NATS URL must look like nats://host:4222 (a cluster: several, "
+                "separated by commas)"
+            )
+        places.append(f"{parts.hostname}:{port}")
+    # The same servers listed in another order are the same cluster, and the same spool.
+    return hashlib.sha256(("nats:" + ",".join(sorted(places))).encode()).hexdigest()[:16]
 
 
 def publisher_factory(

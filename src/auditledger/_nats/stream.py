@@ -9,6 +9,7 @@ no ingester has stored yet. No age limit, for the same reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import ConfigurationError
 from ._client import Client, nats
@@ -25,20 +26,28 @@ from .partitions import (
 # the number of ids tracked). Repeats outside it are dropped by the ingesters.
 DUPLICATE_WINDOW = 120.0
 DEFAULT_MAX_BYTES = 10 * 1024**3
+_REPLICAS_UNCLUSTERED = 10074  # JetStream: "replicas > 1 not supported in non-clustered mode"
+_NOT_CLUSTERED = (
+    "this NATS server is not part of a cluster: --replicas 3 needs a JetStream cluster of at "
+    "least 3 servers"
+)
 
 
 @dataclass(frozen=True)
 class StreamSettings:
-    partitions: int = DEFAULT_PARTITIONS
-    replicas: int = 1
-    max_bytes: int = DEFAULT_MAX_BYTES
+    """What ``nats setup`` was asked for. ``None``: the stream's current value when it exists
+    (a re-run without a flag never resets it), the default when it is created."""
+
+    partitions: int | None = None
+    replicas: int | None = None
+    max_bytes: int | None = None
 
     def check(self) -> None:
-        if not 1 <= self.partitions <= MAX_PARTITIONS:
+        if self.partitions is not None and not 1 <= self.partitions <= MAX_PARTITIONS:
             raise ConfigurationError(f"--partitions must be between 1 and {MAX_PARTITIONS}")
-        if self.replicas not in (1, 3):
+        if self.replicas is not None and self.replicas not in (1, 3):
             raise ConfigurationError("--replicas must be 1 or 3")
-        if self.max_bytes < 1024 * 1024:
+        if self.max_bytes is not None and self.max_bytes < 1024 * 1024:
             raise ConfigurationError("--max-bytes must be at least 1 MiB (1048576)")
 
 
@@ -48,43 +57,79 @@ class SetupResult:
     partitions: int
     replicas: int
     max_bytes: int
+    changes: tuple[str, ...] = ()  # what an update changed, as "what: before -> after"
+
+
+def _config(partitions: int, replicas: int, max_bytes: int) -> Any:
+    api = nats.js.api
+    return api.StreamConfig(
+        name=STREAM,
+        description="auditledger events, one subject per partition",
+        subjects=[stream_subject(partitions)],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        discard=api.DiscardPolicy.NEW,
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        max_bytes=max_bytes,
+        duplicate_window=DUPLICATE_WINDOW,
+    )
 
 
 async def setup_stream(nc: Client, settings: StreamSettings) -> SetupResult:
     settings.check()
     js = nc.jetstream()
-    api = nats.js.api
-    config = api.StreamConfig(
-        name=STREAM,
-        description="auditledger events, one subject per partition",
-        subjects=[stream_subject(settings.partitions)],
-        retention=api.RetentionPolicy.WORK_QUEUE,
-        discard=api.DiscardPolicy.NEW,
-        storage=api.StorageType.FILE,
-        num_replicas=settings.replicas,
-        max_bytes=settings.max_bytes,
-        duplicate_window=DUPLICATE_WINDOW,
-    )
     try:
         info = await js.stream_info(STREAM)
     except nats.js.errors.NotFoundError:
-        await js.add_stream(config)
-        return SetupResult(True, settings.partitions, settings.replicas, settings.max_bytes)
+        partitions = settings.partitions or DEFAULT_PARTITIONS
+        replicas = settings.replicas or 1
+        max_bytes = settings.max_bytes or DEFAULT_MAX_BYTES
+        try:
+            await js.add_stream(_config(partitions, replicas, max_bytes))
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _REPLICAS_UNCLUSTERED:
+                raise ConfigurationError(_NOT_CLUSTERED) from exc
+            raise
+        return SetupResult(True, partitions, replicas, max_bytes)
     old = count_from_subjects(info.config.subjects)
     if old is None:
         raise ConfigurationError(f"a stream named {STREAM} exists and is not auditledger's")
-    if old != settings.partitions:
+    if (settings.replicas or 1) > 1 and info.cluster is None:
+        # A server on its own refuses replicas when creating a stream, but takes them on an
+        # update and still keeps one copy: the operator would count on copies that do not
+        # exist. (A stream on a cluster says which cluster it is on.)
+        raise ConfigurationError(_NOT_CLUSTERED)
+    was = _current(info.config, old)
+    partitions = settings.partitions or old
+    replicas = settings.replicas or was["replicas"]
+    max_bytes = settings.max_bytes or was["max bytes"]
+    if partitions != old:
         if info.state.messages:
             raise ConfigurationError(
-                f"the stream still holds {info.state.messages} events in {old} partitions: "
-                "stop the publishers and let the ingesters drain it before changing --partitions"
+                f"the stream still holds {info.state.messages} messages (up to 500 events "
+                f"each) in {old} partitions: stop the publishers and let the ingesters drain "
+                "it before changing --partitions"
             )
         # Consumers of the old partitions would filter on subjects the stream no longer has.
         for consumer in await js.consumers_info(STREAM):
             if consumer.name.startswith("ingest-p"):
                 await js.delete_consumer(STREAM, consumer.name)
+    config = _config(partitions, replicas, max_bytes)
     await js.update_stream(config)
-    return SetupResult(False, settings.partitions, settings.replicas, settings.max_bytes)
+    now = _current(config, partitions)
+    changes = tuple(f"{k}: {was[k]} -> {now[k]}" for k in now if was[k] != now[k])
+    return SetupResult(False, partitions, replicas, max_bytes, changes)
+
+
+def _current(config: Any, partitions: int) -> dict[str, Any]:
+    """The settings ``setup`` owns, as a stream has them (what an update may change)."""
+    return {
+        "partitions": partitions,
+        "replicas": config.num_replicas or 1,
+        "max bytes": config.max_bytes,
+        "discard": getattr(config.discard, "value", config.discard),
+        "duplicate window": config.duplicate_window,
+    }
 
 
 @dataclass(frozen=True)

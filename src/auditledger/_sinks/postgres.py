@@ -311,7 +311,26 @@ def _refresh_params(ref: WorkspaceRef) -> dict[str, Any]:
 
 
 def _code(exc: psycopg.Error) -> str:
-    return exc.sqlstate or type(exc).__name__
+    """The SQLSTATE; for a connection that failed (which has none), the error's kind and why,
+    in words that name no host, database or role (the message itself names them)."""
+    if exc.sqlstate:
+        return exc.sqlstate
+    message = str(exc).lower()
+    for phrases, reason in _CONNECT_REASONS:
+        if all(p in message for p in phrases):
+            return f"{type(exc).__name__}: {reason}"
+    return type(exc).__name__
+
+
+_CONNECT_REASONS = (
+    (("connection refused",), "connection refused"),
+    (("fatal:  database", "does not exist"), "no such database"),
+    (("fatal:  role", "does not exist"), "no such role"),
+    (("password authentication failed",), "password authentication failed"),
+    (("no pg_hba.conf entry",), "refused by pg_hba.conf"),
+    (("could not translate host name",), "unknown host"),
+    (("timeout expired",), "timed out"),
+)
 
 
 def classify(exc: psycopg.Error) -> ErrorKind:

@@ -21,7 +21,12 @@ app.add_typer(nats_app, name="nats")
 
 NatsUrl = Annotated[
     str,
-    typer.Option("--nats-url", envvar=ENV_NATS_URL, show_envvar=True, help="nats://host:4222"),
+    typer.Option(
+        "--nats-url",
+        envvar=ENV_NATS_URL,
+        show_envvar=True,
+        help="nats://host:4222 (a cluster: its servers separated by commas)",
+    ),
 ]
 
 
@@ -38,13 +43,19 @@ def _checked(url: str) -> str:
 @nats_app.command("setup")
 def setup(
     nats_url: NatsUrl,
-    partitions: Annotated[int, typer.Option(help="Ingest parallelism cap (fixed hash).")] = 32,
-    replicas: Annotated[int, typer.Option(help="1, or 3 in production.")] = 1,
+    partitions: Annotated[
+        int | None,
+        typer.Option(help="Ingest parallelism cap (fixed hash). New stream: 32; else kept."),
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="1, or 3 in production (a cluster). New: 1; else kept.")
+    ] = None,
     max_bytes: Annotated[
-        int, typer.Option(help="Stream size cap; when full, publishers spool.")
-    ] = 10 * 1024**3,
+        int | None,
+        typer.Option(help="Stream size cap; when full, publishers spool. New: 10 GiB; else kept."),
+    ] = None,
 ) -> None:
-    """Create or update the stream (idempotent)."""
+    """Create the stream, or update what is given (a re-run changes nothing else)."""
     import asyncio
 
     url = _checked(nats_url)
@@ -59,12 +70,32 @@ def setup(
     except (OSError, TimeoutError) as exc:
         raise fail(f"cannot reach the NATS server ({type(exc).__name__})") from exc
     except Exception as exc:
-        raise fail(f"the NATS server refused the stream ({type(exc).__name__}: {exc})") from exc
-    verb = "created" if result.created else "up to date"
+        raise fail(_refusal(exc)) from exc
+    if result.created:
+        verb = "created"
+    elif result.changes:
+        verb = "updated (" + ", ".join(result.changes) + ")"
+    else:
+        verb = "up to date"
     console.print(
         f"stream AUDIT {verb}: {result.partitions} partitions, {result.replicas} replica(s), "
-        f"max {result.max_bytes} bytes, work-queue retention, discard new, 2 min dedup window"
+        f"max {result.max_bytes} bytes, work-queue retention, discard new, 2 min dedup window",
+        soft_wrap=True,
     )
+    if any(c.startswith("partitions") for c in result.changes):
+        console.print(
+            "running ingesters move to the new partitions within seconds; publishers at "
+            "their next publish, which the stream refuses until then (they spool meanwhile)",
+            soft_wrap=True,
+        )
+
+
+def _refusal(exc: Exception) -> str:
+    from .._nats._client import nats
+
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return "the NATS server does not offer JetStream (start nats-server with -js)"
+    return f"the NATS server refused the stream ({type(exc).__name__}: {exc})"
 
 
 async def _setup(url: str, settings: StreamSettings) -> SetupResult:

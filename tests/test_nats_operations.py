@@ -187,3 +187,32 @@ def test_a_cluster_url_lists_several_servers(nats_server: NatsServer, tmp_path: 
         assert audit.flush(20)
         assert audit.stats().spooled == 0
     assert nats_server.backlog() >= 1
+
+
+@pytest.mark.postgres
+def test_status_json_gives_the_stream_and_ingesters_as_numbers(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    import json
+
+    def status() -> dict[str, Any]:
+        out = cli("status", "--json", "--nats-url", cluster.nats.url, "--database-url",
+                  cluster.db_url)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        report: dict[str, Any] = json.loads(out.stdout)
+        return report
+
+    with AuditLogger(nats_url=cluster.nats.url, spool_dir=tmp_path / "s") as audit:
+        audit.log_audit_event("auth.login", user_id="U1", workspace_id=WorkspaceRef("T1"))
+        assert audit.flush(20)
+    waiting = status()
+    assert waiting["stream"]["messages_waiting"] == 1
+    assert waiting["stream"]["partitions"] == 8
+    assert sum(waiting["stream"]["waiting_per_partition"].values()) == 1
+    assert waiting["ingesters"] == {}
+    cluster.ingester()
+    cluster.wait_stored(1)
+    wait_until(lambda: cluster.nats.backlog() == 0, 20, "the stream to drain")
+    running = status()
+    assert running["stream"]["messages_waiting"] == 0
+    assert [sorted(parts) for parts in running["ingesters"].values()] == [list(range(8))]

@@ -15,7 +15,11 @@ from ._client import connect
 from .stream import stream_backlog
 
 
-def collect_nats_status(nats_url: str, database_url: str | None) -> dict[str, Any]:
+def collect_nats_status(
+    nats_url: str, database_url: str | None, *, structured: bool = False
+) -> dict[str, Any]:
+    """Rows for the status table; with ``structured`` (``--json``), numbers and mappings that
+    scripts read as they are, in place of the table's text."""
     report: dict[str, Any] = {}
     try:
         backlog = asyncio.run(_backlog(nats_url))
@@ -24,6 +28,13 @@ def collect_nats_status(nats_url: str, database_url: str | None) -> dict[str, An
     else:
         if backlog is None:
             report["stream"] = "missing: run `auditledger nats setup`"
+        elif structured:
+            report["stream"] = {
+                "messages_waiting": backlog.messages,
+                "bytes": backlog.bytes,
+                "partitions": backlog.partitions,
+                "waiting_per_partition": {str(p): n for p, n in backlog.per_partition.items()},
+            }
         else:
             report["stream"] = (
                 f"{backlog.messages} messages waiting ({backlog.bytes} bytes; up to 500 events"
@@ -34,7 +45,12 @@ def collect_nats_status(nats_url: str, database_url: str | None) -> dict[str, An
             )
     url = normalise_url(resolve_url(database_url))
     if is_postgres(url):
-        report["ingesters"] = _ingesters(libpq_conninfo(url))
+        found = _owners(libpq_conninfo(url))
+        if structured or isinstance(found, str):
+            report["ingesters"] = found
+        else:
+            text = "; ".join(f"{name}: {_ranges(parts)}" for name, parts in found.items())
+            report["ingesters"] = text or "none running"
     return report
 
 
@@ -48,19 +64,17 @@ async def _backlog(nats_url: str) -> Any:
         await nc.close()
 
 
-def _ingesters(conninfo: str) -> str:
+def _owners(conninfo: str) -> dict[str, list[int]] | str:
+    """Each running ingester's partitions, or why they cannot be read."""
     import psycopg
 
     from .ownership import owners
 
     try:
         with psycopg.connect(conninfo, connect_timeout=5, autocommit=True) as conn:
-            found = owners(conn)
+            return owners(conn)
     except psycopg.Error as exc:
         return f"unknown ({type(exc).__name__})"
-    if not found:
-        return "none running"
-    return "; ".join(f"{name}: {_ranges(parts)}" for name, parts in found.items())
 
 
 def _ranges(parts: list[int]) -> str:

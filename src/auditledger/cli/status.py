@@ -40,7 +40,7 @@ def status(
     if nats_url:  # the stream's backlog and the ingesters' partitions
         from .._nats.status import collect_nats_status
 
-        report.update(collect_nats_status(nats_url, database_url))
+        report.update(collect_nats_status(nats_url, database_url, structured=as_json))
     if as_json:
         sys.stdout.write(json.dumps(report, default=str, indent=2) + "\n")
     else:

@@ -96,7 +96,7 @@ def test_ingest_says_what_it_waits_for_and_stops_cleanly_meanwhile(
     server: str, pg_url: str, tmp_path: Path
 ) -> None:
     expected = {
-        "unreachable": "NATS server unreachable",
+        "unreachable": "NATS connection failed",
         "without JetStream": "does not offer JetStream",
         "without the stream": "no stream yet",
     }[server]

@@ -151,7 +151,9 @@ class Ingester:
 
     async def _connection_failed(self, exc: Exception) -> None:
         """Without this a mistyped URL, or the server away, looks like an idle stream."""
-        self._report("nats", f"auditledger ingest: NATS server unreachable ({type(exc).__name__})")
+        self._report(
+            "nats", f"auditledger ingest: NATS connection failed ({type(exc).__name__}), retrying"
+        )
 
     async def _in_db(self, fn: Any, *args: Any) -> Any:
         async with self._db:

@@ -216,3 +216,44 @@ def test_status_json_gives_the_stream_and_ingesters_as_numbers(
     running = status()
     assert running["stream"]["messages_waiting"] == 0
     assert [sorted(parts) for parts in running["ingesters"].values()] == [list(range(8))]
+
+
+def test_setup_never_lowers_the_cap_under_what_the_stream_holds(nats_server: NatsServer) -> None:
+    """The server would make room by deleting the oldest messages: events not stored yet."""
+    from auditledger._nats.partitions import subject
+
+    assert _setup(nats_server, "--partitions", "2", "--max-bytes", str(4 * 1024**2)).returncode == 0
+
+    async def publish(nc: Any) -> None:
+        js = nc.jetstream()
+        for n in range(12):  # 1.2 MB: over the 1 MiB asked for below
+            await js.publish(subject(2, n % 2), b"x" * 100_000)
+
+    nats_server.run(publish)
+    lower = _setup(nats_server, "--max-bytes", str(1024**2))
+    assert lower.returncode == 2
+    assert "delete events not stored yet" in lower.stderr
+    assert nats_server.backlog() == 12
+    assert _stream_config(nats_server).max_bytes == 4 * 1024**2
+    enough = _setup(nats_server, "--max-bytes", str(3 * 1024**2))  # twice what it holds
+    assert enough.returncode == 0, enough.stderr
+    assert nats_server.backlog() == 12
+
+
+@pytest.mark.postgres
+def test_a_partition_change_refused_leaves_every_waiting_event_reachable(
+    cluster: Cluster,
+) -> None:
+    """Events wait under the old subjects: the change is undone and refused, and an
+    ingester started afterwards stores every one of them."""
+    with AuditLogger(nats_url=cluster.nats.url, spool_dir=cluster.tmp / "s") as audit:
+        for i in range(50):
+            audit.log_audit_event("auth.login", user_id=str(i), workspace_id=WorkspaceRef("T1"))
+        assert audit.flush(20)
+    changed = _setup(cluster.nats, "--partitions", "3")
+    assert changed.returncode == 2
+    assert "drain" in changed.stderr
+    assert "up to date: 8 partitions" in _setup(cluster.nats).stdout
+    cluster.ingester()
+    cluster.wait_stored(50)
+    cluster.check(50)

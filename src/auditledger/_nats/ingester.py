@@ -114,8 +114,8 @@ class Ingester:
         finally:
             self._group.closing = True
             await self._stop_all()
-            with contextlib.suppress(SinkError):
-                await self._in_db(self._sink.release, set(self.owned))
+            if self.owned:  # (none: no need to reach the database only to close)
+                await self._release(set(self.owned))
             self.owned.clear()
             await self._in_db(self._sink.close)
             await nc.close()
@@ -141,8 +141,7 @@ class Ingester:
             "auditledger ingest: the stream now has %d partitions (was %d)", count, self._count
         )
         await self._stop_all()
-        with contextlib.suppress(SinkError):
-            await self._in_db(self._sink.release, set(self.owned))
+        await self._release(set(self.owned))
         self.owned.clear()
         self._count = count
 
@@ -350,8 +349,16 @@ class Ingester:
     async def _give_back(self, partition: int) -> None:
         self._tasks.pop(partition, None)
         self.owned.discard(partition)
-        with contextlib.suppress(SinkError):
-            await self._in_db(self._sink.release, {partition})
+        await self._release({partition})
+
+    async def _release(self, partitions: set[int]) -> None:
+        """Unlocks partitions this ingester no longer works on. If that fails, the session
+        ends instead: its locks end with it, where a lock left held would keep every other
+        ingester off the partition for as long as the session lived."""
+        try:
+            await self._in_db(self._sink.release, partitions)
+        except SinkError:
+            await self._in_db(self._sink.close)
 
     def _report(self, key: str, message: str) -> None:
         now = time.monotonic()

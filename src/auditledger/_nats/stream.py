@@ -17,6 +17,7 @@ from .partitions import (
     DEFAULT_PARTITIONS,
     MAX_PARTITIONS,
     STREAM,
+    SUBJECT_PREFIX,
     count_from_subjects,
     stream_subject,
     subject,
@@ -103,22 +104,42 @@ async def setup_stream(nc: Client, settings: StreamSettings) -> SetupResult:
     partitions = settings.partitions or old
     replicas = settings.replicas or was["replicas"]
     max_bytes = settings.max_bytes or was["max bytes"]
-    if partitions != old:
-        if info.state.messages:
-            raise ConfigurationError(
-                f"the stream still holds {info.state.messages} messages (up to 500 events "
-                f"each) in {old} partitions: stop the publishers and let the ingesters drain "
-                "it before changing --partitions"
-            )
-        # Consumers of the old partitions would filter on subjects the stream no longer has.
-        for consumer in await js.consumers_info(STREAM):
-            if consumer.name.startswith("ingest-p"):
-                await js.delete_consumer(STREAM, consumer.name)
+    if max_bytes < was["max bytes"] and max_bytes < 2 * info.state.bytes:
+        # The server makes room by deleting the oldest messages, discard-new or not: events
+        # no ingester has stored. Twice what it holds leaves room for what arrives meanwhile.
+        raise ConfigurationError(
+            f"the stream holds {info.state.bytes} bytes: a cap under twice that would make "
+            "the server delete events not stored yet; let the ingesters drain it first"
+        )
     config = _config(partitions, replicas, max_bytes)
-    await js.update_stream(config)
+    if partitions == old:
+        await js.update_stream(config)
+    else:
+        await _change_partitions(js, info.config, config, old)
     now = _current(config, partitions)
     changes = tuple(f"{k}: {was[k]} -> {now[k]}" for k in now if was[k] != now[k])
     return SetupResult(False, partitions, replicas, max_bytes, changes)
+
+
+async def _change_partitions(js: Any, before: Any, after: Any, old: int) -> None:
+    """The new subjects first: from then on a publisher still on the old count is refused
+    (it spools and reads the count again), so what the old subjects hold can only shrink.
+    If they hold anything (events not drained yet, or published between a look and the
+    change), the old subjects are put back, and with them every way to those events."""
+    await js.update_stream(after)
+    state = (await js.stream_info(STREAM, subjects_filter=f"{SUBJECT_PREFIX}.{old}.>")).state
+    left = sum((state.subjects or {}).values())  # (new subjects may hold some already)
+    if left:
+        await js.update_stream(before)
+        raise ConfigurationError(
+            f"the stream still holds {left} messages (up to 500 events each) in "
+            f"{old} partitions: stop the publishers and let the ingesters drain it before "
+            "changing --partitions"
+        )
+    # Consumers of the old partitions filter on subjects the stream no longer has.
+    for consumer in await js.consumers_info(STREAM):
+        if consumer.name.startswith("ingest-p"):
+            await js.delete_consumer(STREAM, consumer.name)
 
 
 def _current(config: Any, partitions: int) -> dict[str, Any]:
